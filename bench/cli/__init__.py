@@ -1,0 +1,57 @@
+"""The `bench` command line: thin Typer commands that parse, validate and call into the package.
+
+Each sub-module adds its commands to `app`. Nothing here imports torch, MLflow or Optuna at import
+time, so `bench --help` stays instant; commands import what they need when they run.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from bench import __version__
+from bench.errors import BenchError
+
+app = typer.Typer(
+    name="bench",
+    help="Benchmark GradAttn against ResNet-18, SE-ResNet-18 and CBAM-ResNet-18, tracked in MLflow.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"gradattn-bench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """gradattn-bench: train the dataset x model grid, analyse gradient flow, compare runs in MLflow."""
+
+
+def fail(message: str) -> typer.Exit:
+    """Print a user-facing error (one sentence and what to do) and return the exit to raise."""
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=BenchError.exit_code)
+
+
+# Command modules register themselves on `app` when imported.
+from bench.cli import models as _models  # noqa: E402,F401
+from bench.cli import run as _run  # noqa: E402,F401
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one line on stderr and exit status 2."""
+    try:
+        app()
+    except BenchError as error:
+        typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+        sys.exit(BenchError.exit_code)

@@ -1,0 +1,153 @@
+"""`bench run`: the dataset x model x seed grid on every device slot, tracked in MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from bench.cli import app
+from bench.errors import BenchError
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise BenchError(f"--seeds must be a comma-separated list of integers, got {text!r}.") from None
+    if not seeds:
+        raise BenchError("--seeds needs at least one integer.")
+    return seeds
+
+
+def missing_datasets(names: list[str], data_dir: Path) -> dict[str, str]:
+    """dataset -> how to get it, for every requested dataset whose files are not there."""
+    from bench import data
+
+    return {n: data.get(n).how_to_get(data_dir) for n in names if data.get(n).missing_files(data_dir)}
+
+
+@app.command("run")
+def run(
+    datasets: str = typer.Option("digits", "--datasets", "-d", help="Comma list, wildcards or 'all'."),
+    models: str = typer.Option("all", "--models", "-m", help="Comma list, wildcards ('gradattn-*') or 'all'."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma list of seeds [default: 42]."),
+    study: Optional[Path] = typer.Option(None, "--study", help="A study file (TOML) with the grid and settings."),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="[default: 100, protocol 3.1]"),
+    preprocessing: Optional[str] = typer.Option(None, "--preprocessing", help="protocol (default) or notebook."),
+    splits: Optional[str] = typer.Option(None, "--splits", help="protocol (default), official, or grouped (PAD-UFES-20)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="[default: 1e-3]"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Coupled L2 [default: 1e-4]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="[default: the dataset's, protocol 2.1]"),
+    plateau_factor: Optional[float] = typer.Option(None, "--plateau-factor", help="[default: 0.2]"),
+    plateau_patience: Optional[int] = typer.Option(None, "--plateau-patience", help="[default: 3]"),
+    min_lr: Optional[float] = typer.Option(None, "--min-lr", help="[default: 1e-7]"),
+    early_stopping_patience: Optional[int] = typer.Option(None, "--early-stopping-patience", help="[default: 7]"),
+    restore_best: Optional[bool] = typer.Option(None, "--restore-best/--no-restore-best", help="[default: on in protocol mode, off in notebook mode]"),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (default), bf16 or fp16 autocast."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last"),
+    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile (opt-in)."),
+    deterministic: Optional[bool] = typer.Option(None, "--deterministic/--fast", help="[default: deterministic]"),
+    num_layers: Optional[int] = typer.Option(None, "--num-layers", help="GradAttn encoder depth [default: 3]."),
+    d_model: Optional[int] = typer.Option(None, "--d-model", help="GradAttn width [default: 256]."),
+    nhead: Optional[int] = typer.Option(None, "--nhead", help="[default: 8]"),
+    dim_feedforward: Optional[int] = typer.Option(None, "--dim-feedforward", help="[default: 512]"),
+    dropout: Optional[float] = typer.Option(None, "--dropout", help="[default: 0.1]"),
+    init: Optional[str] = typer.Option(None, "--init", help="protocol (per model, default) or uniform."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="published (default) or shared."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="nope-small: the 32/16/2 No PE of the notebooks."),
+    gradflow_every: Optional[int] = typer.Option(None, "--gradflow-every", help="Also analyse every N epochs [default: only at the end]."),
+    gradflow_batches: Optional[int] = typer.Option(None, "--gradflow-batches", help="[default: 20]"),
+    vanishing: Optional[float] = typer.Option(None, "--vanishing", help="[default: 1e-6]"),
+    exploding: Optional[float] = typer.Option(None, "--exploding", help="[default: 10]"),
+    devices: str = typer.Option("auto", "--devices", help="auto, cpu, or CUDA indices like 0,1,3."),
+    jobs_per_device: int = typer.Option(1, "--jobs-per-device", help="Concurrent runs per device."),
+    force: bool = typer.Option(False, "--force", help="Rerun configurations that already finished."),
+    skip_missing: bool = typer.Option(False, "--skip-missing", help="Run the datasets that are present, skip the rest."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="[default: $BENCH_DATA_DIR or ./data]"),
+    checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="[default: $BENCH_CHECKPOINT_DIR or ./checkpoints]"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="[default: $MLFLOW_TRACKING_URI or MLflow's default]"),
+    experiment: str = typer.Option("gradattn-bench", "--experiment"),
+) -> None:
+    """Train the dataset x model x seed grid and log every run to MLflow."""
+    from rich.console import Console
+
+    from bench import data, studyfile, tracking
+    from bench.progress import GridDisplay, summary_table
+    from bench.runner import default_checkpoint_root
+    from bench.scheduler import plan_runs, resolve_slots, run_grid
+
+    grid = studyfile.load(study) if study else studyfile.Grid(pairs=studyfile.pairs_from(datasets, models))
+    grid = studyfile.override(
+        grid,
+        seeds=parse_seeds(seeds),
+        preprocessing=preprocessing,
+        splits=splits,
+        **{
+            "train.max_epochs": max_epochs, "train.lr": lr, "train.weight_decay": weight_decay,
+            "train.batch_size": batch_size, "train.plateau_factor": plateau_factor,
+            "train.plateau_patience": plateau_patience, "train.min_lr": min_lr,
+            "train.early_stopping_patience": early_stopping_patience, "train.restore_best": restore_best,
+            "train.precision": precision, "train.channels_last": channels_last,
+            "train.compile": compile_model, "train.deterministic": deterministic,
+            "model.num_layers": num_layers, "model.d_model": d_model, "model.nhead": nhead,
+            "model.dim_feedforward": dim_feedforward, "model.dropout": dropout, "model.init": init,
+            "model.encoder": encoder, "model.preset": preset,
+            "gradflow.every": gradflow_every, "gradflow.num_batches": gradflow_batches,
+            "gradflow.vanishing": vanishing, "gradflow.exploding": exploding,
+        },
+    )
+    specs = grid.specs()
+    _check_model_options(specs)
+    data_dir = data_dir or data.default_data_dir()
+    missing = missing_datasets(grid.datasets, data_dir)
+    if missing and not skip_missing:
+        lines = "\n".join(f"  - {hint}" for hint in missing.values())
+        raise BenchError(
+            f"{len(missing)} requested dataset(s) are not in {data_dir}: {', '.join(missing)}; "
+            f"get them as below, or pass --skip-missing to run the rest.\n{lines}"
+        )
+    specs = [s for s in specs if s.dataset not in missing]
+    slots = resolve_slots(devices, jobs_per_device)
+    uri = tracking.resolve_uri(tracking_uri)
+    experiment_id = tracking.prepare(uri, experiment)
+    plan = plan_runs(specs, uri, experiment_id, slots[0].name.split("#")[0], force=force)
+    console = Console()
+    console.print(
+        f"{len(plan.tasks)} run(s) to do, {len(plan.skipped)} already finished; "
+        f"{len(slots)} slot(s): {', '.join(s.name for s in slots)}; tracking: {uri} (experiment {experiment!r})"
+    )
+    with GridDisplay(console) as display:
+        states = run_grid(
+            plan,
+            slots,
+            tracking_uri=uri,
+            data_dir=data_dir,
+            checkpoint_root=checkpoint_dir or default_checkpoint_root(),
+            on_update=display.update,
+        )
+    console.print(summary_table(states, plan.skipped))
+    failed = [s for s in states if s.status == "failed"]
+    unfinished = [s for s in states if s.status in ("killed", "not started")]
+    for state in failed:
+        console.print(f"[red]FAILED[/] {state.task.spec.run_name}: {state.error}", highlight=False)
+    if unfinished:
+        console.print(f"{len(unfinished)} run(s) interrupted; run the same command again to finish them.")
+    if failed:
+        raise typer.Exit(code=1)
+    if unfinished:
+        raise typer.Exit(code=130)
+
+
+def _check_model_options(specs) -> None:
+    """Reject impossible transformer options before any training starts (built on the meta device)."""
+    import torch
+
+    from bench import models
+
+    for model, config in {(s.model, s.model_config) for s in specs}:
+        with torch.device("meta"):
+            models.build(model, 10, 3, **config.for_model(models.info(model).options))

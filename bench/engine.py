@@ -1,0 +1,294 @@
+"""The training loop of protocol section 3, done correctly, with checkpoint and resume.
+
+The engine knows nothing of MLflow, progress bars or schedulers: it reports through callbacks.
+Per step it never synchronises with the host; losses and correct counts accumulate on the device and
+are read once per epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+import torch
+from torch import nn
+
+from bench import checkpoint
+from bench.monitors import EarlyStopping, PlateauScheduler
+from bench.spec import TrainConfig
+
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    train_acc: float  # fraction 0..1
+    val_loss: float
+    val_acc: float
+    lr: float  # after the epoch's plateau step, as the notebooks printed it
+    epoch_time_s: float
+    images_per_s: float  # training images per second of training-pass wall time
+    best_val_acc: float
+    best_epoch: int
+    improved: bool
+    lr_reduced: bool
+    gradient_health: float | None = None  # when gradient flow was analysed at this epoch
+
+
+@dataclass
+class FitResult:
+    history: list[EpochRecord]
+    best_epoch: int
+    best_val_acc: float
+    stopped_early: bool
+    interrupted: bool  # a graceful stop was requested; the run can be resumed
+    final_weights: str  # "best" or "last"
+    resumed_from_epoch: int = 0  # 0 when it started afresh
+
+    @property
+    def epochs_run(self) -> int:
+        return self.history[-1].epoch if self.history else 0
+
+
+class Callback(Protocol):
+    """Every method is optional; the engine calls those a callback defines."""
+
+    def on_fit_start(self, start_epoch: int, history: list[EpochRecord]) -> None: ...
+    def on_epoch_end(self, record: EpochRecord) -> None: ...
+    def on_gradflow(self, epoch: int, report: Any) -> None: ...
+    def should_stop(self) -> bool: ...
+
+
+def _call(callbacks: Sequence[object], method: str, *args) -> None:
+    for callback in callbacks:
+        handler = getattr(callback, method, None)
+        if handler is not None:
+            handler(*args)
+
+
+def autocast(device: torch.device, precision: str):
+    """fp32 runs as the original did; bf16/fp16 autocast are opt-in speed options."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """Adam with coupled L2 on every parameter, one group (protocol 3.1); fused kernels on CUDA."""
+    fused = device.type == "cuda"
+    return torch.optim.Adam(
+        model.parameters(),
+        lr=config.lr,
+        betas=(config.beta1, config.beta2),
+        eps=config.eps,
+        weight_decay=config.weight_decay,
+        **({"fused": True} if fused else {}),
+    )
+
+
+def _prepare_input(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, loader: Iterable, *, precision: str = "fp32", channels_last: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (float32) and labels of a whole split, in eval mode, gathered on the CPU."""
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    device = next(model.parameters()).device
+    for x, y in loader:
+        with autocast(device, precision):
+            out = model(_prepare_input(x, channels_last))
+        logits.append(out.float())
+        labels.append(y)
+    model.train(was_training)
+    return torch.cat(logits).cpu(), torch.cat(labels).cpu()
+
+
+class Trainer:
+    """Fits one model: epochs, plateau, early stopping, best-weight restore, checkpoint + resume."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_loader,
+        val_loader,
+        config: TrainConfig,
+        *,
+        device: torch.device,
+        checkpoint_dir: Path,
+        restore_best: bool = True,
+        callbacks: Sequence[object] = (),
+        gradflow_every: int = 0,
+        analyze_gradflow: Callable[[nn.Module], Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.train_loader = train_loader
+        self.val_loader = val_loader
+        self.config = config
+        self.device = device
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.restore_best = restore_best
+        self.callbacks = list(callbacks)
+        self.gradflow_every = gradflow_every
+        self.analyze_gradflow = analyze_gradflow
+        if config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(model, config, device)
+        self.plateau = PlateauScheduler(config.plateau_factor, config.plateau_patience, config.min_lr)
+        self.early = EarlyStopping(config.early_stopping_patience)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
+        self.loss_fn = nn.CrossEntropyLoss()  # protocol 3.1: mean, no smoothing, no weights
+        self.step_model = torch.compile(model) if config.compile else model
+        self.history: list[EpochRecord] = []
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    # -- one epoch -------------------------------------------------------------------------------
+    def train_epoch(self) -> tuple[float, float, int, float]:
+        """One pass over the training split; returns (loss, accuracy, images, seconds)."""
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        start = time.perf_counter()
+        for x, y in self.train_loader:
+            x = _prepare_input(x, self.config.channels_last)
+            self.optimizer.zero_grad(set_to_none=True)
+            with autocast(self.device, self.config.precision):
+                logits = self.step_model(x)
+                loss = self.loss_fn(logits, y)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            loss_sum += loss.detach().float() * y.shape[0]
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += y.shape[0]
+        seen = max(seen, 1)
+        totals = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()  # the epoch's one sync
+        return totals[0] / seen, totals[1] / seen, seen, time.perf_counter() - start
+
+    @torch.no_grad()
+    def evaluate(self, loader) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy over a split in eval mode (protocol 3.2)."""
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        for x, y in loader:
+            with autocast(self.device, self.config.precision):
+                logits = self.step_model(_prepare_input(x, self.config.channels_last))
+            loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+            seen += y.shape[0]
+        seen = max(seen, 1)
+        totals = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
+        return totals[0] / seen, totals[1] / seen
+
+    # -- checkpoint --------------------------------------------------------------------------------
+    def _checkpoint_state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "plateau": self.plateau.state_dict(),
+            "early_stopping": self.early.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": checkpoint.rng_state(),
+            "history": [asdict(r) for r in self.history],
+        }
+
+    def _resume(self) -> int:
+        """Load the last checkpoint if there is one; returns the number of completed epochs."""
+        path = self.checkpoint_dir / LAST
+        if not path.exists():
+            return 0
+        state = checkpoint.load(path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.plateau.load_state_dict(state["plateau"])
+        self.early.load_state_dict(state["early_stopping"])
+        self.scaler.load_state_dict(state["scaler"])
+        checkpoint.set_rng_state(state["rng"])
+        self.history = [EpochRecord(**r) for r in state["history"]]
+        best_path = self.checkpoint_dir / BEST
+        if best_path.exists():
+            self.best_state = checkpoint.load(best_path)["model"]
+        return int(state["epoch"])
+
+    def _remember_best(self, epoch: int) -> None:
+        # A deep copy on the CPU: the original's shallow state_dict().copy() shared storage with the
+        # live parameters, so its "restore" was a no-op (protocol 7.2).
+        self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        checkpoint.save({"epoch": epoch, "model": self.best_state}, self.checkpoint_dir / BEST)
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def fit(self) -> FitResult:
+        start_epoch = self._resume()
+        _call(self.callbacks, "on_fit_start", start_epoch, list(self.history))
+        stopped_early = bool(self.history) and self.early.wait >= self.early.patience
+        interrupted = False
+        epoch = start_epoch
+        while not stopped_early and epoch < self.config.max_epochs:
+            epoch += 1
+            if hasattr(self.train_loader, "set_epoch"):
+                self.train_loader.set_epoch(epoch)
+            epoch_start = time.perf_counter()
+            train_loss, train_acc, images, train_seconds = self.train_epoch()
+            val_loss, val_acc = self.evaluate(self.val_loader)
+            lr_reduced = self.plateau.step(val_acc, self.optimizer)
+            improved, stopped_early = self.early.step(val_acc, epoch)
+            if improved:
+                self._remember_best(epoch)
+            health = None
+            report = None
+            if self.analyze_gradflow is not None and self.gradflow_every and epoch % self.gradflow_every == 0:
+                report = self.analyze_gradflow(self.model)
+                health = float(report.health_score)
+            record = EpochRecord(
+                epoch=epoch,
+                train_loss=train_loss,
+                train_acc=train_acc,
+                val_loss=val_loss,
+                val_acc=val_acc,
+                lr=float(self.optimizer.param_groups[0]["lr"]),
+                epoch_time_s=time.perf_counter() - epoch_start,
+                images_per_s=images / max(train_seconds, 1e-9),
+                best_val_acc=float(self.early.best),
+                best_epoch=self.early.best_epoch,
+                improved=improved,
+                lr_reduced=lr_reduced,
+                gradient_health=health,
+            )
+            self.history.append(record)
+            checkpoint.save(self._checkpoint_state(epoch), self.checkpoint_dir / LAST)
+            if report is not None:
+                _call(self.callbacks, "on_gradflow", epoch, report)
+            _call(self.callbacks, "on_epoch_end", record)
+            if any(getattr(c, "should_stop", lambda: False)() for c in self.callbacks):
+                interrupted = not stopped_early and epoch < self.config.max_epochs
+                if interrupted:
+                    break
+        final = "last"
+        if self.restore_best and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+            final = "best"
+        return FitResult(
+            history=list(self.history),
+            best_epoch=self.early.best_epoch,
+            best_val_acc=float(self.early.best) if self.early.best is not None else 0.0,
+            stopped_early=stopped_early,
+            interrupted=interrupted,
+            final_weights=final,
+            resumed_from_epoch=start_epoch,
+        )

@@ -1,0 +1,114 @@
+"""What the parent shows while the grid runs: a live rich table, or plain lines when not a terminal."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from bench.scheduler import TaskState
+
+STATE_STYLE = {"finished": "green", "failed": "red", "killed": "yellow", "running": "cyan"}
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.2f}%"
+
+
+def eta_seconds(state: TaskState, max_epochs: int, patience: int) -> float | None:
+    """Time left if validation accuracy stops improving now: early stopping fires at best + patience."""
+    if not state.epoch_times or state.status != "running":
+        return None
+    last = min(max_epochs, max(state.best_epoch, 1) + patience)
+    remaining = max(last - state.epoch, 0)
+    return remaining * (sum(state.epoch_times) / len(state.epoch_times))
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def grid_table(states: list[TaskState]) -> Table:
+    table = Table(title="bench run", expand=False)
+    for column in ("dataset", "model", "seed", "device", "epoch", "val acc", "best", "ETA", "state"):
+        table.add_column(column, justify="right" if column in ("seed", "epoch", "val acc", "best") else "left")
+    for state in states:
+        spec = state.task.spec
+        eta = eta_seconds(state, spec.train.max_epochs, spec.train.early_stopping_patience)
+        status = state.status + (" (resumed)" if state.task.resumed and state.status == "running" else "")
+        table.add_row(
+            spec.dataset,
+            spec.model,
+            str(spec.seed),
+            state.slot,
+            f"{state.epoch}/{spec.train.max_epochs}" if state.epoch else "",
+            _pct(state.val_acc),
+            _pct(state.best_val_acc),
+            _duration(eta),
+            f"[{STATE_STYLE.get(state.status, 'white')}]{status}[/]",
+        )
+    return table
+
+
+class GridDisplay:
+    """`update(states)` is called often; redraws at most a few times a second."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.live: Live | None = None
+        self._last_lines: dict[int, tuple] = {}
+        self._last_draw = 0.0
+
+    def __enter__(self) -> "GridDisplay":
+        if self.console.is_terminal:
+            self.live = Live(console=self.console, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    def update(self, states: list[TaskState]) -> None:
+        if self.live is not None:
+            if time.monotonic() - self._last_draw > 0.25:
+                self.live.update(grid_table(states))
+                self._last_draw = time.monotonic()
+            return
+        for index, state in enumerate(states):  # plain log lines: one per epoch and state change
+            key = (state.status, state.epoch)
+            if self._last_lines.get(index) == key:
+                continue
+            self._last_lines[index] = key
+            spec = state.task.spec
+            detail = f"epoch {state.epoch}/{spec.train.max_epochs} val {_pct(state.val_acc)} best {_pct(state.best_val_acc)}"
+            if state.status == "failed":
+                detail = state.error or ""
+            self.console.print(f"{spec.run_name} [{state.slot}] {state.status}: {detail}", highlight=False)
+
+
+def summary_table(states: list[TaskState], skipped: list) -> Table:
+    table = Table(title="Results (test split)")
+    for column in ("dataset", "model", "seed", "state", "test top-1", "epochs", "wall time", "grad health", "health (notebook)"):
+        table.add_column(column)
+    for state in states:
+        spec = state.task.spec
+        table.add_row(
+            spec.dataset,
+            spec.model,
+            str(spec.seed),
+            state.status,
+            _pct(state.test_top1),
+            str(state.epoch or ""),
+            _duration(state.wall_s) if state.wall_s else "",
+            _pct(state.health),
+            _pct(state.health_notebook),
+        )
+    for spec, run_id in skipped:
+        table.add_row(spec.dataset, spec.model, str(spec.seed), f"skipped (finished: {run_id[:8]})", "", "", "", "", "")
+    return table

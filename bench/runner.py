@@ -1,0 +1,247 @@
+"""One run end to end, as a worker executes it.
+
+data.load -> models.build -> engine.fit (checkpoint each epoch, gradient flow at chosen epochs)
+-> metrics on the test split -> final gradient-flow analysis -> everything logged to MLflow.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import tempfile
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from bench import __version__, checkpoint, data, models, tracking
+from bench.engine import BEST, FitResult, Trainer, predict
+from bench.errors import BenchError
+from bench.spec import RunSpec
+
+
+def default_checkpoint_root() -> Path:
+    return Path(os.environ.get("BENCH_CHECKPOINT_DIR", "checkpoints"))
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a run reads data, writes checkpoints, logs, and on which device it trains."""
+
+    tracking_uri: str
+    data_dir: Path
+    checkpoint_root: Path
+    device: str = "cpu"
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    status: str  # FINISHED, KILLED (interrupted, resumable) or FAILED
+    test_top1: float | None = None
+    epochs: int = 0
+    health_score: float | None = None
+    health_score_notebook: float | None = None
+    error: str | None = None
+
+
+def checkpoint_dir(ctx: RunContext, spec: RunSpec) -> Path:
+    return Path(ctx.checkpoint_root) / spec.config_hash()
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def run_tags(spec: RunSpec, device: str, parameters: int | None = None) -> dict[str, str]:
+    tags = {
+        "config_hash": spec.config_hash(),
+        "dataset": spec.dataset,
+        "model": spec.model,
+        "seed": str(spec.seed),
+        "preprocessing": spec.preprocessing,
+        "splits": spec.splits,
+        "bench_version": __version__,
+        "torch_version": torch.__version__,
+        "device": device,
+    }
+    commit = _git_commit()
+    if commit:
+        tags["git_commit"] = commit
+    if parameters is not None:
+        tags["parameters"] = str(parameters)
+    return tags
+
+
+def configure_determinism(deterministic: bool) -> None:
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic  # autotuning picks kernels nondeterministically
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+def _gradflow_batches(loader, count: int):
+    """A fixed set of batches: the first `count` of an unshuffled split, the same every call."""
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(0)
+    return itertools.islice(iter(loader), count)
+
+
+def execute(spec: RunSpec, ctx: RunContext, run_id: str, callbacks=(), should_stop: Callable[[], bool] | None = None) -> RunOutcome:
+    """Train, evaluate and log one run into the existing MLflow run `run_id`.
+
+    Exceptions are logged (traceback artifact, status FAILED) and re-raised to the caller.
+    """
+    logger = tracking.RunLogger(ctx.tracking_uri, run_id)
+    try:
+        return _execute(spec, ctx, logger, callbacks, should_stop)
+    except BaseException as error:
+        if isinstance(error, KeyboardInterrupt):
+            logger.end(tracking.KILLED)
+            raise
+        try:
+            logger.log_text(traceback.format_exc(), "failure/traceback.txt")
+            logger.set_tags({"failure": f"{error.__class__.__name__}: {str(error)[:200]}"})
+            logger.end(tracking.FAILED)
+        except Exception:  # the store itself is gone: the parent marks the run when it can
+            pass
+        raise
+
+
+def _execute(spec, ctx, logger: tracking.RunLogger, callbacks, should_stop) -> RunOutcome:
+    from bench import gradflow
+    from bench.data.pipeline import BatchLoader
+    from bench.metrics import classification_metrics
+
+    device = torch.device(ctx.device)
+    configure_determinism(spec.train.deterministic)
+    checkpoint.seed_everything(spec.seed)
+    bundle = data.get(spec.dataset).load(
+        ctx.data_dir, preprocessing=spec.preprocessing, splits=spec.splits, seed=spec.seed
+    )
+    checkpoint.seed_everything(spec.seed)  # the model's initial weights depend on the seed alone
+    info = models.info(spec.model)
+    model = models.build(
+        spec.model, bundle.num_classes, bundle.in_channels, **spec.model_config.for_model(info.options)
+    ).to(device)
+    parameters = models.count_parameters(model)
+    logger.set_tags(run_tags(spec, ctx.device, parameters))
+    logger.log_params(spec.flat_params() | {"data.batch_size": spec.train.batch_size or bundle.batch_size})
+
+    batch_size = spec.train.batch_size or bundle.batch_size
+    loaders = {
+        name: BatchLoader(
+            getattr(bundle, name),
+            batch_size=batch_size,
+            transform=bundle.train_transform if name == "train" and shuffle else bundle.eval_transform,
+            device=device,
+            shuffle=shuffle,
+            seed=spec.seed,
+        )
+        for name, shuffle in (("train", True), ("val", False), ("test", False))
+    }
+    # The gradient-flow split is read with the eval transform, so the analysed batches are fixed.
+    gradflow_source = loaders[spec.gradflow_split]
+    if spec.gradflow_split == "train":
+        gradflow_source = BatchLoader(
+            bundle.train, batch_size=batch_size, transform=bundle.eval_transform, device=device, shuffle=False, seed=spec.seed
+        )
+    thresholds = gradflow.GradFlowThresholds(spec.gradflow.vanishing, spec.gradflow.exploding)
+
+    def analyze(net):
+        return gradflow.analyze(
+            net,
+            _gradflow_batches(gradflow_source, spec.gradflow.num_batches),
+            thresholds=thresholds,
+            mode=spec.gradflow.mode,
+        )
+
+    class _StopRequest:
+        def should_stop(self) -> bool:
+            return bool(should_stop and should_stop())
+
+    ckpt_dir = checkpoint_dir(ctx, spec)
+    if bundle.split_indices is not None:  # protocol 7.8: the seeded re-split, so results can be re-checked
+        logger.log_json(bundle.split_indices, "data/split_indices.json")
+    trainer = Trainer(
+        model,
+        loaders["train"],
+        loaders["val"],
+        spec.train,
+        device=device,
+        checkpoint_dir=ckpt_dir,
+        restore_best=spec.restore_best,
+        callbacks=[logger, *callbacks, _StopRequest()],
+        gradflow_every=spec.gradflow.every,
+        analyze_gradflow=analyze,
+    )
+    fit = trainer.fit()
+    if fit.interrupted:
+        logger.end(tracking.KILLED)
+        return RunOutcome(logger.run_id, tracking.KILLED, epochs=fit.epochs_run)
+
+    logits, labels = predict(
+        model, loaders["test"], precision=spec.train.precision, channels_last=spec.train.channels_last
+    )
+    report = classification_metrics(logits, labels, class_names=getattr(bundle, "class_names", None))
+    test_metrics = {f"test_{k}": v for k, v in report.scalars.items()}
+    flow = analyze(model)
+    summary = _summary_metrics(fit, flow)
+    logger.log_metrics(test_metrics | summary, step=fit.epochs_run)
+    _log_artifacts(logger, fit, report, flow, ckpt_dir)
+    logger.set_tags({"final_weights": fit.final_weights, "notes": "; ".join(bundle.notes)[:4000]})
+    logger.end(tracking.FINISHED)
+    return RunOutcome(
+        logger.run_id,
+        tracking.FINISHED,
+        test_top1=report.scalars["top1"],
+        epochs=fit.epochs_run,
+        health_score=flow.health_score,
+        health_score_notebook=flow.health_score_notebook,
+    )
+
+
+def _summary_metrics(fit: FitResult, flow) -> dict[str, float]:
+    return {
+        "best_val_acc": fit.best_val_acc,
+        "best_epoch": float(fit.best_epoch),
+        "epochs_run": float(fit.epochs_run),
+        "stopped_early": float(fit.stopped_early),
+        "train_time_s": sum(r.epoch_time_s for r in fit.history),
+        "gradient_health": flow.health_score,
+        "gradient_health_notebook": flow.health_score_notebook,
+        "gradient_vanishing_layers": float(flow.n_vanishing),
+        "gradient_exploding_layers": float(flow.n_exploding),
+    }
+
+
+def _log_artifacts(logger: tracking.RunLogger, fit: FitResult, report, flow, ckpt_dir: Path) -> None:
+    import pandas as pd
+
+    from bench.gradflow import plot, text_report
+    from bench.plots import plot_confusion
+
+    logger.log_text(flow.to_json(), "gradflow/gradflow.json")
+    logger.log_text(text_report(flow), "gradflow/report.txt")
+    logger.log_figure(lambda p: plot(flow, p), "gradflow/gradflow.png")
+    names = list(report.per_class["class"]) if "class" in report.per_class else None
+    confusion = pd.DataFrame(report.confusion, index=names, columns=names)
+    logger.log_text(confusion.to_csv(), "evaluation/confusion_matrix.csv")
+    logger.log_figure(lambda p: plot_confusion(report.confusion, names, p), "evaluation/confusion_matrix.png")
+    logger.log_text(report.per_class.to_csv(index=False), "evaluation/per_class.csv")
+    logger.log_text(pd.DataFrame([asdict(r) for r in fit.history]).to_csv(index=False), "history.csv")
+    best = ckpt_dir / BEST
+    if best.exists():
+        logger.log_file(best, "checkpoint")
