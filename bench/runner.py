@@ -48,8 +48,9 @@ class RunOutcome:
     error: str | None = None
 
 
-def checkpoint_dir(ctx: RunContext, spec: RunSpec) -> Path:
-    return Path(ctx.checkpoint_root) / spec.config_hash()
+def checkpoint_dir(ctx: RunContext, run_id: str) -> Path:
+    """One folder per MLflow run: a resumed run finds its checkpoint, a --force rerun starts afresh."""
+    return Path(ctx.checkpoint_root) / run_id
 
 
 def _git_commit() -> str | None:
@@ -172,7 +173,7 @@ def _execute(spec, ctx, logger: tracking.RunLogger, callbacks, should_stop) -> R
         def should_stop(self) -> bool:
             return bool(should_stop and should_stop())
 
-    ckpt_dir = checkpoint_dir(ctx, spec)
+    ckpt_dir = checkpoint_dir(ctx, logger.run_id)
     if bundle.split_indices is not None:  # protocol 7.8: the seeded re-split, so results can be re-checked
         logger.log_json(bundle.split_indices, "data/split_indices.json")
     trainer = Trainer(

@@ -95,7 +95,8 @@ def plan_runs(specs: list[RunSpec], uri: str, experiment_id: str, device_label: 
         if digest in seen:
             continue
         seen.add(digest)
-        runs = tracking.find_runs(uri, experiment_id, digest)
+        # Optuna trials share config hashes with grid runs but are not grid runs.
+        runs = [r for r in tracking.find_runs(uri, experiment_id, digest) if "trial_number" not in r.data.tags]
         finished = [r for r in runs if r.info.status == tracking.FINISHED]
         if finished and not force:
             skipped.append((spec, finished[0].info.run_id))

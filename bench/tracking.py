@@ -188,6 +188,15 @@ class RunLogger:
         self._retry(self.client.set_terminated, self.run_id, status)
 
     # -- engine callbacks ----------------------------------------------------------------------------
+    def on_fit_start(self, start_epoch: int, history) -> None:
+        """On resume, log the checkpointed epochs MLflow missed (a kill can fall between the two)."""
+        if not history:
+            return
+        logged = {step for step, _ in self._retry(metric_history, self.uri, self.run_id, "val_acc")}
+        for record in history:
+            if record.epoch not in logged:
+                self.on_epoch_end(record)
+
     def on_epoch_end(self, record) -> None:
         metrics = asdict(record)
         epoch = metrics.pop("epoch")

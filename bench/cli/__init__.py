@@ -37,15 +37,10 @@ def _root(
     """gradattn-bench: train the dataset x model grid, analyse gradient flow, compare runs in MLflow."""
 
 
-def fail(message: str) -> typer.Exit:
-    """Print a user-facing error (one sentence and what to do) and return the exit to raise."""
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=BenchError.exit_code)
-
-
 # Command modules register themselves on `app` when imported.
 from bench.cli import models as _models  # noqa: E402,F401
 from bench.cli import run as _run  # noqa: E402,F401
+from bench.cli import report as _report  # noqa: E402,F401
 
 
 def main() -> None:

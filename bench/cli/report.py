@@ -1,0 +1,31 @@
+"""`bench report`: the paper-style comparison table and figure from the MLflow runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from bench.cli import app
+
+
+@app.command("report")
+def report(
+    experiment: str = typer.Option("gradattn-bench", "--experiment"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="[default: $MLFLOW_TRACKING_URI or MLflow's default]"),
+    out: Path = typer.Option(Path("bench-report"), "--out", help="Folder for results.{md,csv,tex,png}."),
+) -> None:
+    """Test top-1 per dataset x model (mean ± std over seeds, Δ vs ResNet-18) and gradient health."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from bench import tracking
+    from bench.report import write_report
+
+    uri = tracking.resolve_uri(tracking_uri)
+    tracking.prepare(uri, experiment)
+    files = write_report(uri, experiment, out)
+    console = Console()
+    console.print(Markdown(files.markdown))
+    console.print("wrote " + ", ".join(str(p) for p in files.paths))
