@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import subprocess
 import tempfile
 import traceback
@@ -197,13 +198,14 @@ def _execute(spec, ctx, logger: tracking.RunLogger, callbacks, should_stop) -> R
         model, loaders["test"], precision=spec.train.precision, channels_last=spec.train.channels_last
     )
     report = classification_metrics(logits, labels, class_names=getattr(bundle, "class_names", None))
-    test_metrics = {f"test_{k}": v for k, v in report.scalars.items()}
+    test_metrics = {k if k.startswith("test_") else f"test_{k}": v for k, v in report.scalars.items()}
     flow = analyze(model)
     summary = _summary_metrics(fit, flow)
     logger.log_metrics(test_metrics | summary, step=fit.epochs_run)
     _log_artifacts(logger, fit, report, flow, ckpt_dir)
     logger.set_tags({"final_weights": fit.final_weights, "notes": "; ".join(bundle.notes)[:4000]})
     logger.end(tracking.FINISHED)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished runs never resume; the best weights are in MLflow
     return RunOutcome(
         logger.run_id,
         tracking.FINISHED,

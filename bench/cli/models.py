@@ -1,0 +1,36 @@
+"""``bench models``: the model catalogue with parameter counts for a given task shape."""
+
+from __future__ import annotations
+
+import typer
+
+from bench.cli import app
+
+
+@app.command("models")
+def models_command(
+    num_classes: int = typer.Option(10, "--num-classes", help="Number of classes of the classifier head."),
+    in_channels: int = typer.Option(3, "--in-channels", help="Image channels (1 for FashionMNIST)."),
+    models: str = typer.Option(
+        "all", "--models", help="Comma list of names or wildcards, e.g. 'gradattn-*'."
+    ),
+) -> None:
+    """List the models with their parameter counts (published default configurations)."""
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from bench import models as registry
+
+    table = Table(title=f"Models for {in_channels}-channel images and {num_classes} classes")
+    table.add_column("name", no_wrap=True)
+    table.add_column("family", no_wrap=True)
+    table.add_column("parameters", justify="right", no_wrap=True)
+    table.add_column("description")
+    for name in registry.expand(models):
+        # Counting needs shapes only: building on the meta device allocates and initialises nothing.
+        with torch.device("meta"):
+            model = registry.build(name, num_classes, in_channels)
+        info = registry.info(name)
+        table.add_row(name, info.family, f"{registry.count_parameters(model):,}", info.description)
+    Console().print(table)

@@ -1,0 +1,112 @@
+"""The model registry: the six models of the GradAttn study, by the names users type.
+
+``build("gradattn-rope", num_classes=10, in_channels=3, d_model=128)`` is the only way to make a
+model; ``names("gradattn-*")`` and ``expand("resnet18,gradattn-*")`` list them. Each model is one
+decorated builder in its family's module (``resnet.py``, ``gradattn.py``), registered together with
+its metadata (``ModelInfo``): family, protocol section and the parameter counts the original
+notebooks printed (protocol 1.10).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+import torch.nn as nn
+
+from bench.errors import BenchError
+from bench.registry import Registry
+
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the catalogue knows about one model besides how to build it."""
+
+    name: str
+    family: Literal["resnet", "gradattn"]
+    description: str
+    protocol_section: str
+    options: tuple[str, ...]
+    # (in_channels, num_classes) -> total parameters printed by the notebooks for the published
+    # defaults (protocol 1.10); checked by the tests.
+    reference_params: dict[tuple[int, int], int] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    info: ModelInfo
+    builder: Builder
+
+
+_MODELS: Registry[_Entry] = Registry("model")
+
+
+def register_model(info: ModelInfo) -> Callable[[Builder], Builder]:
+    """Decorator for a family module's public builder ``f(num_classes, in_channels, **options)``."""
+
+    def decorator(builder: Builder) -> Builder:
+        _MODELS.add(info.name, _Entry(info, builder))
+        return builder
+
+    return decorator
+
+
+def names(pattern: str | None = None) -> list[str]:
+    """Registered model names in registration order, optionally filtered by a shell wildcard."""
+    return _MODELS.names(pattern)
+
+
+def expand(spec: str) -> list[str]:
+    """A user's comma list (``all``, exact names, wildcards such as ``gradattn-*``) as model names."""
+    return _MODELS.expand(spec)
+
+
+def info(name: str) -> ModelInfo:
+    return _MODELS.get(name).info
+
+
+def build(name: str, num_classes: int, in_channels: int, **config: Any) -> nn.Module:
+    """Build model ``name`` for ``num_classes`` classes and ``in_channels``-channel images.
+
+    ``config`` holds the model's options (``info(name).options``); a value of None means "use the
+    default". Anything a user can get wrong raises a BenchError that says what to change.
+    """
+    entry = _MODELS.get(name)
+    _check_positive_int("num_classes", num_classes)
+    _check_positive_int("in_channels", in_channels)
+    accepted = entry.info.options
+    for key in config:
+        if key in accepted:
+            continue
+        if key not in _all_options():
+            raise BenchError(
+                f"Unknown model option {key!r} for {name}; it accepts: {', '.join(accepted)}."
+            )
+        raise BenchError(
+            f"Option {key!r} does not apply to {name} (a {entry.info.family} model); "
+            f"it accepts: {', '.join(accepted)}."
+        )
+    given = {key: value for key, value in config.items() if value is not None}
+    return entry.builder(num_classes, in_channels, **given)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Total number of parameters (all are trainable in every model here), shared ones once."""
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def _all_options() -> set[str]:
+    return {key for _, entry in _MODELS for key in entry.info.options}
+
+
+def _check_positive_int(what: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BenchError(f"{what} must be a positive integer, got {value!r}.")
+
+
+# The family modules register their builders on import; resnet first keeps the catalogue order
+# resnet18, senet18, cbam18, gradattn-nope, gradattn-lpe, gradattn-rope.
+from bench.models import resnet as _resnet  # noqa: E402,F401
+from bench.models import gradattn as _gradattn  # noqa: E402,F401

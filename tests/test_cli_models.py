@@ -1,0 +1,82 @@
+"""`bench models` run as a real process, and the lazy-import promise of the CLI package."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+COUNTS_3CH_10 = {
+    "resnet18": "11,181,642",
+    "senet18": "11,268,682",
+    "cbam18": "11,269,466",
+    "gradattn-nope": "12,849,994",
+    "gradattn-lpe": "12,851,274",
+    "gradattn-rope": "12,847,690",
+}
+
+
+def run(*command: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "160", "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+
+
+def bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return run(sys.executable, "-m", "bench", *args)
+
+
+def rows(stdout: str) -> dict[str, list[str]]:
+    """Table rows keyed by model name (first cell), cells stripped of the box characters."""
+    table = {}
+    for line in stdout.splitlines():
+        cells = [cell.strip() for cell in line.replace("┃", "│").split("│")[1:-1]]
+        if cells and cells[0]:
+            table[cells[0]] = cells[1:]
+    return table
+
+
+def test_models_lists_the_six_models_with_reference_counts():
+    result = bench("models")
+    assert result.returncode == 0, result.stderr
+    table = rows(result.stdout)
+    for name, count in COUNTS_3CH_10.items():
+        family = "gradattn" if name.startswith("gradattn") else "resnet"
+        assert table[name][:2] == [family, count]
+        assert table[name][2]  # a description
+    assert [name for name in table if name in COUNTS_3CH_10] == list(COUNTS_3CH_10)
+
+
+def test_models_for_fashionmnist_shape_and_a_wildcard():
+    result = bench("models", "--in-channels", "1", "--num-classes", "10", "--models", "gradattn-*")
+    assert result.returncode == 0, result.stderr
+    table = rows(result.stdout)
+    assert {name: cells[1] for name, cells in table.items() if name in COUNTS_3CH_10} == {
+        "gradattn-nope": "12,843,722",
+        "gradattn-lpe": "12,845,002",
+        "gradattn-rope": "12,841,418",
+    }
+
+
+def test_models_rejects_a_bad_class_count_in_one_line():
+    result = bench("models", "--num-classes", "0")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "num_classes must be a positive integer" in result.stderr
+
+
+def test_console_script_prints_the_table():
+    script = shutil.which("bench") or str(Path(sys.executable).with_name("bench"))
+    if not Path(script).exists():
+        pytest.skip("the bench console script is not installed in this environment")
+    result = run(script, "models", "--num-classes", "8")
+    assert result.returncode == 0, result.stderr
+    assert rows(result.stdout)["gradattn-rope"][1] == "12,847,176"  # BloodMNIST, protocol 1.10
+
+
+def test_importing_the_cli_does_not_import_torch():
+    result = run(sys.executable, "-c", "import bench.cli, sys; assert 'torch' not in sys.modules")
+    assert result.returncode == 0, result.stderr
