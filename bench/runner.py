@@ -190,6 +190,8 @@ def _execute(spec, ctx, logger: tracking.RunLogger, callbacks, should_stop) -> R
         analyze_gradflow=analyze,
     )
     fit = trainer.fit()
+    if fit.resumed_from_epoch:
+        logger.set_tags({"resumed_from_epoch": fit.resumed_from_epoch})
     if fit.interrupted:
         logger.end(tracking.KILLED)
         return RunOutcome(logger.run_id, tracking.KILLED, epochs=fit.epochs_run)
@@ -238,7 +240,7 @@ def _log_artifacts(logger: tracking.RunLogger, fit: FitResult, report, flow, ckp
 
     logger.log_text(flow.to_json(), "gradflow/gradflow.json")
     logger.log_text(text_report(flow), "gradflow/report.txt")
-    logger.log_figure(lambda p: plot(flow, p), "gradflow/gradflow.png")
+    logger.log_figure(lambda p: plot(flow, p, dpi=110), "gradflow/gradflow.png")
     names = list(report.per_class["class"]) if "class" in report.per_class else None
     confusion = pd.DataFrame(report.confusion, index=names, columns=names)
     logger.log_text(confusion.to_csv(), "evaluation/confusion_matrix.csv")

@@ -1,0 +1,178 @@
+"""The grid through the real CLI: worker processes, a real sqlite MLflow store, kills and resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import tracking
+from conftest import bench, store_args
+
+SYNTH = ["--datasets", "synthetic", "--gradflow-batches", "1"]
+
+
+def _runs(store, experiment="test"):
+    exp = tracking.client(store["uri"]).get_experiment_by_name(experiment)
+    return [] if exp is None else tracking.runs_of(store["uri"], exp.experiment_id)
+
+
+def _steps(store, run_id, key="val_acc"):
+    return sorted(step for step, _ in tracking.metric_history(store["uri"], run_id, key))
+
+
+def _start(args) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _wait_for_epoch(store, epoch: int, process: subprocess.Popen, timeout: float = 300) -> str:
+    """Poll the store until some run has logged `epoch`; returns that run's id."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, process.stdout.read()
+        for run in _runs(store):
+            if run.info.status == "RUNNING" and epoch in _steps(store, run.info.run_id):
+                return run.info.run_id
+        time.sleep(0.5)
+    raise AssertionError(f"no run reached epoch {epoch} in {timeout} s")
+
+
+def _worker_pids(parent: int) -> list[int]:
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(p) for p in children if "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text()]
+
+
+def test_two_slots_log_every_run_exactly_once_rerun_skips_and_report(store):
+    args = [*SYNTH, "--models", "resnet18,gradattn-nope", "--seeds", "1,2", "--max-epochs", "1", "--jobs-per-device", "2", *store_args(store)]
+    result = bench("run", *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "cpu#0" in result.stdout and "cpu#1" in result.stdout
+    runs = _runs(store)
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    assert len({r.data.tags["config_hash"] for r in runs}) == 4
+    assert {r.data.tags["mlflow.runName"] for r in runs} == {
+        f"synthetic/{m}/{s}" for m in ("resnet18", "gradattn-nope") for s in (1, 2)
+    }
+    again = bench("run", *args)
+    assert again.returncode == 0 and "0 run(s) to do, 4 already finished" in again.stdout
+    assert len(_runs(store)) == 4
+
+    out = store["root"] / "report"
+    report = bench("report", "--tracking-uri", store["uri"], "--experiment", "test", "--out", str(out))
+    assert report.returncode == 0, report.stderr
+    for name in ("results.md", "results.csv", "results.tex", "results.png", "gradient_health.csv"):
+        assert (out / name).stat().st_size > 0, name
+    import pandas as pd
+
+    table = pd.read_csv(out / "results.csv")
+    assert set(table.model) == {"resnet18", "gradattn-nope"} and set(table.n) == {2}
+    assert table.top1_std.notna().all() and table.p_paired.notna().sum() == 1
+    assert "synthetic" in report.stdout
+
+
+def test_worker_killed_mid_training_resumes_to_the_same_final_metrics(store):
+    args = [*SYNTH, "--models", "resnet18", "--seeds", "5", "--max-epochs", "4"]
+    first = _start(["run", *args, *store_args(store)])
+    run_id = _wait_for_epoch(store, 2, first)
+    for pid in _worker_pids(first.pid):
+        os.kill(pid, signal.SIGKILL)
+    out, _ = first.communicate(timeout=120)
+    assert first.returncode == 1, out  # the run is reported FAILED, nothing is lost
+    assert tracking.run_status(store["uri"], run_id) == "FAILED"
+
+    resumed = bench("run", *args, *store_args(store))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    runs = _runs(store)
+    assert [r.info.run_id for r in runs] == [run_id]  # same MLflow run, continued
+    run = runs[0]
+    assert run.info.status == "FINISHED" and int(run.data.tags["resumed_from_epoch"]) >= 2
+    assert _steps(store, run_id) == [1, 2, 3, 4]
+
+    reference = bench("run", *args, *store_args(store, experiment="uninterrupted"))
+    assert reference.returncode == 0, reference.stderr
+    expected = _runs(store, "uninterrupted")[0].data.metrics
+    got = run.data.metrics
+    for key in ("test_top1", "test_loss", "test_f1_macro", "best_val_acc", "val_acc"):
+        assert got[key] == expected[key], key
+
+
+def test_parent_killed_mid_grid_then_rerun_finishes_without_duplicates(store):
+    args = [*SYNTH, "--models", "resnet18,gradattn-lpe", "--max-epochs", "3", *store_args(store)]
+    first = _start(["run", *args])
+    interrupted = _wait_for_epoch(store, 1, first)
+    first.kill()  # SIGKILL: no chance to clean up; workers notice and exit
+    first.wait(timeout=30)
+    time.sleep(2)
+    rerun = bench("run", *args)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    runs = _runs(store)
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    resumed = next(r for r in runs if r.info.run_id == interrupted)
+    assert int(resumed.data.tags["resumed_from_epoch"]) >= 1
+    assert _steps(store, interrupted) == [1, 2, 3]
+
+
+def test_ctrl_c_once_checkpoints_and_marks_killed(store):
+    args = [*SYNTH, "--models", "resnet18", "--max-epochs", "3", *store_args(store)]
+    first = _start(["run", *args])
+    run_id = _wait_for_epoch(store, 1, first)
+    first.send_signal(signal.SIGINT)
+    out, _ = first.communicate(timeout=300)
+    assert first.returncode == 130, out
+    assert "run the same command again" in out
+    assert tracking.run_status(store["uri"], run_id) == "KILLED"
+    rerun = bench("run", *args)
+    assert rerun.returncode == 0
+    assert tracking.run_status(store["uri"], run_id) == "FINISHED"
+    assert _steps(store, run_id) == [1, 2, 3]
+
+
+def test_a_failing_run_is_isolated_and_missing_datasets_skipped(store):
+    store["data"].mkdir(parents=True)
+    (store["data"] / "bloodmnist.npz").write_bytes(b"this is not a zip archive")
+    args = ["--datasets", "synthetic,bloodmnist,cifar10", "--models", "resnet18", "--max-epochs", "1", "--gradflow-batches", "1", *store_args(store)]
+    refused = bench("run", *args)
+    assert refused.returncode == 2
+    assert "cifar10" in refused.stderr and "--skip-missing" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert _runs(store) == []  # nothing created before the check
+
+    result = bench("run", *args, "--skip-missing")
+    assert result.returncode == 1, result.stdout + result.stderr
+    by_dataset = {r.data.tags["dataset"]: r for r in _runs(store)}
+    assert set(by_dataset) == {"synthetic", "bloodmnist"}
+    assert by_dataset["synthetic"].info.status == "FINISHED"
+    failed = by_dataset["bloodmnist"]
+    assert failed.info.status == "FAILED"
+    assert "failure/traceback.txt" in tracking.list_artifacts(store["uri"], failed.info.run_id, "failure")
+    assert "bloodmnist" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--models", "resnet99"], "Unknown model"),
+        (["--datasets", "imagenet"], "Unknown dataset"),
+        (["--devices", "3"], "does not exist"),
+        (["--jobs-per-device", "0"], "--jobs-per-device"),
+        (["--seeds", "a,b"], "--seeds"),
+        (["--nhead", "7"], "divisible"),
+        (["--preprocessing", "fancy"], "--preprocessing"),
+        (["--study", "/nonexistent.toml"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(store, extra, fragment):
+    result = bench("run", "--max-epochs", "1", *store_args(store), *extra)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert fragment in result.stderr and "Traceback" not in result.stderr
