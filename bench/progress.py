@@ -17,6 +17,10 @@ def _pct(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.2f}%"
 
 
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
 def eta_seconds(state: TaskState, max_epochs: int, patience: int) -> float | None:
     """Time left if validation accuracy stops improving now: early stopping fires at best + patience."""
     if not state.epoch_times or state.status != "running":
@@ -35,8 +39,9 @@ def _duration(seconds: float | None) -> str:
 
 def grid_table(states: list[TaskState]) -> Table:
     table = Table(title="bench run", expand=False)
-    for column in ("dataset", "model", "seed", "device", "epoch", "val acc", "best", "ETA", "state"):
-        table.add_column(column, justify="right" if column in ("seed", "epoch", "val acc", "best") else "left")
+    numeric = ("seed", "epoch", "train loss", "val loss", "val acc", "best", "lr")
+    for column in ("dataset", "model", "seed", "device", "epoch", "train loss", "val loss", "val acc", "best", "lr", "ETA", "state"):
+        table.add_column(column, justify="right" if column in numeric else "left")
     for state in states:
         spec = state.task.spec
         eta = eta_seconds(state, spec.train.max_epochs, spec.train.early_stopping_patience)
@@ -47,8 +52,11 @@ def grid_table(states: list[TaskState]) -> Table:
             str(spec.seed),
             state.slot,
             f"{state.epoch}/{spec.train.max_epochs}" if state.epoch else "",
+            _num(state.train_loss),
+            _num(state.val_loss),
             _pct(state.val_acc),
             _pct(state.best_val_acc),
+            "" if state.lr is None else f"{state.lr:.1e}",
             _duration(eta),
             f"[{STATE_STYLE.get(state.status, 'white')}]{status}[/]",
         )
@@ -86,7 +94,13 @@ class GridDisplay:
                 continue
             self._last_lines[index] = key
             spec = state.task.spec
-            detail = f"epoch {state.epoch}/{spec.train.max_epochs} val {_pct(state.val_acc)} best {_pct(state.best_val_acc)}"
+            detail = ""
+            if state.epoch:
+                detail = (
+                    f"epoch {state.epoch}/{spec.train.max_epochs} train loss {_num(state.train_loss)} "
+                    f"val loss {_num(state.val_loss)} val acc {_pct(state.val_acc)} best {_pct(state.best_val_acc)} "
+                    f"lr {state.lr:.1e} ETA {_duration(eta_seconds(state, spec.train.max_epochs, spec.train.early_stopping_patience)) or '-'}"
+                )
             if state.status == "failed":
                 detail = state.error or ""
             self.console.print(f"{spec.run_name} [{state.slot}] {state.status}: {detail}", highlight=False)

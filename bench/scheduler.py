@@ -182,7 +182,10 @@ class TaskState:
     slot: str = ""
     epoch: int = 0
     start_epoch: int = 0
+    train_loss: float | None = None
+    val_loss: float | None = None
     val_acc: float | None = None
+    lr: float | None = None
     best_val_acc: float | None = None
     best_epoch: int = 0
     epoch_times: list[float] = field(default_factory=list)
@@ -291,6 +294,7 @@ def _apply(kind: str, index: int, payload: dict, states: list[TaskState], worker
         state.start_epoch = state.epoch = payload["start_epoch"]
     elif kind == "epoch":
         state.epoch = payload["epoch"]
+        state.train_loss, state.val_loss, state.lr = payload["train_loss"], payload["val_loss"], payload["lr"]
         state.val_acc = payload["val_acc"]
         state.best_val_acc = payload["best_val_acc"]
         state.best_epoch = payload["best_epoch"]

@@ -63,8 +63,17 @@ def run(
     gradflow_batches: Optional[int] = typer.Option(None, "--gradflow-batches", help="[default: 20]"),
     vanishing: Optional[float] = typer.Option(None, "--vanishing", help="[default: 1e-6]"),
     exploding: Optional[float] = typer.Option(None, "--exploding", help="[default: 10]"),
-    devices: str = typer.Option("auto", "--devices", help="auto, cpu, or CUDA indices like 0,1,3."),
-    jobs_per_device: int = typer.Option(1, "--jobs-per-device", help="Concurrent runs per device."),
+    devices: str = typer.Option("auto", "--devices", help="auto, cpu, or CUDA indices like 0,1,3 (local backend)."),
+    jobs_per_device: int = typer.Option(1, "--jobs-per-device", help="Concurrent runs per device (local backend)."),
+    backend: str = typer.Option("local", "--backend", help="local (worker processes here), ray or slurm."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (auto, ray://head:10001) [default: start one here]."),
+    gpus_per_run: Optional[float] = typer.Option(None, "--gpus-per-run", help="GPUs per run, ray (fractions share a GPU) or slurm [default: 1 where there are GPUs]."),
+    cpus_per_run: int = typer.Option(2, "--cpus-per-run", help="CPUs (and torch threads) per run, ray or slurm."),
+    slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="Slurm partition [default: the cluster's]."),
+    slurm_time: int = typer.Option(24 * 60, "--slurm-time", help="Minutes per job; a job that runs out is requeued and resumes."),
+    slurm_mem_gb: Optional[float] = typer.Option(None, "--slurm-mem-gb", help="Memory per job [default: the partition's]."),
+    slurm_folder: Optional[Path] = typer.Option(None, "--slurm-folder", help="submitit's job files and logs [default: <checkpoint dir>/slurm]."),
+    slurm_executor: str = typer.Option("slurm", "--slurm-executor", help="slurm, or local: the same jobs as processes here."),
     force: bool = typer.Option(False, "--force", help="Rerun configurations that already finished."),
     skip_missing: bool = typer.Option(False, "--skip-missing", help="Run the datasets that are present, skip the rest."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="[default: $BENCH_DATA_DIR or ./data]"),
@@ -75,10 +84,10 @@ def run(
     """Train the dataset x model x seed grid and log every run to MLflow."""
     from rich.console import Console
 
-    from bench import data, studyfile, tracking
+    from bench import backends, data, studyfile, tracking
     from bench.progress import GridDisplay, summary_table
     from bench.runner import default_checkpoint_root
-    from bench.scheduler import plan_runs, resolve_slots, run_grid
+    from bench.scheduler import plan_runs
 
     grid = studyfile.load(study) if study else studyfile.Grid(pairs=studyfile.pairs_from(datasets, models))
     grid = studyfile.override(
@@ -111,32 +120,34 @@ def run(
             f"get them as below, or pass --skip-missing to run the rest.\n{lines}"
         )
     specs = [s for s in specs if s.dataset not in missing]
-    slots = resolve_slots(devices, jobs_per_device)
+    placement = backends.Placement(
+        devices=devices, jobs_per_device=jobs_per_device, ray_address=ray_address, gpus_per_run=gpus_per_run,
+        cpus_per_run=cpus_per_run, slurm_partition=slurm_partition, slurm_time_min=slurm_time,
+        slurm_mem_gb=slurm_mem_gb, slurm_folder=slurm_folder, slurm_executor=slurm_executor,
+    )
+    executor = backends.create(backend, placement)
     uri = tracking.resolve_uri(tracking_uri)
-    experiment_id = tracking.prepare(uri, experiment)
-    plan = plan_runs(specs, uri, experiment_id, slots[0].name.split("#")[0], force=force)
-    console = Console()
+    experiment_id = tracking.prepare(uri, experiment)  # an unreachable store stops here, before any run
+    plan = plan_runs(specs, uri, experiment_id, executor.device_label, force=force)
+    console = Console() if Console().is_terminal else Console(width=160)  # logs: no truncated columns
     console.print(
         f"{len(plan.tasks)} run(s) to do, {len(plan.skipped)} already finished; "
-        f"{len(slots)} slot(s): {', '.join(s.name for s in slots)}; tracking: {uri} (experiment {experiment!r})"
+        f"{executor.description}; tracking: {tracking.shown_uri(uri)} (experiment {experiment!r})"
     )
+    destination = backends.Destination(uri, data_dir, checkpoint_dir or default_checkpoint_root())
     with GridDisplay(console) as display:
-        states = run_grid(
-            plan,
-            slots,
-            tracking_uri=uri,
-            data_dir=data_dir,
-            checkpoint_root=checkpoint_dir or default_checkpoint_root(),
-            on_update=display.update,
-        )
+        states = executor.run(plan, destination, display.update)
     console.print(summary_table(states, plan.skipped))
-    failed = [s for s in states if s.status == "failed"]
+    unsynced = [s for s in states if s.status == "failed" and (s.error or "").startswith(tracking.TrackingUnavailable.__name__)]
+    failed = [s for s in states if s.status == "failed" and s not in unsynced]
     unfinished = [s for s in states if s.status in ("killed", "not started")]
     for state in failed:
         console.print(f"[red]FAILED[/] {state.task.spec.run_name}: {state.error}", highlight=False)
+    for state in unsynced:  # trained and checkpointed; only the tracking server was missing
+        console.print(f"[yellow]NOT SYNCED[/] {state.task.spec.run_name}: {state.error.split(': ', 1)[-1]}", highlight=False)
     if unfinished:
         console.print(f"{len(unfinished)} run(s) interrupted; run the same command again to finish them.")
-    if failed:
+    if failed or unsynced:
         raise typer.Exit(code=1)
     if unfinished:
         raise typer.Exit(code=130)

@@ -1,0 +1,227 @@
+"""``bench perf``: throughput benchmarks that print ratios against a baseline measured in the same run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from bench.cli import app
+from bench.cli.run import parse_seeds
+from bench.errors import BenchError
+
+perf_app = typer.Typer(help="Throughput benchmarks against baselines measured in the same run.")
+app.add_typer(perf_app, name="perf")
+
+
+def _positive_ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise BenchError(f"{option} must be a comma-separated list of integers, got {text!r}.") from None
+    if not values or min(values) < 1:
+        raise BenchError(f"{option} needs at least one positive integer, got {text!r}.")
+    return values
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.2f} GiB"
+
+
+def _by_model(results, figure) -> str:
+    return ", ".join(f"{r.model} {figure(r):.2f}x" for r in results)
+
+
+@perf_app.callback(invoke_without_command=True)
+def perf(
+    ctx: typer.Context,
+    models: str = typer.Option("resnet18,gradattn-rope", "--models", "-m", help="Comma list, wildcards or 'all'."),
+    image_size: int = typer.Option(32, "--image-size", help="Square input size in pixels."),
+    batch_size: int = typer.Option(128, "--batch-size"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    steps: int = typer.Option(20, "--steps", help="Timed steps per repeat: one harness epoch, whose epoch-end logging they share."),
+    warmup: int = typer.Option(3, "--warmup", help="Untimed steps before the first repeat."),
+    repeats: int = typer.Option(3, "--repeats", help="Alternating repeats; medians are compared."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 autocast."),
+    channels_last: bool = typer.Option(False, "--channels-last/--no-channels-last"),
+    compile_model: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile both loops."),
+    deterministic: bool = typer.Option(True, "--deterministic/--fast", help="As `bench run`; --fast turns cudnn.benchmark on."),
+    data_benchmark: bool = typer.Option(True, "--data/--no-data", help="Also measure the data pipeline (as `bench perf data`)."),
+    data_images: int = typer.Option(10_000, "--data-images", help="Images of the data-pipeline benchmark."),
+    data_batches: int = typer.Option(50, "--data-batches", help="Timed batches per repeat of the data-pipeline benchmark."),
+    data_workers: int = typer.Option(2, "--data-workers", help="Workers of the notebook-style DataLoader."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store the harness logs to [default: a temporary sqlite store]."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write every figure, with the machine, to this JSON file."),
+) -> None:
+    """Training and evaluation throughput and peak memory per model, and three ratios measured in the
+    same run: harness overhead (vs a bare PyTorch loop), data pipeline (vs a notebook-style DataLoader)
+    and gradient-flow analysis (vs a plain step). Subcommands run single benchmarks."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from bench import models as registry
+    from bench.perf import report
+    from bench.perf.train import Workload, run_benchmark
+
+    names = registry.expand(models)
+    workload = Workload(
+        image_size=image_size, batch_size=batch_size, steps=steps, warmup=warmup, repeats=repeats, device=device,
+        precision=precision, channels_last=channels_last, deterministic=deterministic, compile=compile_model,
+    ).validate()
+    console = Console()
+    console.print(f"Measuring {', '.join(names)} on {device}: {image_size} px, batch {batch_size}, {steps} steps x {repeats} repeats", highlight=False)
+    results = run_benchmark(names, workload, on_model=lambda r: console.print(f"  {r.model} done", highlight=False), tracking_uri=tracking_uri)
+    pipeline = None
+    if data_benchmark:
+        from bench.perf.data_pipeline import run_benchmark as run_data_benchmark
+
+        pipeline = run_data_benchmark(
+            images=data_images, batches=data_batches, repeats=repeats, warmup=warmup, batch_size=batch_size,
+            workers=data_workers, device=device, source="auto",
+        )
+
+    table = Table(title=f"Throughput on {device}: {image_size} px, batch {batch_size}, {precision}{', channels-last' if channels_last else ''}")
+    for column in ("model", "train img/s", "bare img/s", "eval img/s", "peak memory"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for r in results:
+        s = r.summary()
+        memory = f"{_gib(r.peak_memory_bytes)} {'CUDA' if r.peak_memory_kind.startswith('cuda') else 'RSS'}"
+        table.add_row(r.model, f"{s['train_images_per_s']:,.1f}", f"{s['bare_train_images_per_s']:,.1f}", f"{s['eval_images_per_s']:,.1f}", memory)
+    console.print(table)
+    console.print(f"harness overhead (our step / bare loop): {_by_model(results, lambda r: r.training.harness_overhead)} (target <= 1.05)", highlight=False)
+    if pipeline is not None:
+        console.print(f"data pipeline (ours / notebook-style DataLoader, images/s): {pipeline.ratio:.2f}x (target >= 5x)", highlight=False)
+    else:
+        console.print("data pipeline: not measured (--no-data)", highlight=False)
+    console.print(
+        f"gradient-flow analysis (analysed / plain step): {_by_model(results, lambda r: r.gradflow.overhead)} (target <= 1.2); "
+        f"plain step after analysis / before: {_by_model(results, lambda r: r.gradflow.after_analysis)}; "
+        f"hooks removed: {'yes' if all(r.hooks_removed for r in results) else 'NO'}",
+        highlight=False,
+    )
+    console.print(f"no host sync inside the step: {'; '.join(f'{r.model} {r.sync_check}' for r in results)}", highlight=False)
+    if json_path is not None:
+        ratios = {
+            "harness_overhead": {r.model: r.training.harness_overhead for r in results},
+            "gradflow_overhead": {r.model: r.gradflow.overhead for r in results},
+            "plain_step_after_analysis": {r.model: r.gradflow.after_analysis for r in results},
+        }
+        sections = {"models": {r.model: r.summary() for r in results}, "ratios": ratios}
+        if pipeline is not None:
+            ratios["data_pipeline"] = pipeline.ratio
+            sections["data_pipeline"] = report.data_pipeline_summary(pipeline)
+        settings = asdict(workload) | {"models": names, "tracking_uri": tracking_uri or "a temporary sqlite store"}
+        path = report.write_json(report.payload("train", device, settings, **sections), json_path)
+        console.print(f"wrote {path}", highlight=False)
+
+
+@perf_app.command("grid")
+def grid_command(
+    dataset: str = typer.Option("digits", "--dataset", "-d"),
+    models: str = typer.Option("resnet18", "--models", "-m", help="Comma list, wildcards or 'all'."),
+    seeds: str = typer.Option("42,43,44,45", "--seeds", help="With the models, the runs of the grid."),
+    max_epochs: int = typer.Option(2, "--max-epochs"),
+    gradflow_batches: int = typer.Option(2, "--gradflow-batches", help="Batches of each run's final gradient-flow analysis."),
+    slots: str = typer.Option("1,2", "--slots", help="CPU slot counts to compare (each gets the cores / slots threads)."),
+    repeats: int = typer.Option(1, "--repeats", help="Alternating repeats per slot count; medians are compared."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="[default: $BENCH_DATA_DIR or ./data]"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the timings, with the machine, to this JSON file."),
+) -> None:
+    """Wall time of the same small grid through the real scheduler with 1 and with 2 CPU slots."""
+    counts = _positive_ints(slots, "--slots")
+    seed_list = parse_seeds(seeds)
+
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from bench import data
+    from bench import models as registry
+    from bench.perf import report
+    from bench.perf.grid import TARGET_RATIO, run_benchmark
+
+    names = registry.expand(models)
+    data.get(dataset)
+    console = Console()
+    runs = len(names) * len(seed_list)
+    console.print(f"{dataset}: {runs} run(s) of {max_epochs} epoch(s), on {', '.join(map(str, sorted(set(counts))))} CPU slot(s)", highlight=False)
+    result = run_benchmark(
+        dataset=dataset, model_names=names, seeds=seed_list, max_epochs=max_epochs, gradflow_batches=gradflow_batches,
+        slot_counts=counts, repeats=repeats, data_dir=data_dir,
+        on_timing=lambda k, s: console.print(f"  {k} slot(s): {s:.1f} s", highlight=False),
+    )
+    table = Table(title=f"Grid wall time: {result.runs} {dataset} runs")
+    for column in ("slots", "wall s (median)", "repeats", f"ratio to {result.slot_counts[0]} slot(s)"):
+        table.add_column(column, justify="right")
+    for k in result.slot_counts:
+        table.add_row(str(k), f"{result.median(k):.1f}", ", ".join(f"{v:.1f}" for v in result.wall_s[k]), f"{result.ratio(k):.2f}")
+    console.print(table)
+    for k in result.slot_counts[1:]:
+        target = f" (target <= {TARGET_RATIO})" if (k, result.slot_counts[0]) == (2, 1) else ""
+        console.print(f"slot scaling: {k} slots / {result.slot_counts[0]} slot(s) = {result.ratio(k):.2f}{target}", highlight=False)
+    if json_path is not None:
+        ratios = {f"{k}/{result.slot_counts[0]}": result.ratio(k) for k in result.slot_counts[1:]}
+        settings = {"dataset": dataset, "models": names, "seeds": seed_list, "max_epochs": max_epochs, "gradflow_batches": gradflow_batches, "repeats": repeats}
+        figures = asdict(result) | {"ratios": ratios}
+        path = report.write_json(report.payload("grid", "cpu", settings, grid=figures), json_path)
+        console.print(f"wrote {path}", highlight=False)
+
+
+@perf_app.command("data")
+def data_command(
+    images: int = typer.Option(50_000, "--images", help="CIFAR-10-format images to draw batches from."),
+    batches: int = typer.Option(100, "--batches", help="Timed batches per repeat and pipeline."),
+    repeats: int = typer.Option(3, "--repeats", help="Alternating repeats; medians are compared."),
+    warmup: int = typer.Option(5, "--warmup", help="Untimed batches before each timing."),
+    batch_size: int = typer.Option(128, "--batch-size"),
+    workers: int = typer.Option(
+        2, "--workers", help="DataLoader workers of the torchvision baseline (the notebooks used 2)."
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    threads: int = typer.Option(1, "--threads", help="torch threads of our pipeline (the baseline has its workers)."),
+    source: str = typer.Option("auto", "--source", help="auto (real CIFAR-10 when present), synthetic or cifar10."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="[default: $BENCH_DATA_DIR or ./data]"),
+) -> None:
+    """Training-batch throughput with the CIFAR-10 protocol augmentation: ours vs a notebook-style DataLoader."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from bench.perf.data_pipeline import run_benchmark
+
+    result = run_benchmark(
+        images=images,
+        batches=batches,
+        repeats=repeats,
+        warmup=warmup,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        source=source,
+        data_dir=data_dir,
+        threads=threads,
+    )
+    table = Table(
+        title=f"Training batches/s on {result.device}: {result.images:,} {result.source}, batch {result.batch_size}"
+    )
+    table.add_column("pipeline")
+    table.add_column("images/s (median)", justify="right")
+    table.add_column("repeats", justify="right")
+    table.add_row(
+        f"bench BatchLoader (device-side, batched, {result.threads} thread{'s' if result.threads > 1 else ''})",
+        f"{result.ours_median:,.0f}",
+        ", ".join(f"{v:,.0f}" for v in result.ours),
+    )
+    table.add_row(
+        f"torchvision PIL DataLoader ({result.workers} workers)",
+        f"{result.baseline_median:,.0f}",
+        ", ".join(f"{v:,.0f}" for v in result.baseline),
+    )
+    console = Console()
+    console.print(table)
+    console.print(f"ratio: {result.ratio:.1f}x (target >= 5x)", highlight=False)

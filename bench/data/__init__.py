@@ -1,0 +1,45 @@
+"""The dataset registry: the eight datasets of the GradAttn study plus `digits` and `synthetic`.
+
+``get("cifar10").load(data_dir, preprocessing="protocol", splits="protocol", seed=42)`` gives a
+DataBundle (three decoded splits and their batch transforms); ``names()`` and ``expand("a,b,all")``
+list datasets by the names users type. Each dataset is one module that registers itself.
+"""
+
+from __future__ import annotations
+
+from bench.data.base import DATASETS, DataBundle, Dataset, Split, default_data_dir
+from bench.data.pipeline import BatchLoader, BatchTransform
+
+# Each module registers its dataset(s) on import; the import order is the catalogue's order
+# (protocol table 2.1, then the two built-in sets).
+# isort: off
+from bench.data import cifar10, fashionmnist, svhn, medmnist, pcam, pad_ufes, tiny_imagenet  # noqa: F401
+from bench.data import digits, synthetic  # noqa: F401
+# isort: on
+
+__all__ = [
+    "BatchLoader",
+    "BatchTransform",
+    "DataBundle",
+    "Dataset",
+    "Split",
+    "default_data_dir",
+    "expand",
+    "get",
+    "names",
+]
+
+
+def get(name: str) -> Dataset:
+    """The registered dataset ``name``; a BenchError naming the choices for an unknown one."""
+    return DATASETS.get(name)
+
+
+def names(pattern: str | None = None) -> list[str]:
+    """Registered dataset names, optionally filtered by a shell wildcard."""
+    return DATASETS.names(pattern)
+
+
+def expand(spec: str) -> list[str]:
+    """A user's comma list (``all``, names, wildcards) as dataset names; unknown items are errors."""
+    return DATASETS.expand(spec)

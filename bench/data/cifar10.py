@@ -1,0 +1,68 @@
+"""CIFAR-10 (protocol 2.3): torchvision's pickled batches, pooled and re-split 70/15/15."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.data.base import PooledDataset, Progress, Remote, check_labels, extract, fetch, register
+from bench.data.pipeline import BatchOp, NotebookDoubleTransform, RandomCrop, RandomHorizontalFlip
+
+FOLDER = "cifar-10-batches-py"
+BATCHES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
+ARCHIVE = Remote(
+    "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    "c58f30108f718f92721af3b95e74349a",
+    "cifar-10-python.tar.gz",
+)
+
+
+@register
+class Cifar10(PooledDataset):
+    name = "cifar10"
+    num_classes = 10
+    in_channels = 3
+    image_size = 32
+    mean = (0.4914, 0.4822, 0.4465)
+    std = (0.2023, 0.1994, 0.2010)
+    class_names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    protocol_section = "2.3"
+    homepage = "https://www.cs.toronto.edu/~kriz/cifar.html (cifar-10-python.tar.gz, extracted)"
+    expected_sizes = {"train": 42_000, "val": 9_000, "test": 9_000}
+    files = tuple(f"{FOLDER}/{b}" for part in BATCHES.values() for b in part)
+
+    def download(self, data_dir: Path, progress: Progress | None = None) -> None:
+        archive = fetch(self.name, ARCHIVE, Path(data_dir), progress)
+        extract(self.name, archive, Path(data_dir), FOLDER)
+        archive.unlink()
+
+    def read_parts(self, data_dir: Path, names: tuple[str, ...]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        parts = {}
+        for part in names:
+            batches = [self._read_batch(Path(data_dir) / FOLDER / b) for b in BATCHES[part]]
+            parts[part] = (torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]))
+        return parts
+
+    def _read_batch(self, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            with open(path, "rb") as stream:
+                entry = pickle.load(stream, encoding="latin1")
+            data, labels = np.asarray(entry["data"]), np.asarray(entry["labels"])
+        except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+            raise self.corrupt(path, f"is not a CIFAR-10 batch ({type(error).__name__}: {error})") from None
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+            raise self.corrupt(
+                path,
+                f"has data {data.dtype} {data.shape} with {len(labels)} labels, expected uint8 (N, 3072) and N labels",
+            )
+        images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
+        return images, check_labels(self.corrupt, path, labels, self.num_classes)
+
+    def augmentations(self) -> list[BatchOp]:
+        return [RandomHorizontalFlip(), RandomCrop(32, padding=4)]  # protocol 2.3
+
+    def notebook_defects(self) -> list[BatchOp]:
+        return [NotebookDoubleTransform(self.mean, self.std)]  # protocol 7.1

@@ -1,0 +1,62 @@
+"""digits: scikit-learn's 1,797 real 8 x 8 handwritten digits, shipped with scikit-learn.
+
+The embedded default: nothing to download, so the whole pipeline runs on any laptop. Pixel values
+0..16 are scaled to uint8, fed to the models at 32 px; seeded 70/15/15 split as for CIFAR-10.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.data.base import Dataset, Progress, SplitSet, index_lists, register, resplit, resplit_sizes, split_views
+from bench.data.pipeline import BatchOp, RandomCrop
+
+SAMPLES = 1_797
+
+
+@register
+class Digits(Dataset):
+    name = "digits"
+    num_classes = 10
+    in_channels = 1
+    image_size = 32
+    mean = (0.3053,)  # of the uint8-scaled images
+    std = (0.3759,)
+    class_names = tuple(str(d) for d in range(10))
+    protocol_section = "-"  # not part of the original study
+    homepage = "scikit-learn (sklearn.datasets.load_digits)"
+    split_choices = ("protocol",)
+    expected_sizes = resplit_sizes(SAMPLES)
+
+    def missing_files(self, data_dir: Path) -> list[Path]:
+        return []
+
+    def how_to_get(self, data_dir: Path) -> str:
+        return "digits ships with scikit-learn; there is nothing to download."
+
+    def download(self, data_dir: Path, progress: Progress | None = None) -> None:
+        return None
+
+    def disk_size(self, data_dir: Path) -> int:
+        return 0
+
+    def sizes(self, data_dir: Path) -> dict[str, int]:
+        return resplit_sizes(SAMPLES)
+
+    def read_splits(self, data_dir: Path, splits: str, seed: int) -> SplitSet:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images = torch.from_numpy(np.rint(digits.images * (255 / 16)).astype(np.uint8)).unsqueeze(1)
+        labels = torch.from_numpy(digits.target.astype(np.int64))
+        chosen = resplit(len(labels), seed)
+        views = split_views(images, labels, chosen)
+        note = f"digits: scikit-learn's 8x8 digits, seeded 70/15/15 split (seed {seed}), shown to the models at 32 px"
+        return SplitSet(views["train"], views["val"], views["test"], index_lists(chosen), [note])
+
+    def augmentations(self) -> list[BatchOp]:
+        # After the resize to 32 px: shifts of up to 4 px (one source pixel); digits must not be flipped.
+        return [RandomCrop(32, padding=4)]
