@@ -269,6 +269,7 @@ def run_grid(
                 worker.process.kill()
     for index in pending:
         states[index].status = "not started"
+        _mark(tracking_uri, states[index].task.run_id, tracking.KILLED)  # resumable, not "running" forever
     on_update(states)
     return states
 
@@ -327,7 +328,7 @@ def _reap_dead(workers, states, uri, ctx, context, events, stop) -> None:
             state.error = f"worker process died (exit code {worker.process.exitcode})"
             _mark(uri, state.task.run_id, tracking.FAILED, state.error)
             worker.current = None
-        if not stop.is_set():
+        if not stop.is_set() and any(s.status == "queued" for s in states):
             workers[position] = _Worker(ctx, worker.slot, context, events, stop)
 
 
