@@ -99,7 +99,7 @@ class GridDisplay:
                 detail = (
                     f"epoch {state.epoch}/{spec.train.max_epochs} train loss {_num(state.train_loss)} "
                     f"val loss {_num(state.val_loss)} val acc {_pct(state.val_acc)} best {_pct(state.best_val_acc)} "
-                    f"lr {state.lr:.1e} ETA {_duration(eta_seconds(state, spec.train.max_epochs, spec.train.early_stopping_patience)) or '-'}"
+                    f"lr {'' if state.lr is None else format(state.lr, '.1e')} ETA {_duration(eta_seconds(state, spec.train.max_epochs, spec.train.early_stopping_patience)) or '-'}"
                 )
             if state.status == "failed":
                 detail = state.error or ""

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 data_app = typer.Typer(help="List, download and check the datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-DATA_DIR_OPTION = typer.Option(None, "--data-dir", help="Where the datasets live [default: $BENCH_DATA_DIR or ./data].")
+DATA_DIR_OPTION = typer.Option(None, "--data-dir", help="Where the datasets live (default: $BENCH_DATA_DIR or ./data).")
 NAMES_ARGUMENT = typer.Argument(..., help="A dataset, a comma list, or 'all'.")
 SPLITS = ("train", "val", "test")
 

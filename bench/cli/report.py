@@ -13,7 +13,7 @@ from bench.cli import app
 @app.command("report")
 def report(
     experiment: str = typer.Option("gradattn-bench", "--experiment"),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="[default: $MLFLOW_TRACKING_URI or MLflow's default]"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="(default: $MLFLOW_TRACKING_URI or MLflow's default)"),
     out: Path = typer.Option(Path("bench-report"), "--out", help="Folder for results.{md,csv,tex,png}."),
 ) -> None:
     """Test top-1 per dataset x model (mean ± std over seeds, Δ vs ResNet-18) and gradient health."""

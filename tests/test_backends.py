@@ -1,0 +1,141 @@
+"""`--backend ray` and `--backend slurm`: the same plan, resume-by-config-hash and failure isolation
+as the local scheduler, on a real local Ray instance and submitit's local executor (real job
+processes), logging to a real sqlite MLflow store."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from bench import backends, tracking
+from bench.cli import app
+from bench.errors import BenchError
+from bench.scheduler import plan_runs
+from bench.spec import GradFlowConfig, RunSpec, TrainConfig
+from conftest import store_args
+
+ONE_EPOCH = TrainConfig(max_epochs=1)
+ONE_BATCH = GradFlowConfig(num_batches=1)
+GRID_FLAGS = ["--datasets", "digits", "--max-epochs", "1", "--gradflow-batches", "1"]
+
+
+def _spec(dataset: str, model: str, seed: int) -> RunSpec:
+    # The spec `bench run` builds from GRID_FLAGS, so the CLI finds these runs by their config hash.
+    return RunSpec(dataset, model, seed, train=ONE_EPOCH, gradflow=ONE_BATCH).validate()
+
+
+def _plan(store, experiment: str, specs: list[RunSpec], label: str):
+    experiment_id = tracking.prepare(store["uri"], experiment)
+    return experiment_id, plan_runs(specs, store["uri"], experiment_id, label)
+
+
+def _destination(store) -> backends.Destination:
+    return backends.Destination(store["uri"], store["data"], store["checkpoints"])
+
+
+def _assert_finished(store, run_id: str) -> None:
+    run = tracking.client(store["uri"]).get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["device"] == "cpu"  # set by the worker, not the parent's "ray"/"slurm" label
+    assert [step for step, _ in tracking.metric_history(store["uri"], run_id, "val_acc")] == [1]
+    assert "test_top1" in run.data.metrics
+    assert {"history.csv", "checkpoint", "gradflow", "evaluation"} <= set(tracking.list_artifacts(store["uri"], run_id))
+
+
+def _assert_failed_on_missing_cifar10(store, state) -> None:
+    assert state.status == "failed" and "cifar10" in state.error.lower()
+    run = tracking.client(store["uri"]).get_run(state.task.run_id)
+    assert run.info.status == "FAILED" and "cifar" in run.data.tags["failure"].lower()
+
+
+def _rerun_is_a_no_op(store, experiment: str, *flags: str, finished: int) -> None:
+    result = CliRunner().invoke(app, ["run", *GRID_FLAGS, *flags, *store_args(store, experiment)])
+    assert result.exit_code == 0, result.output
+    assert f"0 run(s) to do, {finished} already finished" in result.output
+
+
+# -- Ray ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray", reason="Ray is not installed; pip install 'gradattn-bench[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_runs_a_digits_grid_isolates_a_failure_and_resumes_by_config_hash(local_ray, store, monkeypatch):
+    monkeypatch.setenv("BENCH_OUTBOX_DIR", str(store["root"] / "outbox"))
+    grid = [_spec("digits", model, seed) for model in ("resnet18", "senet18") for seed in (1, 2)]
+    broken = _spec("cifar10", "resnet18", 1)  # its files are not in the empty data folder: fails in its task
+    _, plan = _plan(store, "ray", [*grid, broken], "ray")
+    backend = backends.create("ray", backends.Placement(cpus_per_run=1))
+    assert "instance on this machine" in backend.description and backend.gpus == 0
+    seen = []
+    states = backend.run(plan, _destination(store), lambda s: seen.append([x.status for x in s]))
+    assert [s.status for s in states] == ["finished"] * 4 + ["failed"]
+    for state in states[:4]:
+        _assert_finished(store, state.task.run_id)
+        assert state.test_top1 is not None and state.wall_s > 0
+    _assert_failed_on_missing_cifar10(store, states[4])
+    assert seen and seen[0] == ["submitted"] * 5
+    # The CLI with --backend ray plans the same grid, finds every configuration finished and skips it.
+    _rerun_is_a_no_op(store, "ray", "--backend", "ray", "--models", "resnet18,senet18", "--seeds", "1,2", finished=4)
+
+
+def test_ray_refuses_a_run_bigger_than_the_cluster(local_ray):
+    with pytest.raises(BenchError, match="the Ray cluster has 0 GPU"):
+        backends.create("ray", backends.Placement(gpus_per_run=1))
+
+
+# -- Slurm (submitit) --------------------------------------------------------------------------------
+
+
+def test_slurm_jobs_on_the_local_executor_run_each_run_and_isolate_a_failure(store, monkeypatch):
+    pytest.importorskip("submitit", reason="submitit is not installed; pip install 'gradattn-bench[slurm]'")
+    monkeypatch.setenv("BENCH_OUTBOX_DIR", str(store["root"] / "outbox"))
+    _, plan = _plan(store, "slurm", [_spec("digits", "resnet18", 3), _spec("cifar10", "resnet18", 3)], "slurm")
+    placement = backends.Placement(slurm_executor="local", cpus_per_run=1, gpus_per_run=0, slurm_time_min=30)
+    backend = backends.create("slurm", placement)
+    states = backend.run(plan, _destination(store), lambda s: None)
+    assert [s.status for s in states] == ["finished", "failed"]
+    assert all(s.slot.startswith("job ") for s in states)
+    _assert_finished(store, states[0].task.run_id)
+    _assert_failed_on_missing_cifar10(store, states[1])
+    # One submitit job folder per run, with its pickled call and log files.
+    assert len([p for p in (store["checkpoints"] / "slurm").iterdir() if p.name.isdigit()]) == 2
+    _rerun_is_a_no_op(store, "slurm", "--backend", "slurm", "--slurm-executor", "local", "--models", "resnet18", "--seeds", "3", finished=1)
+
+
+@pytest.mark.skipif(shutil.which("sbatch") is not None, reason="this machine has Slurm")
+def test_slurm_backend_without_slurm_says_so():
+    pytest.importorskip("submitit", reason="submitit is not installed; pip install 'gradattn-bench[slurm]'")
+    with pytest.raises(BenchError, match="no sbatch on PATH.*--slurm-executor local"):
+        backends.create("slurm", backends.Placement())
+
+
+# -- options -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, placement, says",
+    [
+        ("kubernetes", backends.Placement(), "Unknown backend 'kubernetes'; choose one of: local, ray, slurm"),
+        ("ray", backends.Placement(cpus_per_run=0), "--cpus-per-run must be at least 1"),
+        ("slurm", backends.Placement(gpus_per_run=-1), "--gpus-per-run must not be negative"),
+        ("slurm", backends.Placement(slurm_executor="pbs"), "--slurm-executor must be slurm or local"),
+        ("slurm", backends.Placement(slurm_executor="local", gpus_per_run=0.5), "whole GPUs"),
+        ("local", backends.Placement(devices="99", jobs_per_device=1), "CUDA device"),
+    ],
+)
+def test_bad_backend_options_are_clear_errors(name, placement, says):
+    with pytest.raises(BenchError, match=says.replace("(", r"\(").replace(")", r"\)")):
+        backends.create(name, placement)
+
+
+def test_local_backend_is_the_scheduler_with_its_slots():
+    backend = backends.create("local", backends.Placement(devices="cpu", jobs_per_device=2))
+    assert backend.description == "2 slot(s): cpu#0, cpu#1" and backend.device_label == "cpu"
