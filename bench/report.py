@@ -50,8 +50,8 @@ def collect_runs(uri: str, experiment: str) -> pd.DataFrame:
     rows = []
     for run in tracking.runs_of(uri, exp_id, status=tracking.FINISHED):
         tags, metrics = run.data.tags, run.data.metrics
-        if "test_top1" not in metrics or "dataset" not in tags:
-            continue  # not a training run (e.g. a study's parent run)
+        if "test_top1" not in metrics or "dataset" not in tags or "trial_number" in tags:
+            continue  # not a grid run (a study's parent run or one of its trials)
         rows.append(
             {
                 "run_id": run.info.run_id,

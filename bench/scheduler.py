@@ -115,7 +115,7 @@ def plan_runs(specs: list[RunSpec], uri: str, experiment_id: str, device_label: 
 # -- the worker process ------------------------------------------------------------------------------
 
 
-def _watch_parent(parent_pid: int) -> None:
+def watch_parent(parent_pid: int) -> None:
     """Exit when the parent dies (e.g. SIGKILL), so no orphan keeps training; the run resumes later."""
     while True:
         if os.getppid() != parent_pid:
@@ -143,7 +143,7 @@ def worker_main(slot: Slot, context: dict, tasks, events, stop, parent_pid: int)
         os.environ["CUDA_VISIBLE_DEVICES"] = str(slot.cuda_index)
     if slot.threads:
         os.environ["OMP_NUM_THREADS"] = str(slot.threads)
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    threading.Thread(target=watch_parent, args=(parent_pid,), daemon=True).start()
     import torch
 
     from bench.runner import RunContext, execute

@@ -1,0 +1,168 @@
+"""`bench study depth-width` and `bench sensitivity`: the Optuna studies (bench.studies)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+
+from bench.cli import app
+from bench.errors import BenchError
+
+study_app = typer.Typer(help="Optuna studies over GradAttn, tracked in MLflow.", no_args_is_help=True)
+app.add_typer(study_app, name="study")
+
+DASHBOARD_HINT = "Browse it live with: optuna-dashboard {storage}"
+
+
+def parse_list(text: str | None, option: str, cast: Callable = int) -> tuple | None:
+    """`64,128,256` -> (64, 128, 256); None when the option was not given."""
+    if text is None:
+        return None
+    try:
+        values = tuple(cast(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise BenchError(f"{option} must be a comma-separated list of {cast.__name__}s, got {text!r}.") from None
+    if not values:
+        raise BenchError(f"{option} needs at least one value.")
+    return values
+
+
+def parse_range(text: str | None, option: str, cast: Callable = int) -> tuple | None:
+    """`1,6` -> (1, 6) (inclusive); a single value fixes the parameter."""
+    values = parse_list(text, option, cast)
+    if values is None:
+        return None
+    if len(values) > 2:
+        raise BenchError(f"{option} takes LOW,HIGH (or one value), got {text!r}.")
+    return (values[0], values[-1])
+
+
+@study_app.command("depth-width")
+def depth_width(
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset to search on (e.g. cifar10, digits)."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="Study file (default: built-in, as studies/depth-width.toml)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="A GradAttn model (default: gradattn-rope)."),
+    n_trials: Optional[int] = typer.Option(None, "--n-trials", help="Trials to add to the study (default: 30)."),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Epochs per trial at most (default: 30)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage: a database URL or journal:PATH (default: optuna.db beside a sqlite tracking store, else ./optuna.db)."),
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="Default: depth-width-DATASET-MODEL."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Training seed of every trial (default: 42)."),
+    sampler_seed: Optional[int] = typer.Option(None, "--sampler-seed", help="Seed of the TPE sampler (default: none)."),
+    num_layers: Optional[str] = typer.Option(None, "--num-layers", help="Depth range LOW,HIGH (default: 1,6)."),
+    d_model: Optional[str] = typer.Option(None, "--d-model", help="Width choices (default: 64,128,256,512)."),
+    nhead: Optional[str] = typer.Option(None, "--nhead", help="Head-count choices (default: 2,4,8)."),
+    ff_multiplier: Optional[str] = typer.Option(None, "--ff-multiplier", help="dim_feedforward / d_model choices (default: 1,2,4)."),
+    dropout: Optional[str] = typer.Option(None, "--dropout", help="Dropout range LOW,HIGH (default: 0,0.3)."),
+    gradflow_batches: Optional[int] = typer.Option(None, "--gradflow-batches", help="Batches for each trial's gradient-flow analysis (default: 5)."),
+    devices: str = typer.Option("auto", "--devices", help="auto, cpu, or CUDA indices like 0,1,3: one worker per slot."),
+    jobs_per_device: int = typer.Option(1, "--jobs-per-device", help="Concurrent trials per device."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Default: $BENCH_DATA_DIR or ./data."),
+    checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Default: $BENCH_CHECKPOINT_DIR or ./checkpoints."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Default: $MLFLOW_TRACKING_URI or MLflow's default."),
+    experiment: str = typer.Option("gradattn-bench", "--experiment"),
+) -> None:
+    """Search GradAttn's transformer depth and width with Optuna; each trial is a tracked run."""
+    from rich.console import Console
+
+    from bench import data, tracking
+    from bench.runner import default_checkpoint_root
+    from bench.scheduler import resolve_slots
+    from bench.studies import depth_width as dw
+    from bench.studies.tables import to_markdown
+
+    config = dw.load_config(config_file) if config_file else dw.DepthWidthStudy()
+    config = dw.override(
+        config,
+        dataset=dataset,
+        model=model,
+        n_trials=n_trials,
+        study_name=study_name,
+        seed=seed,
+        **{
+            "sampler.seed": sampler_seed,
+            "space.num_layers": parse_range(num_layers, "--num-layers"),
+            "space.d_model": parse_list(d_model, "--d-model"),
+            "space.nhead": parse_list(nhead, "--nhead"),
+            "space.ff_multiplier": parse_list(ff_multiplier, "--ff-multiplier"),
+            "space.dropout": parse_range(dropout, "--dropout", float),
+            "train.max_epochs": max_epochs,
+            "gradflow.num_batches": gradflow_batches,
+        },
+    ).validate()
+    data_dir = data_dir or data.default_data_dir()
+    dataset_entry = data.get(config.dataset)
+    if dataset_entry.missing_files(data_dir):
+        raise BenchError(f"Dataset {config.dataset} is not in {data_dir}: {dataset_entry.how_to_get(data_dir)}")
+    slots = resolve_slots(devices, jobs_per_device)
+    uri = tracking.resolve_uri(tracking_uri)
+    console = Console()
+    console.print(
+        f"study {config.name!r}: {config.n_trials} trial(s) of {config.model} on {config.dataset}, "
+        f"{len(slots)} worker(s) ({', '.join(s.name for s in slots)}); tracking: {uri} (experiment {experiment!r})"
+    )
+    summary = dw.run_study(
+        config,
+        tracking_uri=uri,
+        experiment=experiment,
+        storage_url=storage,
+        slots=slots,
+        data_dir=data_dir,
+        checkpoint_root=checkpoint_dir or default_checkpoint_root(),
+    )
+    states = ", ".join(f"{n} {state.lower()}" for state, n in sorted(summary.counts.items()))
+    console.print(f"\nstudy {summary.study_name!r} now holds {len(summary.trials)} trial(s): {states}")
+    if summary.best is not None:
+        best = summary.best
+        console.print(f"best trial {best['number']}: best val acc {best['value']:.4f} with {best['params']}", highlight=False)
+        console.print(to_markdown(summary.top.drop(columns=["note", "mlflow_run_id"])), highlight=False)
+    if summary.importances:
+        console.print("parameter importances: " + ", ".join(f"{k} {v:.2f}" for k, v in summary.importances.items()))
+    elif summary.importance_note:
+        console.print(summary.importance_note)
+    console.print(f"artifacts of parent run {summary.parent_run_id}: {', '.join(summary.artifacts)}")
+    console.print(DASHBOARD_HINT.format(storage=summary.storage), highlight=False)
+    if summary.dead_workers:
+        console.print(f"[red]worker(s) died:[/] {', '.join(summary.dead_workers)}; their trials are marked failed.")
+        raise typer.Exit(code=1)
+    if summary.interrupted:
+        console.print("interrupted; run the same command again to continue the study.")
+        raise typer.Exit(code=130)
+
+
+@app.command("sensitivity")
+def sensitivity(
+    dataset: str = typer.Argument(..., help="Dataset whose finished runs to rescore (e.g. tiny-imagenet)."),
+    run_id: Optional[List[str]] = typer.Option(None, "--run-id", help="Rescore only these runs (repeatable); default: the latest finished run of every configuration."),
+    vanishing: str = typer.Option("1e-8,1e-7,1e-6,1e-5", "--vanishing", help="Vanishing thresholds (mean norm below)."),
+    exploding: str = typer.Option("1,10,100,1000", "--exploding", help="Exploding thresholds (mean norm above)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Default: $MLFLOW_TRACKING_URI or MLflow's default."),
+    experiment: str = typer.Option("gradattn-bench", "--experiment"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage (default: optuna.db beside a sqlite tracking store, else ./optuna.db)."),
+    out: Path = typer.Option(Path("bench-sensitivity"), "--out", help="Folder for the table and figures (a sub-folder per dataset)."),
+) -> None:
+    """How gradient-health scores and verdicts move with the thresholds (no retraining)."""
+    from rich.console import Console
+
+    from bench import tracking
+    from bench.studies import sensitivity as sens
+
+    grid = sens.ThresholdGrid.parse(vanishing, exploding)
+    uri = tracking.resolve_uri(tracking_uri)
+    result = sens.run_sensitivity(
+        dataset,
+        grid=grid,
+        run_ids=list(run_id or []),
+        tracking_uri=uri,
+        experiment=experiment,
+        storage_url=storage,
+        out_dir=out / dataset,
+    )
+    console = Console()
+    console.print(f"{len(result.sources)} source run(s), {len(grid.pairs)} threshold pairs; study {result.study_name!r}")
+    console.print(sens.to_markdown_report(result.table, dataset), highlight=False)
+    if "ranking_agreement" in result.metrics:
+        console.print(f"ranking equal to the protocol pair's at {result.metrics['ranking_agreement']:.0%} of the pairs")
+    console.print(f"wrote {', '.join(str(p) for p in result.files)}; logged to MLflow run {result.run_id}", highlight=False)
+    console.print(DASHBOARD_HINT.format(storage=result.storage), highlight=False)

@@ -1,0 +1,243 @@
+"""`bench study depth-width` on digits: real sqlite Optuna storage, a real sqlite MLflow store,
+real training runs as trials, pruning, resuming, and two worker processes on one study."""
+
+from __future__ import annotations
+
+import sys
+from types import SimpleNamespace
+
+import optuna
+import pytest
+
+from bench import tracking
+from bench.studies import depth_width as dw
+from bench.studies import storage as study_storage
+from conftest import REPO, bench, store_args
+
+# A tiny space with a fixed dropout. With this sampler seed the first four (random) trials are
+# (layers, d_model, heads, ff) = (2,16,2,1), (2,16,2,2), (1,16,2,2), (2,32,4,2); pruning after
+# one trial and from the first epoch on stops at least one of the later three (checked below).
+TINY_STUDY = """
+model = "gradattn-rope"
+n_trials = 4
+[space]
+num_layers = [1, 2]
+d_model = [16, 32]
+nhead = [2, 4]
+ff_multiplier = [1, 2]
+dropout = [0.1, 0.1]
+[sampler]
+n_startup_trials = 4
+seed = 0
+[pruner]
+n_startup_trials = 1
+n_warmup_steps = 0
+[train]
+max_epochs = 2
+[gradflow]
+num_batches = 1
+"""
+ENV = {"OMP_NUM_THREADS": "1", "COLUMNS": "200", "NO_COLOR": "1"}
+NAME = "depth-width-digits-gradattn-rope"
+
+
+def cli(capsys, *args: str) -> tuple[int, str]:
+    """The real entry point in this process: exit status and stderr."""
+    from bench.cli import main
+
+    argv = sys.argv
+    sys.argv = ["bench", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        sys.argv = argv
+    return code, capsys.readouterr().err
+
+
+def _trial_runs(uri: str, experiment: str = "test") -> dict[int, object]:
+    exp = tracking.client(uri).get_experiment_by_name(experiment)
+    runs = tracking.runs_of(uri, exp.experiment_id)
+    return {int(r.data.tags["trial_number"]): r for r in runs if "trial_number" in r.data.tags}
+
+
+def _parent_runs(uri: str, experiment: str = "test") -> list:
+    exp = tracking.client(uri).get_experiment_by_name(experiment)
+    return [r for r in tracking.runs_of(uri, exp.experiment_id) if r.data.tags.get("study_kind") == "depth-width"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """The 4-trial study, run once through the real CLI; a snapshot of it before other tests extend it."""
+    root = tmp_path_factory.mktemp("depth_width")
+    store = {"uri": f"sqlite:///{root / 'mlflow.db'}", "checkpoints": root / "checkpoints", "data": root / "data", "root": root}
+    config = root / "tiny.toml"
+    config.write_text(TINY_STUDY)
+    args = ["study", "depth-width", "--dataset", "digits", "--config", str(config), *store_args(store)]
+    result = bench(*args, cwd=root, env=ENV)
+    assert result.returncode == 0, result.stdout + result.stderr
+    storage = f"sqlite:///{root / 'optuna.db'}"  # beside the sqlite MLflow store
+    loaded = optuna.load_study(study_name=NAME, storage=storage)
+    return SimpleNamespace(
+        store=store, args=args, storage=storage, output=result.stdout,
+        trials=loaded.get_trials(), runs=_trial_runs(store["uri"]), parents=_parent_runs(store["uri"]),
+    )
+
+
+# -- the first invocation --------------------------------------------------------------------------
+
+
+def test_four_trials_each_a_tracked_run_nested_under_the_study(study):
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert sorted(study.runs) == [0, 1, 2, 3]
+    (parent,) = study.parents
+    assert parent.info.status == tracking.FINISHED
+    assert parent.data.tags["optuna_study"] == NAME and parent.data.tags["optuna_storage"] == study.storage
+    for trial in study.trials:
+        run = study.runs[trial.number]
+        tags, params = run.data.tags, run.data.params
+        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert tags["optuna_study"] == NAME
+        assert tags["optuna_state"] == trial.state.name
+        assert {k: tags[f"optuna_param.{k}"] for k in trial.params} == {k: str(v) for k, v in trial.params.items()}
+        # the sampled shape is what the run trained
+        assert params["model_config.num_layers"] == str(trial.params["num_layers"])
+        assert params["model_config.d_model"] == str(trial.params["d_model"])
+        assert params["model_config.nhead"] == str(trial.params["nhead"])
+        assert params["model_config.dim_feedforward"] == str(trial.params["ff_multiplier"] * trial.params["d_model"])
+        # secondary attributes: parameter count (as the run logged it) and mean epoch time
+        assert trial.user_attrs["parameters"] == int(tags["parameters"])
+        assert trial.user_attrs["epoch_time_s"] > 0
+        # per-epoch validation accuracy: reported to the trial and logged to the run
+        history = dict(tracking.metric_history(study.store["uri"], run.info.run_id, "val_acc"))
+        assert trial.intermediate_values == pytest.approx(history)
+
+
+def test_poor_trials_are_pruned_and_marked_in_mlflow(study):
+    states = [t.state for t in study.trials]
+    assert optuna.trial.TrialState.PRUNED in states and optuna.trial.TrialState.COMPLETE in states
+    for trial in study.trials:
+        run = study.runs[trial.number]
+        epochs = sorted(trial.intermediate_values)
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            # stopped gracefully after its first epoch: the run ends KILLED, tagged PRUNED
+            assert run.info.status == tracking.KILLED and run.data.tags["optuna_state"] == "PRUNED"
+            assert epochs == [1] and "test_top1" not in run.data.metrics
+            completed_first_epochs = [t.intermediate_values[1] for t in study.trials if t.number < trial.number and t.state.name == "COMPLETE"]
+            assert trial.intermediate_values[1] < max(completed_first_epochs)
+        else:
+            assert run.info.status == tracking.FINISHED and epochs == [1, 2]
+            # objective = best validation accuracy
+            assert trial.value == pytest.approx(max(trial.intermediate_values.values()))
+            assert trial.value == pytest.approx(run.data.metrics["best_val_acc"])
+
+
+def test_parent_run_holds_the_summary_artifacts(study):
+    (parent,) = study.parents
+    uri = study.store["uri"]
+    files = set(tracking.list_artifacts(uri, parent.info.run_id, "study"))
+    expected = {"trials.csv", "top_trials.csv", "top_trials.md", "best_trial.json", "importances.json", "config.json",
+                "optimization_history.png", "parallel_coordinate.png"}
+    assert {f"study/{name}" for name in expected} <= files
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    best = max(complete, key=lambda t: t.value)
+    assert parent.data.tags["best_trial"] == str(best.number)
+    assert parent.data.metrics["best_val_acc"] == pytest.approx(best.value)
+    assert f"best trial {best.number}" in study.output
+    # importances need two completed trials; with fewer, importances.json says why
+    importances = tracking.download_artifact(uri, parent.info.run_id, "study/importances.json", study.store["root"] / "dl")
+    if len(complete) >= 2:
+        assert "study/param_importances.png" in files
+    else:
+        assert "at least 2 completed trials" in importances.read_text()
+
+
+# -- continuing the study -------------------------------------------------------------------------
+
+
+def test_running_again_with_two_workers_adds_distinct_trials_to_the_same_study(study):
+    args = [*study.args, "--n-trials", "2", "--max-epochs", "1", "--jobs-per-device", "2"]
+    result = bench(*args, cwd=study.store["root"], env=ENV)
+    assert result.returncode == 0, result.stdout + result.stderr
+    trials = optuna.load_study(study_name=NAME, storage=study.storage).get_trials()
+    assert [t.number for t in trials] == [0, 1, 2, 3, 4, 5]  # the same study, two more trials
+    assert all(t.state.is_finished() for t in trials)
+    new = trials[4:]
+    # two real worker processes pulled one trial each from the shared storage
+    assert len({t.user_attrs["worker"] for t in new}) == 2
+    assert not {t.user_attrs["worker"] for t in new} & {t.user_attrs["worker"] for t in trials[:4]}
+    runs = _trial_runs(study.store["uri"])
+    assert sorted(runs) == [0, 1, 2, 3, 4, 5]
+    assert len({r.info.run_id for r in runs.values()}) == 6
+    assert {t.user_attrs["mlflow_run_id"] for t in new} == {runs[4].info.run_id, runs[5].info.run_id}
+    (parent,) = _parent_runs(study.store["uri"])  # the parent run is reused, not duplicated
+    assert parent.info.run_id == study.parents[0].info.run_id
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs.values()} == {parent.info.run_id}
+    assert all(r.info.status in (tracking.FINISHED, tracking.KILLED) for r in runs.values())
+
+
+# -- settings and storage, no training -----------------------------------------------------------------
+
+
+def test_study_file_matches_the_builtin_defaults():
+    assert dw.load_config(REPO / "studies" / "depth-width.toml") == dw.DepthWidthStudy()
+    space = dw.DepthWidthStudy().space
+    assert (space.num_layers, space.d_model, space.nhead, space.ff_multiplier, space.dropout) == (
+        (1, 6), (64, 128, 256, 512), (2, 4, 8), (1, 2, 4), (0.0, 0.3)
+    )
+
+
+def test_options_override_the_study_file():
+    config = dw.override(dw.DepthWidthStudy(), dataset="digits", n_trials=3, **{"space.d_model": (32,), "train.max_epochs": 2})
+    assert (config.dataset, config.n_trials, config.space.d_model, config.space.nhead) == ("digits", 3, (32,), (2, 4, 8))
+    assert config.train == {"max_epochs": 2} and config.name == NAME
+
+
+def test_heads_are_checked_against_the_model():
+    # RoPE needs an even head dimension: 12 / 4 = 3 is rejected there, but not without RoPE
+    space = dw.SearchSpace(d_model=(12, 16), nhead=(2, 4, 8))
+    rope = dw.valid_heads(dw.DepthWidthStudy(dataset="digits", space=space))
+    nope = dw.valid_heads(dw.DepthWidthStudy(dataset="digits", model="gradattn-nope", space=space))
+    assert rope == {12: (2,), 16: (2, 4, 8)}
+    assert nope == {12: (2, 4), 16: (2, 4, 8)}
+    # every default combination is valid
+    assert dw.valid_heads(dw.DepthWidthStudy(dataset="digits")) == {d: (2, 4, 8) for d in (64, 128, 256, 512)}
+
+
+def test_default_storage_sits_beside_a_sqlite_tracking_store():
+    assert study_storage.default_storage("sqlite:////data/runs/mlflow.db") == "sqlite:////data/runs/optuna.db"
+    assert study_storage.default_storage("sqlite:///mlflow.db") == "sqlite:///optuna.db"
+    assert study_storage.default_storage("http://mlflow:5000") == "sqlite:///optuna.db"
+    assert study_storage.shown("postgresql://bench:secret@db/optuna") == "postgresql://bench:***@db/optuna"
+
+
+def test_journal_storage_holds_a_study(tmp_path):
+    url = f"journal:{tmp_path / 'shared' / 'optuna.log'}"
+    study = study_storage.create_or_load(study_storage.open_storage(url), "s", direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    again = study_storage.create_or_load(study_storage.open_storage(url), "s", direction="maximize")
+    assert len(again.trials) == 2 and (tmp_path / "shared" / "optuna.log").exists()
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--dataset", "digits", "--model", "resnet18"], "no transformer to search"),
+        (["--dataset", "digits", "--d-model", "12", "--nhead", "8"], "No head count"),
+        (["--dataset", "digits", "--d-model", "64,abc"], "--d-model"),
+        (["--dataset", "digits", "--dropout", "0,1.5"], "dropout range"),
+        (["--dataset", "digits", "--n-trials", "0"], "--n-trials"),
+        (["--dataset", "digits", "--study-name", "a b"], "Study name"),
+        (["--model", "gradattn-rope"], "--dataset"),
+        (["--dataset", "nosuchset"], "Unknown dataset"),
+        (["--dataset", "digits", "--storage", "nosuchdb://x"], "Optuna storage"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(capsys, tmp_path, args, fragment):
+    code, err = cli(capsys, "study", "depth-width", *args, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                    "--devices", "cpu", "--experiment", "test")
+    assert code == 2
+    assert fragment in err and err.startswith("error:")

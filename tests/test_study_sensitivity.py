@@ -1,0 +1,166 @@
+"""`bench sensitivity` on finished digits runs: the threshold grid as a real Optuna study, scores
+recomputed from the stored gradient-flow records, results logged to a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from bench import tracking
+from bench.errors import BenchError
+from bench.studies.sensitivity import ThresholdGrid
+from conftest import bench, store_args
+
+MODELS = ["resnet18", "gradattn-rope"]
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    """The real entry point in this process: exit status, stdout and stderr."""
+    from bench.cli import main
+
+    argv = sys.argv
+    sys.argv = ["bench", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        sys.argv = argv
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def digits_runs(tmp_path_factory):
+    """Finished digits runs of two models, trained by the real `bench run` (one epoch each, side by side)."""
+    root = tmp_path_factory.mktemp("sensitivity")
+    store = {"uri": f"sqlite:///{root / 'mlflow.db'}", "checkpoints": root / "checkpoints", "data": root / "data", "root": root}
+    result = bench(
+        "run", "--datasets", "digits", "--models", ",".join(MODELS), "--max-epochs", "1", "--gradflow-batches", "2",
+        "--jobs-per-device", "2", *store_args(store), cwd=root, env={"OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    exp = tracking.client(store["uri"]).get_experiment_by_name("test")
+    runs = {r.data.tags["model"]: r for r in tracking.runs_of(store["uri"], exp.experiment_id, status=tracking.FINISHED)}
+    assert sorted(runs) == sorted(MODELS)
+    return SimpleNamespace(store=store, runs=runs, args=["--tracking-uri", store["uri"], "--experiment", "test"])
+
+
+def _sensitivity_runs(store) -> list:
+    exp = tracking.client(store["uri"]).get_experiment_by_name("test")
+    return [r for r in tracking.runs_of(store["uri"], exp.experiment_id) if r.data.tags.get("study_kind") == "sensitivity"]
+
+
+def test_default_grid_reproduces_the_logged_scores_at_the_protocol_pair(digits_runs, capsys, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, err = cli(capsys, "sensitivity", "digits", *digits_runs.args, "--out", str(out))
+    assert code == 0, err
+    table = pd.read_csv(out / "digits" / "sensitivity.csv")
+    assert len(table) == 16 * len(MODELS)
+    assert list(dict.fromkeys(table["model"])) == MODELS  # catalogue order
+    at_protocol = table[(table.vanishing == 1e-6) & (table.exploding == 10.0)].set_index("model")
+    assert at_protocol["protocol_pair"].all()
+    for model, run in digits_runs.runs.items():
+        logged = run.data.metrics
+        row = at_protocol.loc[model]
+        # exactly what the runs logged (both formulas and the verdict counts), without retraining
+        assert row["health"] == logged["gradient_health"]
+        assert row["health_notebook"] == logged["gradient_health_notebook"]
+        assert row["n_vanishing"] == logged["gradient_vanishing_layers"]
+        assert row["n_exploding"] == logged["gradient_exploding_layers"]
+    # the grid is an Optuna study (GridSampler) in the default storage beside the MLflow store
+    (run,) = _sensitivity_runs(digits_runs.store)
+    storage = f"sqlite:///{digits_runs.store['root'] / 'optuna.db'}"
+    study = optuna.load_study(study_name=run.data.tags["optuna_study"], storage=storage)
+    pairs = {(t.params["vanishing"], t.params["exploding"]) for t in study.trials}
+    assert len(study.trials) == 16 and pairs == set(ThresholdGrid().pairs)
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    protocol_trial = next(t for t in study.trials if (t.params["vanishing"], t.params["exploding"]) == (1e-6, 10.0))
+    assert protocol_trial.user_attrs["models"]["resnet18"]["health"] == digits_runs.runs["resnet18"].data.metrics["gradient_health"]
+    # the sensitivity run links its sources and holds the table and figures
+    assert run.info.status == tracking.FINISHED
+    assert set(run.data.tags["source_run_ids"].split(",")) == {r.info.run_id for r in digits_runs.runs.values()}
+    assert run.data.tags["source_run.resnet18"] == digits_runs.runs["resnet18"].info.run_id
+    files = set(tracking.list_artifacts(digits_runs.store["uri"], run.info.run_id, "sensitivity"))
+    expected = {"sensitivity.csv", "sensitivity.md", "ranking.png", "sources.json", *(f"heatmap_{m}.png" for m in MODELS)}
+    assert {f"sensitivity/{name}" for name in expected} == files
+    assert all((out / "digits" / name).stat().st_size > 0 for name in expected - {"sources.json"})
+    assert "## Health score (%)" in stdout
+    # the same command again reuses the finished grid study instead of adding trials
+    code, _, err = cli(capsys, "sensitivity", "digits", *digits_runs.args, "--out", str(out))
+    assert code == 0, err
+    assert len(optuna.load_study(study_name=study.study_name, storage=storage).trials) == 16
+    assert len(_sensitivity_runs(digits_runs.store)) == 1
+
+
+def _mean_norms(store, run) -> dict[str, float]:
+    path = tracking.download_artifact(store["uri"], run.info.run_id, "gradflow/gradflow.json", store["root"] / "dl" / run.info.run_id)
+    records = json.loads(path.read_text())["records"]
+    return {name: float(np.mean(norms)) for name, norms in records.items() if norms}
+
+
+def test_verdicts_move_with_the_thresholds_for_the_named_run(digits_runs, capsys, tmp_path):
+    run = digits_runs.runs["gradattn-rope"]
+    norms = _mean_norms(digits_runs.store, run)
+    # thresholds taken from the data, so both verdicts actually occur
+    values = sorted(norms.values())
+    vanishing, exploding = values[len(values) // 4], values[3 * len(values) // 4]
+    out = tmp_path / "out"
+    code, _, err = cli(
+        capsys, "sensitivity", "digits", "--run-id", run.info.run_id, "--vanishing", f"{vanishing!r},1e-6",
+        "--exploding", f"{exploding!r},10", *digits_runs.args, "--out", str(out),
+    )
+    assert code == 0, err
+    table = pd.read_csv(out / "digits" / "sensitivity.csv")
+    assert set(table["model"]) == {"gradattn-rope"}  # only the named run
+    row = table[(table.vanishing == vanishing) & (table.exploding == exploding)].iloc[0]
+    n_vanishing = sum(v < vanishing for v in norms.values())
+    n_exploding = sum(v > exploding for v in norms.values())
+    assert (row.n_vanishing, row.n_exploding, row.n_layers) == (n_vanishing, n_exploding, len(norms))
+    assert n_vanishing > 0 and n_exploding > 0
+    assert row.health == pytest.approx((len(norms) - n_vanishing - n_exploding) / len(norms))
+    protocol = table[(table.vanishing == 1e-6) & (table.exploding == 10)].iloc[0]
+    assert protocol.health == run.data.metrics["gradient_health"]
+
+
+def test_a_dataset_without_finished_runs_says_which_run_to_start(digits_runs, capsys, tmp_path):
+    code, _, err = cli(capsys, "sensitivity", "synthetic", *digits_runs.args, "--out", str(tmp_path))
+    assert code == 2
+    assert "bench run --datasets synthetic --models all" in err
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        (["--vanishing", "1e-6,abc"], "--vanishing must be a comma-separated list"),
+        (["--exploding", ""], "--exploding needs at least one"),
+        (["--vanishing", "-1e-6"], "positive"),
+        (["--vanishing", "1e-6,20"], "below every exploding"),
+        (["--run-id", "0123456789abcdef"], "not in the tracking store"),
+    ],
+)
+def test_bad_thresholds_and_runs_exit_2(digits_runs, capsys, tmp_path, options, fragment):
+    code, _, err = cli(capsys, "sensitivity", "digits", *options, *digits_runs.args, "--out", str(tmp_path))
+    assert code == 2
+    assert fragment in err
+
+
+def test_a_run_of_another_dataset_is_refused(digits_runs, capsys, tmp_path):
+    run = digits_runs.runs["resnet18"]
+    code, _, err = cli(capsys, "sensitivity", "svhn", "--run-id", run.info.run_id, *digits_runs.args, "--out", str(tmp_path))
+    assert code == 2 and "is a run of 'digits'" in err
+
+
+def test_threshold_lists_are_sorted_and_deduplicated():
+    grid = ThresholdGrid.parse("1e-5,1e-8,1e-5", "100,1")
+    assert grid.vanishing == (1e-8, 1e-5) and grid.exploding == (1.0, 100.0)
+    assert grid.pairs == [(1e-8, 1.0), (1e-8, 100.0), (1e-5, 1.0), (1e-5, 100.0)]
+    with pytest.raises(BenchError):
+        ThresholdGrid.parse("1e-6", "1e-7")
