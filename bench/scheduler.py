@@ -280,14 +280,14 @@ def _drain(events, states: list[TaskState], workers: list[_Worker], timeout: flo
     except queue.Empty:
         return
     while True:
-        _apply(kind, index, payload, states, workers)
+        apply_event(kind, index, payload, states, workers)
         try:
             kind, index, payload = events.get_nowait()
         except queue.Empty:
             return
 
 
-def _apply(kind: str, index: int, payload: dict, states: list[TaskState], workers: list[_Worker]) -> None:
+def apply_event(kind: str, index: int, payload: dict, states: list[TaskState], workers: list[_Worker]) -> None:
     state = states[index]
     if kind == "start":
         state.status, state.slot, state.started_at = "running", payload["slot"], time.time()

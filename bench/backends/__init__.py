@@ -23,7 +23,7 @@ from typing import Any, Callable, Protocol
 from bench import tracking
 from bench.errors import BenchError
 from bench.registry import Registry
-from bench.scheduler import Plan, TaskState, _apply
+from bench.scheduler import Plan, TaskState, apply_event
 from bench.spec import RunSpec
 
 # Settings a run needs wherever it executes; a Ray task or Slurm job gets them from its parent.
@@ -170,13 +170,13 @@ def execute_remote(spec: dict, run_id: str, context: dict[str, Any], device: str
 
 
 def record_outcome(states: list[TaskState], index: int, outcome: dict) -> None:
-    _apply("done", index, outcome, states, [])
+    apply_event("done", index, outcome, states, [])
     states[index].wall_s = outcome.get("wall_s", states[index].wall_s)
 
 
 def record_failure(states: list[TaskState], index: int, error: str, uri: str, status: str = tracking.FAILED) -> None:
     """A run that ended without an outcome: its state, and its MLflow run if the worker left it RUNNING."""
-    _apply("failed", index, {"error": error}, states, [])
+    apply_event("failed", index, {"error": error}, states, [])
     if status == tracking.KILLED:
         states[index].status = "killed"
     mark_if_running(uri, states[index].task.run_id, status, error)

@@ -11,7 +11,10 @@ from bench.cli import app
 from bench.cli.run import parse_seeds
 from bench.errors import BenchError
 
-perf_app = typer.Typer(help="Throughput benchmarks against baselines measured in the same run.")
+perf_app = typer.Typer(
+    help="Throughput benchmarks against baselines measured in the same run. Without a command: training and "
+    "evaluation throughput, peak memory, and the harness, data-pipeline and gradient-flow ratios."
+)
 app.add_typer(perf_app, name="perf")
 
 
@@ -51,7 +54,7 @@ def perf(
     data_images: int = typer.Option(10_000, "--data-images", help="Images of the data-pipeline benchmark."),
     data_batches: int = typer.Option(50, "--data-batches", help="Timed batches per repeat of the data-pipeline benchmark."),
     data_workers: int = typer.Option(2, "--data-workers", help="Workers of the notebook-style DataLoader."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store the harness logs to [default: a temporary sqlite store]."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store the harness logs to (default: a temporary sqlite store)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write every figure, with the machine, to this JSON file."),
 ) -> None:
     """Training and evaluation throughput and peak memory per model, and three ratios measured in the
@@ -129,7 +132,7 @@ def grid_command(
     gradflow_batches: int = typer.Option(2, "--gradflow-batches", help="Batches of each run's final gradient-flow analysis."),
     slots: str = typer.Option("1,2", "--slots", help="CPU slot counts to compare (each gets the cores / slots threads)."),
     repeats: int = typer.Option(1, "--repeats", help="Alternating repeats per slot count; medians are compared."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="[default: $BENCH_DATA_DIR or ./data]"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="(default: $BENCH_DATA_DIR or ./data)"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the timings, with the machine, to this JSON file."),
 ) -> None:
     """Wall time of the same small grid through the real scheduler with 1 and with 2 CPU slots."""
@@ -186,7 +189,7 @@ def data_command(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     threads: int = typer.Option(1, "--threads", help="torch threads of our pipeline (the baseline has its workers)."),
     source: str = typer.Option("auto", "--source", help="auto (real CIFAR-10 when present), synthetic or cifar10."),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="[default: $BENCH_DATA_DIR or ./data]"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="(default: $BENCH_DATA_DIR or ./data)"),
 ) -> None:
     """Training-batch throughput with the CIFAR-10 protocol augmentation: ours vs a notebook-style DataLoader."""
     from rich.console import Console
