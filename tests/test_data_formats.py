@@ -206,8 +206,8 @@ def test_digits_is_embedded_and_split_70_15_15():
     assert bundle.train_transform(bundle.train.take(torch.arange(4)), torch.Generator().manual_seed(0)).shape == (
         4,
         1,
-        32,
-        32,
+        16,
+        16,
     )
     assert int(bundle.train.take(torch.arange(len(bundle.train))).max()) == 255
 

@@ -72,7 +72,12 @@ def _tiny_trainer(tmp_path, restore_best: bool, max_epochs: int = 4):
     bundle = data.get("synthetic").load(seed=0)
     checkpoint.seed_everything(0)
     model = models.build("resnet18", bundle.num_classes, bundle.in_channels)
-    loaders = bundle.loaders("cpu", seed=0)
+    from bench.data.pipeline import BatchLoader
+
+    loaders = {
+        name: BatchLoader(getattr(bundle, name), batch_size=64, transform=transform, device="cpu", shuffle=shuffle, seed=0)
+        for name, transform, shuffle in (("train", bundle.train_transform, True), ("val", bundle.eval_transform, False))
+    }
     # lr 0.5 makes validation accuracy collapse after the first epochs, so best != last
     config = TrainConfig(max_epochs=max_epochs, lr=0.5, early_stopping_patience=10)
     return Trainer(model, loaders["train"], loaders["val"], config, device=torch.device("cpu"), checkpoint_dir=tmp_path, restore_best=restore_best)

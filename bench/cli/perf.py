@@ -50,6 +50,7 @@ def perf(
     channels_last: bool = typer.Option(False, "--channels-last/--no-channels-last"),
     compile_model: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile both loops."),
     deterministic: bool = typer.Option(True, "--deterministic/--fast", help="As `bench run`; --fast turns cudnn.benchmark on."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice); 1 gives steadier ratios on a busy machine."),
     data_benchmark: bool = typer.Option(True, "--data/--no-data", help="Also measure the data pipeline (as `bench perf data`)."),
     data_images: int = typer.Option(10_000, "--data-images", help="Images of the data-pipeline benchmark."),
     data_batches: int = typer.Option(50, "--data-batches", help="Timed batches per repeat of the data-pipeline benchmark."),
@@ -62,6 +63,8 @@ def perf(
     and gradient-flow analysis (vs a plain step). Subcommands run single benchmarks."""
     if ctx.invoked_subcommand is not None:
         return
+    if threads is not None and threads < 1:
+        raise BenchError(f"--threads must be at least 1, got {threads}.")
     from dataclasses import asdict
 
     from rich.console import Console
@@ -72,6 +75,10 @@ def perf(
     from bench.perf.train import Workload, run_benchmark
 
     names = registry.expand(models)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     workload = Workload(
         image_size=image_size, batch_size=batch_size, steps=steps, warmup=warmup, repeats=repeats, device=device,
         precision=precision, channels_last=channels_last, deterministic=deterministic, compile=compile_model,

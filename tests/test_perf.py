@@ -1,0 +1,187 @@
+"""`bench perf` at CI size: the JSON it writes, the harness it times, the hooks an analysis leaves,
+the GPU script on the CPU and the grid benchmark's inputs. Speed itself is never asserted here."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import pytest
+import torch
+
+from bench import gradflow, tracking
+from bench.errors import BenchError
+from bench.perf.grid import GridScaling, grid_specs
+from bench.perf.grid import run_benchmark as run_grid_benchmark
+from bench.perf.train import TrackingStore, Workload, build_model, leftover_hooks, synthetic_batches
+from conftest import REPO, bench
+
+TINY = ["--image-size", "8", "--batch-size", "4", "--steps", "1", "--warmup", "1", "--repeats", "1", "--threads", "1"]
+MODEL_FIGURES = {
+    "parameters", "train_images_per_s", "bare_train_images_per_s", "eval_images_per_s", "harness_overhead",
+    "gradflow_overhead", "plain_step_after_analysis", "plain_step_s", "analysed_step_s", "peak_memory_bytes",
+}
+
+
+def numbers(value, path="$"):
+    """Every figure in a JSON document with where it sits: numbers outside "settings" (a setting
+    such as 0 DataLoader workers may be 0; booleans are flags, not figures)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key != "settings":
+                yield from numbers(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from numbers(item, f"{path}[{index}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield path, value
+
+
+def assert_all_positive(document) -> None:
+    found = list(numbers(document))
+    assert found
+    bad = [(path, value) for path, value in found if not (math.isfinite(value) and value > 0)]
+    assert not bad, bad
+
+
+@pytest.fixture(scope="module")
+def perf_store(tmp_path_factory) -> str:
+    """One migrated sqlite store for the module (creating one costs seconds); the harness logs here."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('perf') / 'mlflow.db'}"
+    tracking.prepare(uri, TrackingStore.EXPERIMENT)
+    return uri
+
+
+def test_bench_perf_json_has_every_figure_positive_and_prints_three_ratios(tmp_path, perf_store):
+    out = tmp_path / "perf.json"
+    result = bench(
+        "perf", "--models", "resnet18,gradattn-rope", *TINY, "--tracking-uri", perf_store,
+        "--data-images", "64", "--data-batches", "2", "--data-workers", "0", "--json", str(out),
+        cwd=tmp_path, env={"OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = " ".join(result.stdout.split())  # rich wraps long lines
+    for line in ("harness overhead (our step / bare loop): resnet18", "data pipeline (ours / notebook-style DataLoader",
+                 "gradient-flow analysis (analysed / plain step): resnet18"):
+        assert line in text
+
+    document = json.loads(out.read_text())
+    assert {"platform", "cpu_count", "torch_version", "device", "device_name"} <= set(document["machine"])
+    assert document["machine"]["torch_version"] == torch.__version__ and document["machine"]["torch_threads"] == 1
+    assert document["settings"]["image_size"] == 8 and document["settings"]["models"] == ["resnet18", "gradattn-rope"]
+    assert set(document["models"]) == {"resnet18", "gradattn-rope"}
+    for figures in document["models"].values():
+        assert MODEL_FIGURES <= set(figures)
+        assert figures["hooks_removed"] is True
+        assert figures["peak_memory_kind"] == "process_max_rss"
+        assert figures["sync_check"].startswith("skipped")  # CUDA's sync debug mode: no CUDA here
+        assert len(figures["repeats"]["training"]["harness"]) == 1
+    assert set(document["ratios"]) >= {"harness_overhead", "gradflow_overhead", "data_pipeline"}
+    assert {"ours_images_per_s", "baseline_images_per_s", "ratio"} <= set(document["data_pipeline"])
+    assert document["data_pipeline"]["settings"]["workers"] == 0
+    assert_all_positive({k: v for k, v in document.items() if k != "machine"})
+
+    # The timed harness really logged: one epoch per warm-up and repeat, in the run the JSON names.
+    for name, figures in document["models"].items():
+        run_id = figures["harness_run_id"]
+        assert tracking.run_status(perf_store, run_id) == tracking.FINISHED
+        assert tracking.client(perf_store).get_run(run_id).info.run_name == f"perf/{name}"
+        assert [step for step, _ in tracking.metric_history(perf_store, run_id, "train_loss")] == [1, 2]
+
+
+def test_leftover_hooks_sees_hooks_and_analysis_leaves_none():
+    workload = Workload(image_size=8, batch_size=2)
+    model = build_model("gradattn-rope", workload)
+    batch = synthetic_batches(workload, 1)[0]
+    assert leftover_hooks(model) == 0
+    handles = [model.classifier.register_forward_hook(lambda *args: None), next(model.parameters()).register_hook(lambda g: g)]
+    assert leftover_hooks(model) == 2
+    for handle in handles:
+        handle.remove()
+    report = gradflow.analyze(model, [batch])
+    assert report.hooks_registered > 0
+    assert leftover_hooks(model) == 0
+    assert all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks for m in model.modules())
+
+
+def _gpu_script():
+    spec = importlib.util.spec_from_file_location("gpu_benchmark", REPO / "scripts" / "gpu_benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_script_runs_on_cpu_with_tiny_sizes(tmp_path, capsys, perf_store):
+    out = tmp_path / "gpu.json"
+    code = _gpu_script().main([
+        "--device", "cpu", "--models", "resnet18", "--sizes", "8", "--batch-size", "2",
+        "--steps", "1", "--warmup", "1", "--repeats", "1", "--tracking-uri", perf_store, "--json", str(out),
+    ])
+    assert code == 0
+    document = json.loads(out.read_text())
+    rows = document["results"]
+    assert [(r["model"], r["image_size"], r["config"]) for r in rows] == [("resnet18", 8, "fp32"), ("resnet18", 8, "bf16+cl")]
+    assert all("speedup_vs_bare_fp32" in r for r in rows)
+    assert document["machine"]["device"] == "cpu"
+    assert_all_positive(rows)
+    assert "bf16+cl" in capsys.readouterr().out
+
+
+def test_gpu_script_refuses_an_absent_cuda_device_or_unknown_config(capsys):
+    script = _gpu_script()
+    if not torch.cuda.is_available():
+        assert script.main(["--device", "cuda", "--models", "resnet18", "--sizes", "8", "--steps", "1"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert script.main(["--device", "cpu", "--configs", "fp64"]) == 2
+    assert "Unknown --configs fp64" in capsys.readouterr().err
+
+
+def test_grid_benchmark_default_grid_is_four_distinct_digits_runs():
+    specs = grid_specs("digits", ["resnet18"], [42, 43, 44, 45], max_epochs=2, gradflow_batches=2)
+    assert len({spec.config_hash() for spec in specs}) == 4
+    assert {(s.dataset, s.train.max_epochs, s.gradflow.num_batches) for s in specs} == {("digits", 2, 2)}
+    timing = GridScaling("digits", 4, 2, (1, 2), {1: [100.0, 120.0], 2: [55.0]})
+    assert timing.ratio(2) == pytest.approx(0.5)
+
+
+def test_grid_benchmark_refuses_an_unknown_dataset_before_running_anything():
+    with pytest.raises(BenchError, match="nope"):
+        run_grid_benchmark(dataset="nope")
+
+
+@pytest.mark.parametrize("changes, option", [({"image_size": 0}, "--image-size"), ({"precision": "fp64"}, "--precision"), ({"device": "tpu"}, "--device")])
+def test_workload_rejects_bad_settings_with_the_option_to_fix(changes, option):
+    with pytest.raises(BenchError, match=option):
+        Workload(**changes).validate()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["perf", "grid", "--slots", "0"], "--slots needs at least one positive integer"),
+    (["perf", "grid", "--seeds", "4x"], "--seeds must be a comma-separated list of integers"),
+])
+def test_perf_user_errors_exit_2_with_one_line(tmp_path, args, message):
+    result = bench(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_speed_options_are_run_parameters_and_deterministic_mode_turns_cudnn_benchmark_off():
+    from bench.runner import configure_determinism
+    from bench.spec import RunSpec, TrainConfig
+
+    fast = TrainConfig(precision="bf16", channels_last=True, compile=True, deterministic=False)
+    params = RunSpec("digits", "resnet18", train=fast).flat_params()
+    assert {k: params[f"train.{k}"] for k in ("precision", "channels_last", "compile", "deterministic")} == {
+        "precision": "bf16", "channels_last": True, "compile": True, "deterministic": False,
+    }
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        configure_determinism(False)
+        assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
+        configure_determinism(True)
+        assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
