@@ -71,7 +71,9 @@ def run(args: argparse.Namespace) -> list[dict]:
                 "model": name, "image_size": workload.image_size, "batch_size": workload.batch_size, "config": config,
                 "train_images_per_s": median(result.harness), "bare_train_images_per_s": median(result.bare),
                 "eval_images_per_s": median(result.evaluation), "harness_overhead": result.harness_overhead,
-                "repeats": {"harness": result.harness, "bare": result.bare, "evaluation": result.evaluation},
+                "epoch_end_s": median(result.epoch_end_s), "peak_memory_bytes": result.peak_memory_bytes,
+                "peak_memory_kind": result.peak_memory_kind,
+                "repeats": {"harness": result.harness, "bare": result.bare, "evaluation": result.evaluation, "epoch_end_s": result.epoch_end_s},
             })
             print(f"{name} {workload.image_size} px {config}: {rows[-1]['train_images_per_s']:,.1f} img/s", flush=True)
     for row in rows:  # speed-up over the bare fp32 loop of the same model and size

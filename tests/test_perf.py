@@ -14,12 +14,12 @@ from bench import gradflow, tracking
 from bench.errors import BenchError
 from bench.perf.grid import GridScaling, grid_specs
 from bench.perf.grid import run_benchmark as run_grid_benchmark
-from bench.perf.train import TrackingStore, Workload, build_model, leftover_hooks, synthetic_batches
+from bench.perf.train import TrackingStore, Workload, bare_epoch, build_model, leftover_hooks, synthetic_batches
 from conftest import REPO, bench
 
 TINY = ["--image-size", "8", "--batch-size", "4", "--steps", "1", "--warmup", "1", "--repeats", "1", "--threads", "1"]
 MODEL_FIGURES = {
-    "parameters", "train_images_per_s", "bare_train_images_per_s", "eval_images_per_s", "harness_overhead",
+    "parameters", "train_images_per_s", "bare_train_images_per_s", "eval_images_per_s", "harness_overhead", "epoch_end_s",
     "gradflow_overhead", "plain_step_after_analysis", "plain_step_s", "analysed_step_s", "peak_memory_bytes",
 }
 
@@ -103,6 +103,17 @@ def test_leftover_hooks_sees_hooks_and_analysis_leaves_none():
     assert report.hooks_registered > 0
     assert leftover_hooks(model) == 0
     assert all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks for m in model.modules())
+
+
+def test_bare_loop_trains_like_the_harness_even_after_an_evaluation():
+    from bench.engine import make_optimizer
+
+    workload = Workload(image_size=8, batch_size=2)
+    model = build_model("gradattn-rope", workload).eval()  # as Trainer.evaluate leaves it
+    before = [p.detach().clone() for p in model.parameters()]
+    seconds = bare_epoch(model, make_optimizer(model, workload.train_config(), torch.device("cpu")), synthetic_batches(workload, 1), workload)
+    assert seconds > 0 and model.training  # dropout and batch statistics on, as in the harness's step
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
 def _gpu_script():

@@ -10,7 +10,8 @@ For each model, on the same pre-built batches (so data loading is in none of the
 - evaluation throughput (``Trainer.evaluate``, no gradients);
 - a gradient-flow analysed step (``gradflow.analyze`` on one batch, state saved and restored) against a
   plain forward + backward step, and the plain step again after analysis (its hooks must be gone);
-- peak memory: CUDA peak allocated, or the process's peak RSS on the CPU;
+- peak memory of our harness's first epoch (before the bare loop's optimiser state exists): CUDA peak
+  allocated, or the process's peak RSS on the CPU;
 - on CUDA, that the training step never synchronises with the host (CUDA's sync debug mode).
 
 Every timing is taken after a warm-up and repeated; within a repeat the compared loops run back to
@@ -21,7 +22,6 @@ repeats (a shared machine) cancels out. Throughputs are medians over repeats.
 from __future__ import annotations
 
 import multiprocessing as mp
-import resource
 import statistics
 import sys
 import tempfile
@@ -168,6 +168,7 @@ class Harness:
             checkpoint_dir=store.root / "checkpoints" / self.logger.run_id, callbacks=callbacks,
         )
         self.epochs = 0
+        self.last_epoch_end_s = 0.0  # the epoch-end callbacks' share of the last epoch
 
     def epoch(self, batches: Sequence) -> float:
         """Wall seconds of one training epoch over `batches` and its epoch-end callbacks."""
@@ -181,9 +182,12 @@ class Harness:
             images_per_s=images / max(seconds, 1e-9), best_val_acc=accuracy, best_epoch=self.epochs,
             improved=True, lr_reduced=False,
         )  # validation is not part of the step: the epoch's training figures stand in for it
+        callbacks_start = time.perf_counter()
         for callback in self.trainer.callbacks:
             callback.on_epoch_end(record)
-        return time.perf_counter() - start
+        end = time.perf_counter()
+        self.last_epoch_end_s = end - callbacks_start
+        return end - start
 
     def evaluate(self, batches: Sequence) -> float:
         """Wall seconds of ``Trainer.evaluate`` over `batches`."""
@@ -227,6 +231,7 @@ class _SyncChecked:
 def bare_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Sequence, workload: Workload) -> float:
     """Wall seconds of the plain PyTorch loop over `batches`, with the same options as the harness."""
     device = workload.torch_device
+    model.train()  # as the harness does: dropout on, batch statistics in BatchNorm
     start = time.perf_counter()
     for x, y in batches:
         if workload.channels_last:
@@ -250,6 +255,9 @@ class TrainingThroughput:
     harness: list[float] = field(default_factory=list)
     bare: list[float] = field(default_factory=list)
     evaluation: list[float] = field(default_factory=list)
+    epoch_end_s: list[float] = field(default_factory=list)  # MLflow logging + progress, once per epoch
+    peak_memory_bytes: int = 0  # of the harness's training, see `peak_memory`
+    peak_memory_kind: str = ""
 
     @property
     def harness_overhead(self) -> float:
@@ -258,18 +266,40 @@ class TrainingThroughput:
         return median([bare / ours for bare, ours in zip(self.bare, self.harness)])
 
 
+def peak_memory(device: torch.device) -> tuple[int, str]:
+    """CUDA's peak allocated bytes since the last reset, or on the CPU the process's peak resident set
+    size so far (a high-water mark that never goes down)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "cuda_max_allocated"
+    import resource  # POSIX only
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024), "process_max_rss"  # bytes on macOS, KiB on Linux
+
+
 def measure_training(harness: Harness, batches: Sequence, workload: Workload) -> TrainingThroughput:
     model = harness.trainer.step_model  # compiled when the workload asks for it, as in the harness
     optimizer = make_optimizer(harness.trainer.model, harness.trainer.config, workload.torch_device)
     warm = batches[: max(workload.warmup, 1)]
-    bare_epoch(model, optimizer, warm, workload)
+    device = workload.torch_device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     harness.epoch(warm)
+    result = TrainingThroughput()
+    # read before the bare loop's optimiser state exists: what one training run holds
+    result.peak_memory_bytes, result.peak_memory_kind = peak_memory(device)
+    bare_epoch(model, optimizer, warm, workload)
     harness.evaluate(warm[:1])
     images = sum(int(y.shape[0]) for _, y in batches)
-    result = TrainingThroughput()
-    for _ in range(workload.repeats):
-        result.bare.append(images / bare_epoch(model, optimizer, batches, workload))
+    for repeat in range(workload.repeats):
+        # which loop goes first alternates, so an effect of running second favours neither
+        bare_first = repeat % 2 == 0
+        if bare_first:
+            result.bare.append(images / bare_epoch(model, optimizer, batches, workload))
         result.harness.append(images / harness.epoch(batches))
+        result.epoch_end_s.append(harness.last_epoch_end_s)
+        if not bare_first:
+            result.bare.append(images / bare_epoch(model, optimizer, batches, workload))
         result.evaluation.append(images / harness.evaluate(batches))
     return result
 
@@ -341,20 +371,12 @@ def measure_gradflow(model: nn.Module, batches: Sequence, workload: Workload) ->
     return result
 
 
-def peak_rss_bytes() -> int:
-    """The process's peak resident set size so far (a high-water mark: it never goes down)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
-
-
 @dataclass
 class ModelPerf:
     model: str
     parameters: int
     training: TrainingThroughput
     gradflow: GradFlowTimings
-    peak_memory_bytes: int
-    peak_memory_kind: str  # "cuda_max_allocated" or "process_max_rss"
     sync_check: str  # "passed", "failed: ...", or why it was skipped
     run_id: str  # the MLflow run the harness logged to
 
@@ -371,25 +393,24 @@ class ModelPerf:
             "bare_train_images_per_s": median(self.training.bare),
             "eval_images_per_s": median(self.training.evaluation),
             "harness_overhead": self.training.harness_overhead,
+            "epoch_end_s": median(self.training.epoch_end_s),
             "gradflow_overhead": self.gradflow.overhead,
             "plain_step_after_analysis": self.gradflow.after_analysis,
             "plain_step_s": median(self.gradflow.plain_before + self.gradflow.plain_after),
             "analysed_step_s": median(self.gradflow.analysed),
-            "peak_memory_bytes": self.peak_memory_bytes,
-            "peak_memory_kind": self.peak_memory_kind,
+            "peak_memory_bytes": self.training.peak_memory_bytes,
+            "peak_memory_kind": self.training.peak_memory_kind,
             "hooks_removed": self.hooks_removed,
             "sync_check": self.sync_check,
             "harness_run_id": self.run_id,
-            "repeats": {"training": asdict(self.training), "gradflow": {k: v for k, v in asdict(self.gradflow).items() if k != "hooks_left"}},
+            "repeats": {"training": {k: v for k, v in asdict(self.training).items() if isinstance(v, list)}, "gradflow": {k: v for k, v in asdict(self.gradflow).items() if k != "hooks_left"}},
         }
 
 
 def benchmark_model(name: str, workload: Workload, store: TrackingStore) -> ModelPerf:
-    device = workload.torch_device
     configure_determinism(workload.deterministic)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
+    if workload.torch_device.type == "cuda":
+        torch.cuda.empty_cache()  # the previous model's blocks
     batches = synthetic_batches(workload, workload.steps)
     model = build_model(name, workload)
     harness = Harness(model, workload, store, f"perf/{name}")
@@ -399,11 +420,7 @@ def benchmark_model(name: str, workload: Workload, store: TrackingStore) -> Mode
     finally:
         harness.close()
     flow = measure_gradflow(model, batches, workload)
-    if device.type == "cuda":
-        peak, kind = torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
-    else:
-        peak, kind = peak_rss_bytes(), "process_max_rss"
-    return ModelPerf(name, models.count_parameters(model), training, flow, int(peak), kind, sync_check, harness.logger.run_id)
+    return ModelPerf(name, models.count_parameters(model), training, flow, sync_check, harness.logger.run_id)
 
 
 def run_benchmark(model_names: Sequence[str], workload: Workload, on_model=None, tracking_uri: str | None = None) -> list[ModelPerf]:
@@ -444,6 +461,7 @@ __all__ = [
     "leftover_hooks",
     "measure_gradflow",
     "measure_training",
+    "peak_memory",
     "run_benchmark",
     "synthetic_batches",
     "tracking_store",
