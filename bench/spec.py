@@ -39,7 +39,9 @@ class TrainConfig:
     restore_best: bool | None = None
     deterministic: bool = True  # protocol 3.4 (cudnn.deterministic); also turns cudnn.benchmark off
     precision: str = "fp32"  # protocol 3.1: no mixed precision
-    channels_last: bool = False  # a CUDA speed option; off reproduces the original memory format
+    # NHWC activations: faster on CUDA and on the CPU (oneDNN skips its layout reorders; 1.27x train
+    # throughput for ResNet-18 at 16 px on a 2-core CPU, `bench perf`). Off: the original memory format.
+    channels_last: bool = True
     compile: bool = False  # torch.compile, opt-in
 
     def validate(self) -> None:

@@ -47,7 +47,7 @@ def perf(
     warmup: int = typer.Option(3, "--warmup", help="Untimed steps before the first repeat."),
     repeats: int = typer.Option(3, "--repeats", help="Alternating repeats; medians are compared."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 autocast."),
-    channels_last: bool = typer.Option(False, "--channels-last/--no-channels-last"),
+    channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="NHWC activations, as `bench run` by default."),
     compile_model: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile both loops."),
     deterministic: bool = typer.Option(True, "--deterministic/--fast", help="As `bench run`; --fast turns cudnn.benchmark on."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice); 1 gives steadier ratios on a busy machine."),

@@ -48,7 +48,7 @@ def run(
     early_stopping_patience: Optional[int] = typer.Option(None, "--early-stopping-patience", help="(default: 7)"),
     restore_best: Optional[bool] = typer.Option(None, "--restore-best/--no-restore-best", help="(default: on in protocol mode, off in notebook mode)"),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (default), bf16 or fp16 autocast."),
-    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last"),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC activations (default: on; --no-channels-last for the original layout)."),
     compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile (opt-in)."),
     deterministic: Optional[bool] = typer.Option(None, "--deterministic/--fast", help="(default: deterministic)"),
     num_layers: Optional[int] = typer.Option(None, "--num-layers", help="GradAttn encoder depth (default: 3)."),

@@ -57,7 +57,7 @@ class Workload:
     repeats: int = 3
     device: str = "cpu"
     precision: str = "fp32"
-    channels_last: bool = False
+    channels_last: bool = True  # as `bench run`
     deterministic: bool = True  # as `bench run` (cudnn.benchmark off)
     compile: bool = False
     in_channels: int = 3
