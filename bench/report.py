@@ -89,6 +89,19 @@ def _paired_p(runs: pd.DataFrame, group: pd.DataFrame) -> float:
     return float(stats.ttest_rel(ours[common], baseline[common]).pvalue)
 
 
+def in_paper_order(table: pd.DataFrame, between: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Rows by dataset, then `between`, then model, datasets and models in registry order (the
+    paper's: ResNet-18 first); names the registries do not know come last, alphabetically."""
+    from bench import data, models
+
+    def rank(order: list[str]):
+        return lambda name: order.index(name) if name in order else len(order)
+
+    ranked = table.assign(_dataset=table.dataset.map(rank(data.names())), _model=table.model.map(rank(models.names())))
+    ranked = ranked.sort_values(["_dataset", "dataset", *between, "_model", "model"], kind="stable")
+    return ranked.drop(columns=["_dataset", "_model"]).reset_index(drop=True)
+
+
 def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
     """dataset x model: mean, std, n, delta to ResNet-18, paired p, published figure, best flag."""
     rows = []
@@ -110,22 +123,24 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
     table = table.merge(published_results(), on=["dataset", "model"], how="left")
     best = table.groupby(["dataset", "preprocessing"])["top1_mean"].transform("max")
     table["best"] = table["top1_mean"] == best
-    return table.sort_values(["dataset", "preprocessing", "model"], kind="stable").reset_index(drop=True)
+    return in_paper_order(table, between=("preprocessing",))
 
 
 def health_table(runs: pd.DataFrame) -> pd.DataFrame:
     grouped = runs.groupby(["dataset", "model"], sort=True)
-    return grouped.agg(
+    return in_paper_order(grouped.agg(
         health_mean=("health", "mean"),
         health_notebook_mean=("health_notebook", "mean"),
         vanishing_mean=("vanishing", "mean"),
         exploding_mean=("exploding", "mean"),
         n=("health", "size"),
-    ).reset_index()
+    ).reset_index())
 
 
 def _fmt(value: float, digits: int = 2) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{round(value, digits) + 0.0:.{digits}f}"  # + 0.0: a rounding residue never prints as -0.00
 
 
 def _cell(row, bold: str) -> str:

@@ -46,3 +46,20 @@ def test_published_results_are_package_data_for_every_dataset():
     assert published.dataset.notna().all() and published.model.notna().all()
     assert set(published.dataset) == {"cifar10", "fashionmnist", "svhn", "bloodmnist", "tissuemnist", "pcam", "pad-ufes-20", "tiny-imagenet"}
     assert len(published) == 36  # current notebooks plus Tiny ImageNet 2025, superseded runs left out
+
+
+def test_rows_follow_the_papers_order_and_no_negative_zero():
+    rows = []
+    for dataset in ("svhn", "cifar10"):
+        for model in ("gradattn-rope", "cbam18", "my-new-model", "resnet18"):
+            for seed in (1, 2):
+                top1 = 90.0 + seed if model != "cbam18" else 90.0 + seed - 1e-13  # equal up to rounding
+                rows.append({"dataset": dataset, "model": model, "seed": seed, "preprocessing": "protocol", "top1": top1, "health": 100.0, "health_notebook": 100.0, "vanishing": 0, "exploding": 0})
+    runs = pd.DataFrame(rows)
+    table = comparison_table(runs)
+    paper_order = ["resnet18", "cbam18", "gradattn-rope", "my-new-model"]  # registry order, unknown names last
+    assert list(zip(table.dataset, table.model)) == [(d, m) for d in ("cifar10", "svhn") for m in paper_order]
+    health = health_table(runs)
+    assert list(zip(health.dataset, health.model)) == [(d, m) for d in ("cifar10", "svhn") for m in paper_order]
+    assert "-0.00" not in to_markdown(table, health)
+    assert "| cbam18 | protocol | 91.50 ± 0.71 | 2 | 0.00 |" in to_markdown(table, health)
