@@ -156,6 +156,17 @@ def test_grid_benchmark_default_grid_is_four_distinct_digits_runs():
     assert timing.ratio(2) == pytest.approx(0.5)
 
 
+def test_grid_benchmark_slots_share_the_cores_on_the_cpu():
+    import os
+
+    from bench.perf.grid import slots_for
+
+    two = slots_for("cpu", 2)
+    assert [slot.device for slot in two] == ["cpu", "cpu"] and len({slot.name for slot in two}) == 2
+    assert all(slot.threads == max(1, (os.cpu_count() or 1) // 2) for slot in two)
+    assert slots_for("cpu", 1)[0].threads == (os.cpu_count() or 1)
+
+
 def test_grid_benchmark_refuses_an_unknown_dataset_before_running_anything():
     with pytest.raises(BenchError, match="nope"):
         run_grid_benchmark(dataset="nope")
@@ -170,6 +181,8 @@ def test_workload_rejects_bad_settings_with_the_option_to_fix(changes, option):
 @pytest.mark.parametrize("args, message", [
     (["perf", "grid", "--slots", "0"], "--slots needs at least one positive integer"),
     (["perf", "grid", "--seeds", "4x"], "--seeds must be a comma-separated list of integers"),
+    (["perf", "grid", "--devices", "0"], "CUDA device [0] does not exist"),
+    (["perf", "grid", "--devices", "gpu"], "--devices must be auto, cpu or CUDA indices"),
 ])
 def test_perf_user_errors_exit_2_with_one_line(tmp_path, args, message):
     result = bench(*args, cwd=tmp_path)

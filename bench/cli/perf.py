@@ -142,12 +142,13 @@ def grid_command(
     seeds: str = typer.Option("42,43,44,45", "--seeds", help="With the models, the runs of the grid."),
     max_epochs: int = typer.Option(2, "--max-epochs"),
     gradflow_batches: int = typer.Option(2, "--gradflow-batches", help="Batches of each run's final gradient-flow analysis."),
-    slots: str = typer.Option("1,2", "--slots", help="CPU slot counts to compare (each gets the cores / slots threads)."),
+    slots: str = typer.Option("1,2", "--slots", help="Slot counts to compare: CPU slots (each gets the cores / slots threads) or the first k CUDA devices."),
     repeats: int = typer.Option(1, "--repeats", help="Alternating repeats per slot count; medians are compared."),
+    devices: str = typer.Option("cpu", "--devices", help="cpu, or CUDA devices (auto or indices like 0,1,3): one run per device."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="(default: $BENCH_DATA_DIR or ./data)"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the timings, with the machine, to this JSON file."),
 ) -> None:
-    """Wall time of the same small grid through the real scheduler with 1 and with 2 CPU slots."""
+    """Wall time of the same small grid through the real scheduler with 1 and with 2 CPU slots (or 1 and N GPUs)."""
     counts = _positive_ints(slots, "--slots")
     seed_list = parse_seeds(seeds)
 
@@ -165,10 +166,11 @@ def grid_command(
     data.get(dataset)
     console = Console()
     runs = len(names) * len(seed_list)
-    console.print(f"{dataset}: {runs} run(s) of {max_epochs} epoch(s), on {', '.join(map(str, sorted(set(counts))))} CPU slot(s)", highlight=False)
+    kind = "CPU slot(s)" if devices.strip().lower() == "cpu" else f"CUDA device(s) of {devices}"
+    console.print(f"{dataset}: {runs} run(s) of {max_epochs} epoch(s), on {', '.join(map(str, sorted(set(counts))))} {kind}", highlight=False)
     result = run_benchmark(
         dataset=dataset, model_names=names, seeds=seed_list, max_epochs=max_epochs, gradflow_batches=gradflow_batches,
-        slot_counts=counts, repeats=repeats, data_dir=data_dir,
+        slot_counts=counts, repeats=repeats, devices=devices, data_dir=data_dir,
         on_timing=lambda k, s: console.print(f"  {k} slot(s): {s:.1f} s", highlight=False),
     )
     table = Table(title=f"Grid wall time: {result.runs} {dataset} runs")
@@ -178,13 +180,14 @@ def grid_command(
         table.add_row(str(k), f"{result.median(k):.1f}", ", ".join(f"{v:.1f}" for v in result.wall_s[k]), f"{result.ratio(k):.2f}")
     console.print(table)
     for k in result.slot_counts[1:]:
-        target = f" (target <= {TARGET_RATIO})" if (k, result.slot_counts[0]) == (2, 1) else ""
+        target = f" (target <= {TARGET_RATIO})" if (k, result.slot_counts[0]) == (2, 1) and kind.startswith("CPU") else ""
         console.print(f"slot scaling: {k} slots / {result.slot_counts[0]} slot(s) = {result.ratio(k):.2f}{target}", highlight=False)
     if json_path is not None:
         ratios = {f"{k}/{result.slot_counts[0]}": result.ratio(k) for k in result.slot_counts[1:]}
-        settings = {"dataset": dataset, "models": names, "seeds": seed_list, "max_epochs": max_epochs, "gradflow_batches": gradflow_batches, "repeats": repeats}
+        settings = {"dataset": dataset, "models": names, "seeds": seed_list, "max_epochs": max_epochs, "gradflow_batches": gradflow_batches, "repeats": repeats, "devices": devices}
         figures = asdict(result) | {"ratios": ratios}
-        path = report.write_json(report.payload("grid", "cpu", settings, grid=figures), json_path)
+        device = "cpu" if kind.startswith("CPU") else "cuda"
+        path = report.write_json(report.payload("grid", device, settings, grid=figures), json_path)
         console.print(f"wrote {path}", highlight=False)
 
 

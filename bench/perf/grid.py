@@ -1,5 +1,8 @@
 """Slot scaling of the grid: the same small grid with 1 and with 2 CPU slots, in one invocation.
 
+With CUDA devices (`devices="auto"` or `"0,1,3"`) a slot count k means the first k of those devices,
+one run each: on a machine with N GPUs, 1 against N shows how close the grid comes to N-fold.
+
 Each slot count gets a fresh temporary sqlite MLflow store and runs the whole grid through the real
 scheduler (`plan_runs`, then `run_grid` with spawned workers, each pinned to its share of the cores).
 The clock covers `run_grid` only: worker start-up, data loading, training, evaluation, gradient-flow
@@ -47,22 +50,34 @@ def grid_specs(dataset: str, model_names: Sequence[str], seeds: Sequence[int], m
     return [spec.validate() for spec in specs]
 
 
-def time_grid(specs: list[RunSpec], slots: int, root: Path, data_dir: Path) -> float:
-    """Wall seconds of the whole grid on `slots` CPU slots, in a fresh store under `root`."""
+def slots_for(devices: str, count: int) -> list:
+    """`count` CPU slots sharing the cores, or the first `count` of the CUDA devices, one run each."""
+    from bench.scheduler import resolve_slots
+
+    if devices.strip().lower() == "cpu":
+        return resolve_slots("cpu", count)
+    gpus = resolve_slots(devices, 1)
+    if count > len(gpus):
+        raise BenchError(f"--slots {count} asks for more CUDA devices than --devices {devices} gives ({len(gpus)}); lower --slots.")
+    return gpus[:count]
+
+
+def time_grid(specs: list[RunSpec], slots: list, root: Path, data_dir: Path) -> float:
+    """Wall seconds of the whole grid on `slots`, in a fresh store under `root`."""
     from bench import tracking
-    from bench.scheduler import plan_runs, resolve_slots, run_grid
+    from bench.scheduler import plan_runs, run_grid
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
     experiment_id = tracking.prepare(uri, "grid-scaling")
-    plan = plan_runs(specs, uri, experiment_id, "cpu")
+    plan = plan_runs(specs, uri, experiment_id, ", ".join(slot.name for slot in slots))
     start = time.perf_counter()
-    states = run_grid(plan, resolve_slots("cpu", slots), tracking_uri=uri, data_dir=data_dir, checkpoint_root=root / "checkpoints")
+    states = run_grid(plan, slots, tracking_uri=uri, data_dir=data_dir, checkpoint_root=root / "checkpoints")
     wall = time.perf_counter() - start
     unfinished = [state for state in states if state.status != "finished"]
     if unfinished:
         first = unfinished[0]
         raise BenchError(
-            f"{len(unfinished)} of {len(states)} benchmark runs did not finish with {slots} slot(s) "
+            f"{len(unfinished)} of {len(states)} benchmark runs did not finish with {len(slots)} slot(s) "
             f"({first.task.spec.run_name}: {first.status}, {first.error or 'no error message'}); fix that run first."
         )
     return wall
@@ -77,6 +92,7 @@ def run_benchmark(
     gradflow_batches: int = 2,
     slot_counts: Sequence[int] = (1, 2),
     repeats: int = 1,
+    devices: str = "cpu",
     data_dir: Path | None = None,
     on_timing: Callable[[int, float], None] | None = None,
 ) -> GridScaling:
@@ -90,12 +106,13 @@ def run_benchmark(
     missing = data.get(dataset).missing_files(data_dir)
     if missing:
         raise BenchError(f"Dataset {dataset} is not in {data_dir}: {data.get(dataset).how_to_get(data_dir)}")
+    slot_sets = {count: slots_for(devices, count) for count in counts}  # bad --devices: an error before any run
     specs = grid_specs(dataset, model_names, seeds, max_epochs, gradflow_batches)
     result = GridScaling(dataset, len(specs), max_epochs, counts)
     for _ in range(repeats):
         for slots in counts:
             with tempfile.TemporaryDirectory(prefix="bench-perf-grid-") as tmp:
-                wall = time_grid(specs, slots, Path(tmp), data_dir)
+                wall = time_grid(specs, slot_sets[slots], Path(tmp), data_dir)
             result.wall_s.setdefault(slots, []).append(wall)
             if on_timing is not None:
                 on_timing(slots, wall)
