@@ -61,6 +61,7 @@ def test_two_slots_log_every_run_exactly_once_rerun_skips_and_report(store):
     runs = _runs(store)
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
     assert len({r.data.tags["config_hash"] for r in runs}) == 4
+    assert not store["checkpoints"].exists()  # every run finished and removed its checkpoints, then the folder went
     assert {r.data.tags["mlflow.runName"] for r in runs} == {
         f"synthetic/{m}/{s}" for m in ("resnet18", "gradattn-nope") for s in (1, 2)
     }
@@ -132,6 +133,7 @@ def test_ctrl_c_once_checkpoints_and_marks_killed(store):
     assert first.returncode == 130, out
     assert "run the same command again" in out
     assert tracking.run_status(store["uri"], run_id) == "KILLED"
+    assert any((store["checkpoints"] / run_id).iterdir())  # the interrupted run's checkpoint stays
     rerun = bench("run", *args)
     assert rerun.returncode == 0
     assert tracking.run_status(store["uri"], run_id) == "FINISHED"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Optional
 
@@ -138,6 +139,8 @@ def run(
     with GridDisplay(console) as display:
         states = executor.run(plan, destination, display.update)
     console.print(summary_table(states, plan.skipped))
+    with contextlib.suppress(OSError):  # each finished run removed its checkpoints: drop the folder if empty
+        destination.checkpoint_root.rmdir()
     unsynced = [s for s in states if s.status == "failed" and (s.error or "").startswith(tracking.TrackingUnavailable.__name__)]
     failed = [s for s in states if s.status == "failed" and s not in unsynced]
     unfinished = [s for s in states if s.status in ("killed", "not started")]
