@@ -127,7 +127,7 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def health_table(runs: pd.DataFrame) -> pd.DataFrame:
-    grouped = runs.groupby(["dataset", "model"], sort=True)
+    grouped = runs.groupby(["dataset", "model"], sort=False)  # in_paper_order sorts
     return in_paper_order(grouped.agg(
         health_mean=("health", "mean"),
         health_notebook_mean=("health_notebook", "mean"),

@@ -98,12 +98,12 @@ def perf(
     table = Table(title=f"Throughput on {device}: {image_size} px, batch {batch_size}, {precision}{', channels-last' if channels_last else ''}")
     for column in ("model", "train img/s", "bare img/s", "eval img/s", "peak memory"):
         table.add_column(column, justify="left" if column == "model" else "right")
-    for r in results:
-        s = r.summary()
+    summaries = [r.summary() for r in results]
+    for r, s in zip(results, summaries):
         memory = f"{_gib(s['peak_memory_bytes'])} {'CUDA' if s['peak_memory_kind'].startswith('cuda') else 'RSS'}"
         table.add_row(r.model, f"{s['train_images_per_s']:,.1f}", f"{s['bare_train_images_per_s']:,.1f}", f"{s['eval_images_per_s']:,.1f}", memory)
     console.print(table)
-    epoch_end_ms = max(1000 * r.summary()["epoch_end_s"] for r in results)
+    epoch_end_ms = max(1000 * s["epoch_end_s"] for s in summaries)
     console.print(
         f"harness overhead (our step / bare loop): {_by_model(results, lambda r: r.training.harness_overhead)} (target <= 1.05); "
         f"its MLflow logging and progress take {epoch_end_ms:.0f} ms per epoch",
@@ -126,7 +126,7 @@ def perf(
             "gradflow_overhead": {r.model: r.gradflow.overhead for r in results},
             "plain_step_after_analysis": {r.model: r.gradflow.after_analysis for r in results},
         }
-        sections = {"models": {r.model: r.summary() for r in results}, "ratios": ratios}
+        sections = {"models": {r.model: s for r, s in zip(results, summaries)}, "ratios": ratios}
         if pipeline is not None:
             ratios["data_pipeline"] = pipeline.ratio
             sections["data_pipeline"] = report.data_pipeline_summary(pipeline)
@@ -160,13 +160,14 @@ def grid_command(
     from bench import data
     from bench import models as registry
     from bench.perf import report
-    from bench.perf.grid import TARGET_RATIO, run_benchmark
+    from bench.perf.grid import TARGET_RATIO, on_cpu, run_benchmark
 
     names = registry.expand(models)
     data.get(dataset)
     console = Console()
     runs = len(names) * len(seed_list)
-    kind = "CPU slot(s)" if devices.strip().lower() == "cpu" else f"CUDA device(s) of {devices}"
+    cpu = on_cpu(devices)
+    kind = "CPU slot(s)" if cpu else f"CUDA device(s) of {devices}"
     console.print(f"{dataset}: {runs} run(s) of {max_epochs} epoch(s), on {', '.join(map(str, sorted(set(counts))))} {kind}", highlight=False)
     result = run_benchmark(
         dataset=dataset, model_names=names, seeds=seed_list, max_epochs=max_epochs, gradflow_batches=gradflow_batches,
@@ -180,14 +181,13 @@ def grid_command(
         table.add_row(str(k), f"{result.median(k):.1f}", ", ".join(f"{v:.1f}" for v in result.wall_s[k]), f"{result.ratio(k):.2f}")
     console.print(table)
     for k in result.slot_counts[1:]:
-        target = f" (target <= {TARGET_RATIO})" if (k, result.slot_counts[0]) == (2, 1) and kind.startswith("CPU") else ""
+        target = f" (target <= {TARGET_RATIO})" if (k, result.slot_counts[0]) == (2, 1) and cpu else ""
         console.print(f"slot scaling: {k} slots / {result.slot_counts[0]} slot(s) = {result.ratio(k):.2f}{target}", highlight=False)
     if json_path is not None:
         ratios = {f"{k}/{result.slot_counts[0]}": result.ratio(k) for k in result.slot_counts[1:]}
         settings = {"dataset": dataset, "models": names, "seeds": seed_list, "max_epochs": max_epochs, "gradflow_batches": gradflow_batches, "repeats": repeats, "devices": devices}
         figures = asdict(result) | {"ratios": ratios}
-        device = "cpu" if kind.startswith("CPU") else "cuda"
-        path = report.write_json(report.payload("grid", device, settings, grid=figures), json_path)
+        path = report.write_json(report.payload("grid", "cpu" if cpu else "cuda", settings, grid=figures), json_path)
         console.print(f"wrote {path}", highlight=False)
 
 

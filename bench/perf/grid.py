@@ -50,11 +50,16 @@ def grid_specs(dataset: str, model_names: Sequence[str], seeds: Sequence[int], m
     return [spec.validate() for spec in specs]
 
 
+def on_cpu(devices: str) -> bool:
+    """Whether `devices` (cpu, auto or CUDA indices) asks for CPU slots rather than CUDA devices."""
+    return devices.strip().lower() == "cpu"
+
+
 def slots_for(devices: str, count: int) -> list:
     """`count` CPU slots sharing the cores, or the first `count` of the CUDA devices, one run each."""
     from bench.scheduler import resolve_slots
 
-    if devices.strip().lower() == "cpu":
+    if on_cpu(devices):
         return resolve_slots("cpu", count)
     gpus = resolve_slots(devices, 1)
     if count > len(gpus):
