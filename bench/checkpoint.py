@@ -1,8 +1,17 @@
-"""Crash-safe checkpoints: atomic writes and the random-number state a resumed run needs."""
+"""Crash-safe, verified, weights-only checkpoints and the random-number state a resumed run needs.
+
+A checkpoint is a `torch.save` file holding only tensors, numbers, strings and containers of them
+(RNG states included, stored as tensors), so it loads with `weights_only=True`: a file crafted to
+run code on load is refused before anything in it runs. It carries a SHA-256 of its payload, so
+bytes damaged on disk are found on load instead of training on garbage.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import pickle
 import random
 import tempfile
 from pathlib import Path
@@ -12,6 +21,11 @@ import numpy as np
 import torch
 
 from bench.errors import BenchError
+from bench.locks import file_lock, holder
+
+LAST = "last.pt"  # everything a resumed run needs, written at the end of every epoch
+BEST = "best.pt"  # the weights of the best validation epoch so far
+FORMAT = "gradattn-bench-checkpoint/1"
 
 
 def atomic_write_bytes(path: Path, write) -> None:
@@ -33,23 +47,113 @@ def atomic_write_bytes(path: Path, write) -> None:
         raise
 
 
+def payload_digest(obj: Any) -> str:
+    """SHA-256 over a nested payload: every tensor's dtype, shape and bytes, every other leaf's repr."""
+    digest = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+        elif isinstance(value, dict):
+            digest.update(b"{")
+            for key, item in value.items():
+                feed(key)
+                feed(item)
+            digest.update(b"}")
+        elif isinstance(value, (list, tuple)):
+            digest.update(b"[")
+            for item in value:
+                feed(item)
+            digest.update(b"]")
+        else:
+            digest.update(f"{type(value).__name__}:{value!r};".encode())
+
+    feed(obj)
+    return digest.hexdigest()
+
+
 def save(obj: Any, path: Path) -> None:
-    atomic_write_bytes(Path(path), lambda handle: torch.save(obj, handle))
+    wrapped = {"format": FORMAT, "sha256": payload_digest(obj), "payload": obj}
+    atomic_write_bytes(Path(path), lambda handle: torch.save(wrapped, handle))
 
 
 def load(path: Path) -> Any:
+    """The payload of a checkpoint, verified; a BenchError naming the file when it cannot be trusted."""
+    path = Path(path)
+    advice = "delete it (or its run's checkpoint folder) to start that run afresh"
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # a torn or foreign file: say which one and what to do
+        wrapped = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # a global outside the weights-only allowlist: nothing ran
+        reason = str(error).strip().splitlines()
+        detail = next((line for line in reason if "GLOBAL" in line or "global" in line), reason[0] if reason else "")
         raise BenchError(
-            f"Checkpoint {path} cannot be read ({error.__class__.__name__}); delete it to start that run afresh."
-        ) from error
+            f"Checkpoint {path} holds more than tensors and numbers ({detail.strip()[:160]}); it was not loaded "
+            f"and nothing in it ran: {advice}."
+        ) from None
+    except Exception as error:  # a torn or foreign file: say which one and what to do
+        raise BenchError(f"Checkpoint {path} cannot be read ({error.__class__.__name__}); {advice}.") from None
+    if not isinstance(wrapped, dict) or wrapped.get("format") != FORMAT or "payload" not in wrapped:
+        raise BenchError(f"Checkpoint {path} is not a gradattn-bench checkpoint with a checksum; {advice}.")
+    if payload_digest(wrapped["payload"]) != wrapped.get("sha256"):
+        raise BenchError(f"Checkpoint {path} is damaged (its checksum does not match its contents); {advice}.")
+    return wrapped["payload"]
+
+
+def load_resume(folder: Path) -> tuple[dict | None, dict | None]:
+    """(last, best) checkpoints of a run folder, verified together; (None, None) when it starts afresh.
+
+    The best-weights file must be there, and of the epoch `last` names as best, whenever `last`
+    records a best epoch: a run never silently ends on other weights than its best ones.
+    """
+    folder = Path(folder)
+    if not (folder / LAST).exists():
+        return None, None
+    last = load(folder / LAST)
+    best_epoch = int(last.get("early_stopping", {}).get("best_epoch") or 0)
+    if not best_epoch:
+        return last, None
+    if not (folder / BEST).exists():
+        raise BenchError(
+            f"The best-weights checkpoint {folder / BEST} of epoch {best_epoch} is missing while {folder / LAST} "
+            f"is there; restore it, or delete {folder} to train that run afresh."
+        )
+    best = load(folder / BEST)
+    if int(best.get("epoch", -1)) != best_epoch:
+        raise BenchError(
+            f"The best-weights checkpoint {folder / BEST} is of epoch {best.get('epoch')}, but {folder / LAST} "
+            f"names epoch {best_epoch} as best; delete {folder} to train that run afresh."
+        )
+    return last, best
+
+
+class FolderInUse(BenchError):
+    """Another process holds the checkpoint folder of a run."""
+
+
+@contextlib.contextmanager
+def exclusive(folder: Path):
+    """Hold a run's checkpoint folder for the block; a folder another process writes is a BenchError."""
+    lock = Path(folder) / ".lock"
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(file_lock(lock, blocking=False))
+    except BlockingIOError:
+        raise FolderInUse(
+            f"The checkpoint folder {folder} is being written by another process (pid {holder(lock)}); "
+            "that run is left to it."
+        ) from None
+    with stack:
+        yield
 
 
 def rng_state() -> dict[str, Any]:
+    """Every generator's state as tensors and numbers (weights-only loadable)."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -58,11 +162,17 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate(_tuples(state["python"]))
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(value: Any) -> Any:
+    # random.setstate wants tuples all the way down; a round trip may give lists.
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def seed_everything(seed: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,11 +19,16 @@ import torch
 from torch import nn
 
 from bench import checkpoint
+from bench.checkpoint import BEST, LAST
+from bench.errors import BenchError
 from bench.monitors import EarlyStopping, PlateauScheduler
 from bench.spec import TrainConfig
 
-LAST = "last.pt"
-BEST = "best.pt"
+__all__ = ["BEST", "LAST", "Diverged", "EpochRecord", "FitResult", "Trainer", "predict"]
+
+
+class Diverged(BenchError):
+    """The loss became NaN or infinite: the run ends FAILED, its checkpoints (of the last finite epoch) kept."""
 
 
 @dataclass
@@ -214,10 +220,9 @@ class Trainer:
 
     def _resume(self) -> int:
         """Load the last checkpoint if there is one; returns the number of completed epochs."""
-        path = self.checkpoint_dir / LAST
-        if not path.exists():
+        state, best = checkpoint.load_resume(self.checkpoint_dir)
+        if state is None:
             return 0
-        state = checkpoint.load(path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.plateau.load_state_dict(state["plateau"])
@@ -225,9 +230,8 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         checkpoint.set_rng_state(state["rng"])
         self.history = [EpochRecord(**r) for r in state["history"]]
-        best_path = self.checkpoint_dir / BEST
-        if best_path.exists():
-            self.best_state = checkpoint.load(best_path)["model"]
+        if best is not None:
+            self.best_state = best["model"]
         return int(state["epoch"])
 
     def _remember_best(self, epoch: int) -> None:
@@ -250,6 +254,11 @@ class Trainer:
             epoch_start = time.perf_counter()
             train_loss, train_acc, images, train_seconds = self.train_epoch()
             val_loss, val_acc = self.evaluate(self.val_loader)
+            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                raise Diverged(
+                    f"Training diverged at epoch {epoch} (train loss {train_loss:.4g}, val loss {val_loss:.4g}); "
+                    f"the checkpoints of epoch {epoch - 1} are kept in {self.checkpoint_dir}: lower --lr and run again."
+                )
             lr_reduced = self.plateau.step(val_acc, self.optimizer)
             improved, stopped_early = self.early.step(val_acc, epoch)
             if improved:

@@ -103,10 +103,10 @@ class GridDisplay:
                 )
             if state.status == "failed":
                 detail = state.error or ""
-            self.console.print(f"{spec.run_name} [{state.slot}] {state.status}: {detail}", highlight=False)
+            self.console.print(f"{spec.run_name} [{state.slot}] {state.status}: {detail}", highlight=False, markup=False)
 
 
-def summary_table(states: list[TaskState], skipped: list) -> Table:
+def summary_table(states: list[TaskState], skipped: list, held: list = ()) -> Table:
     table = Table(title="Results (test split)")
     for column in ("dataset", "model", "seed", "state", "test top-1", "epochs", "wall time", "grad health", "health (notebook)"):
         table.add_column(column)
@@ -125,4 +125,7 @@ def summary_table(states: list[TaskState], skipped: list) -> Table:
         )
     for spec, run_id in skipped:
         table.add_row(spec.dataset, spec.model, str(spec.seed), f"skipped (finished: {run_id[:8]})", "", "", "", "", "")
+    for entry in held:
+        spec = entry.spec
+        table.add_row(spec.dataset, spec.model, str(spec.seed), f"another process (run {entry.run_id[:8]})", "", "", "", "", "")
     return table

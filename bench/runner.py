@@ -19,8 +19,9 @@ from typing import Callable
 import torch
 
 from bench import __version__, checkpoint, data, models, tracking
-from bench.engine import BEST, FitResult, Trainer, predict
+from bench.engine import FitResult, Trainer, predict
 from bench.errors import BenchError
+from bench.scheduler import CLAIM_HEARTBEAT_S, HELD
 from bench.spec import RunSpec
 
 
@@ -36,6 +37,7 @@ class RunContext:
     data_dir: Path
     checkpoint_root: Path
     device: str = "cpu"
+    owner: str | None = None  # the claim this run was planned under; None: unclaimed (direct calls)
 
 
 @dataclass
@@ -106,9 +108,24 @@ def execute(spec: RunSpec, ctx: RunContext, run_id: str, callbacks=(), should_st
 
     Exceptions are logged (traceback artifact, status FAILED) and re-raised to the caller.
     """
+    if ctx.owner and tracking.claim_owner(ctx.tracking_uri, run_id) != ctx.owner:
+        return RunOutcome(run_id, HELD)  # taken over while it waited in the queue
     logger = tracking.RunLogger(ctx.tracking_uri, run_id)
+    heartbeat = tracking.Heartbeat(ctx.tracking_uri, ctx.owner, [run_id] if ctx.owner else [], CLAIM_HEARTBEAT_S)
+
+    def stop_requested() -> bool:
+        return bool(heartbeat.lost) or bool(should_stop and should_stop())
+
     try:
-        return _execute(spec, ctx, logger, callbacks, should_stop)
+        with heartbeat, checkpoint.exclusive(checkpoint_dir(ctx, run_id)):
+            outcome = _execute(spec, ctx, logger, callbacks, stop_requested)
+        if heartbeat.lost:  # another process owns the run now: leave its status and checkpoints to it
+            return RunOutcome(run_id, HELD, epochs=outcome.epochs)
+        if outcome.status == tracking.KILLED:
+            logger.end(tracking.KILLED)
+        return outcome
+    except checkpoint.FolderInUse:  # another process trains it: its run, not a failure of ours
+        return RunOutcome(run_id, HELD)
     except BaseException as error:
         if isinstance(error, KeyboardInterrupt):
             logger.end(tracking.KILLED)
@@ -192,8 +209,7 @@ def _execute(spec, ctx, logger: tracking.RunLogger, callbacks, should_stop) -> R
     fit = trainer.fit()
     if fit.resumed_from_epoch:
         logger.set_tags({"resumed_from_epoch": fit.resumed_from_epoch})
-    if fit.interrupted:
-        logger.end(tracking.KILLED)
+    if fit.interrupted:  # ended KILLED by `execute`, unless the run was lost to another owner
         return RunOutcome(logger.run_id, tracking.KILLED, epochs=fit.epochs_run)
 
     logits, labels = predict(
@@ -204,8 +220,10 @@ def _execute(spec, ctx, logger: tracking.RunLogger, callbacks, should_stop) -> R
     flow = analyze(model)
     summary = _summary_metrics(fit, flow)
     logger.log_metrics(test_metrics | summary, step=fit.epochs_run)
-    _log_artifacts(logger, fit, report, flow, ckpt_dir)
+    _log_artifacts(logger, fit, report, flow)
+    _log_weights(logger, model, fit)
     logger.set_tags({"final_weights": fit.final_weights, "notes": "; ".join(bundle.notes)[:4000]})
+    logger.clear_failure()  # an earlier attempt's failure marks no longer describe this run
     logger.end(tracking.FINISHED)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished runs never resume; the best weights are in MLflow
     return RunOutcome(
@@ -232,7 +250,7 @@ def _summary_metrics(fit: FitResult, flow) -> dict[str, float]:
     }
 
 
-def _log_artifacts(logger: tracking.RunLogger, fit: FitResult, report, flow, ckpt_dir: Path) -> None:
+def _log_artifacts(logger: tracking.RunLogger, fit: FitResult, report, flow) -> None:
     import pandas as pd
 
     from bench.gradflow import plot, text_report
@@ -247,6 +265,11 @@ def _log_artifacts(logger: tracking.RunLogger, fit: FitResult, report, flow, ckp
     logger.log_figure(lambda p: plot_confusion(report.confusion, names, p), "evaluation/confusion_matrix.png")
     logger.log_text(report.per_class.to_csv(index=False), "evaluation/per_class.csv")
     logger.log_text(pd.DataFrame([asdict(r) for r in fit.history]).to_csv(index=False), "history.csv")
-    best = ckpt_dir / BEST
-    if best.exists():
-        logger.log_file(best, "checkpoint")
+
+
+def _log_weights(logger: tracking.RunLogger, model: torch.nn.Module, fit: FitResult) -> None:
+    """The weights the test metrics came from, as `checkpoint/best.pt` or `checkpoint/last.pt`."""
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    epoch = fit.best_epoch if fit.final_weights == "best" else fit.epochs_run
+    name = f"{fit.final_weights}.pt"
+    logger.log_written(f"checkpoint/{name}", lambda path: checkpoint.save({"epoch": epoch, "model": weights}, path))

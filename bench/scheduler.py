@@ -12,9 +12,12 @@ thread count before torch is first imported.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue
+import re
+import shutil
 import signal
 import threading
 import time
@@ -26,6 +29,10 @@ from typing import Callable
 from bench import tracking
 from bench.errors import BenchError
 from bench.spec import RunSpec
+
+
+HELD = "HELD"  # a run outcome: another process holds the claim, so this one did not train it
+HELD_STATE = "another process"  # how the grid shows it
 
 
 @dataclass(frozen=True)
@@ -80,36 +87,187 @@ class Task:
 
 
 @dataclass
+class Held:
+    """A configuration another live process is training: not ours to touch."""
+
+    spec: RunSpec
+    run_id: str
+    owner: str
+
+
+@dataclass
 class Plan:
     tasks: list[Task]
     skipped: list[tuple[RunSpec, str]]  # (spec, run id) of configurations already FINISHED
+    held: list[Held] = field(default_factory=list)
+    owner: str = ""  # the claim every task of this plan carries (tracking.new_owner)
+
+
+def _seconds(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+# A claim lives while its heartbeat is fresh: stamped every CLAIM_HEARTBEAT_S by the planning process
+# (queued runs) and by the worker (the run it trains), presumed dead after CLAIM_STALE_S without one.
+# CLAIM_SETTLE_S is the pause before a new claim is read back: longer than any one store write.
+CLAIM_HEARTBEAT_S = _seconds("BENCH_CLAIM_HEARTBEAT_S", 15.0)
+CLAIM_STALE_S = _seconds("BENCH_CLAIM_STALE_S", 120.0)
+CLAIM_SETTLE_S = _seconds("BENCH_CLAIM_SETTLE_S", 2.0)
+
+
+def claim_alive(run, now: float | None = None) -> bool:
+    """Someone else trains this run: it is RUNNING and its owner's heartbeat is recent."""
+    owner, beat = tracking.claim_of(run)
+    return run.info.status == tracking.RUNNING and owner is not None and (now or time.time()) - beat < CLAIM_STALE_S
+
+
+def _grid_runs(uri: str, experiment_id: str, digest: str) -> list:
+    # Optuna trials share config hashes with grid runs but are not grid runs.
+    return [r for r in tracking.find_runs(uri, experiment_id, digest) if "trial_number" not in r.data.tags]
+
+
+def _first_created(runs: list):
+    return min(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
 
 
 def plan_runs(specs: list[RunSpec], uri: str, experiment_id: str, device_label: str, force: bool = False) -> Plan:
-    """Find or create the MLflow run of every spec, in the parent, before any worker starts."""
+    """Find or create, and claim, the MLflow run of every spec, in the parent, before any worker starts.
+
+    A configuration that finished is skipped; one a live owner holds is left to it (`Plan.held`); an
+    unfinished one whose owner stopped is taken over and resumed. Two planners that claim or create
+    the same configuration at once both read it back after `CLAIM_SETTLE_S`: the last claim of an
+    existing run, or the first-created of several new runs, wins, and the other steps back (deleting
+    the run it created).
+    """
     from bench.runner import run_tags
 
-    tasks, skipped, seen = [], [], set()
+    owner = tracking.new_owner()
+    plan = Plan([], [], owner=owner)
+    contested: list[Task] = []
+    seen = set()
     for spec in specs:
         digest = spec.config_hash()
         if digest in seen:
             continue
         seen.add(digest)
-        # Optuna trials share config hashes with grid runs but are not grid runs.
-        runs = [r for r in tracking.find_runs(uri, experiment_id, digest) if "trial_number" not in r.data.tags]
+        runs = _grid_runs(uri, experiment_id, digest)
         finished = [r for r in runs if r.info.status == tracking.FINISHED]
         if finished and not force:
-            skipped.append((spec, finished[0].info.run_id))
+            plan.skipped.append((spec, finished[0].info.run_id))
             continue
         unfinished = [r for r in runs if r.info.status != tracking.FINISHED]
+        live = [r for r in unfinished if claim_alive(r)]
+        if live:
+            plan.held.append(Held(spec, live[0].info.run_id, tracking.claim_of(live[0])[0]))
+            continue
         if unfinished and not force:
             run_id = unfinished[0].info.run_id
-            tracking.client(uri).update_run(run_id, status=tracking.RUNNING)
-            tasks.append(Task(spec, run_id, resumed=True))
+            tracking.claim(uri, run_id, owner)
+            contested.append(Task(spec, run_id, resumed=True))
         else:
-            tags = run_tags(spec, device_label)
-            tasks.append(Task(spec, tracking.create_run(uri, experiment_id, spec.run_name, tags), resumed=False))
-    return Plan(tasks, skipped)
+            tags = run_tags(spec, device_label) | tracking.claim_tags(owner)
+            contested.append(Task(spec, tracking.create_run(uri, experiment_id, spec.run_name, tags), resumed=False))
+    if contested:
+        time.sleep(CLAIM_SETTLE_S)
+    for task in contested:
+        winner = _confirm(task, uri, experiment_id, owner)
+        if winner is None:
+            plan.tasks.append(task)
+        else:
+            plan.held.append(Held(task.spec, *winner))
+    return plan
+
+
+def _confirm(task: Task, uri: str, experiment_id: str, owner: str) -> tuple[str, str] | None:
+    """None when our claim of the task stands, else (run id, owner) of the claim that won."""
+    if task.resumed:
+        holder = tracking.claim_owner(uri, task.run_id)
+        return None if holder == owner else (task.run_id, holder or "?")
+    rivals = [r for r in _grid_runs(uri, experiment_id, task.spec.config_hash()) if claim_alive(r)]
+    winner = _first_created(rivals) if rivals else None
+    if winner is None or winner.info.run_id == task.run_id:
+        return None
+    tracking.delete_run(uri, task.run_id)  # ours lost the race: one run per configuration
+    return winner.info.run_id, tracking.claim_of(winner)[0] or "?"
+
+
+def release_plan(plan: Plan, uri: str, status: str | None = None) -> None:
+    """Give up the claims of the plan's runs that did not end (see tracking.release)."""
+    for task in plan.tasks:
+        tracking.release(uri, task.run_id, plan.owner, status)
+
+
+ENDED = ("finished", "failed", "killed", "not started", HELD_STATE)
+
+
+@contextlib.contextmanager
+def claims_kept(plan: Plan, uri: str, on_update: Callable[[list["TaskState"]], None]):
+    """Keep the plan's claims alive while its grid runs, whatever the backend; release them after.
+
+    Yields the `on_update` to give the backend: it stops the heartbeat of each run as it ends.
+    """
+    beat = tracking.Heartbeat(uri, plan.owner, [t.run_id for t in plan.tasks], CLAIM_HEARTBEAT_S)
+
+    def update(states: list[TaskState]) -> None:
+        for state in states:
+            if state.status in ENDED:
+                beat.drop(state.task.run_id)
+        on_update(states)
+
+    try:
+        with beat:
+            yield update
+    finally:
+        release_plan(plan, uri)
+
+
+def verify_resumable(plan: Plan, checkpoint_root: Path) -> None:
+    """Check the checkpoints of every resumed run before any training (a BenchError naming the file)."""
+    from bench import checkpoint
+
+    for task in plan.tasks:
+        if task.resumed:
+            checkpoint.load_resume(Path(checkpoint_root) / task.run_id)
+
+
+@dataclass
+class Leftovers:
+    """What `tidy_checkpoints` found in the checkpoint folder."""
+
+    removed: list[str] = field(default_factory=list)  # run ids whose run had FINISHED
+    deleted: list[Path] = field(default_factory=list)  # folders of runs deleted in MLflow
+    deleted_bytes: int = 0
+
+
+def tidy_checkpoints(uri: str, checkpoint_root: Path, remove_deleted: bool = False) -> Leftovers:
+    """Remove the checkpoint folders of FINISHED runs (a kill after the end can leave one behind) and
+    find those of runs deleted in MLflow: removed with `remove_deleted`, else reported with their size.
+
+    A folder whose run this store does not know is left alone: it may belong to another store.
+    """
+    found = Leftovers()
+    root = Path(checkpoint_root)
+    if not root.is_dir():
+        return found
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and RUN_ID.fullmatch(p.name)):
+        state = tracking.run_state(uri, folder.name)
+        if state is None:
+            continue
+        status, stage = state
+        if stage == "deleted":
+            if remove_deleted:
+                shutil.rmtree(folder, ignore_errors=True)
+                found.removed.append(folder.name)
+            else:
+                found.deleted.append(folder)
+                found.deleted_bytes += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        elif status == tracking.FINISHED:
+            shutil.rmtree(folder, ignore_errors=True)
+            found.removed.append(folder.name)
+    return found
+
+
+RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 # -- the worker process ------------------------------------------------------------------------------
@@ -155,6 +313,7 @@ def worker_main(slot: Slot, context: dict, tasks, events, stop, parent_pid: int)
         data_dir=Path(context["data_dir"]),
         checkpoint_root=Path(context["checkpoint_root"]),
         device=slot.device,
+        owner=context.get("owner"),
     )
     while True:
         item = tasks.get()
@@ -224,7 +383,9 @@ def run_grid(
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     stop = ctx.Event()
-    context = {"tracking_uri": tracking_uri, "data_dir": str(data_dir), "checkpoint_root": str(checkpoint_root)}
+    context = {
+        "tracking_uri": tracking_uri, "data_dir": str(data_dir), "checkpoint_root": str(checkpoint_root), "owner": plan.owner,
+    }
     pending = list(range(len(states)))
     workers = [_Worker(ctx, slot, context, events, stop) for slot in slots[: len(states)]]
     interrupts = {"count": 0}
@@ -302,7 +463,7 @@ def apply_event(kind: str, index: int, payload: dict, states: list[TaskState], w
         state.epoch_times.append(payload["epoch_time_s"])
     elif kind in ("done", "failed"):
         if kind == "done":
-            state.status = {"FINISHED": "finished", "KILLED": "killed"}.get(payload["status"], "failed")
+            state.status = {"FINISHED": "finished", "KILLED": "killed", HELD: HELD_STATE}.get(payload["status"], "failed")
             state.test_top1 = payload.get("test_top1")
             state.health = payload.get("health_score")
             state.health_notebook = payload.get("health_score_notebook")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -19,6 +20,14 @@ Preprocessing = Literal["protocol", "notebook"]
 PREPROCESSING_MODES = ("protocol", "notebook")
 SPLIT_MODES = ("protocol", "official", "grouped")
 PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def check_finite(config) -> None:
+    """Every number of a settings dataclass is finite: NaN passes every range check unnoticed."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BenchError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}.")
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile, opt-in
 
     def validate(self) -> None:
+        check_finite(self)
         if self.max_epochs < 1:
             raise BenchError(f"--max-epochs must be at least 1, got {self.max_epochs}.")
         if self.lr <= 0 or self.min_lr < 0:
@@ -95,6 +105,7 @@ class GradFlowConfig:
     mode: str = "train"  # forward in train mode (dropout, batch statistics) as training sees it
 
     def validate(self) -> None:
+        check_finite(self)
         if not 0 < self.vanishing < self.exploding:
             raise BenchError("Gradient thresholds must satisfy 0 < vanishing < exploding.")
         if self.num_batches < 1 or self.every < 0:

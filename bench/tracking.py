@@ -11,19 +11,24 @@ send in an on-disk outbox and replays it, in order, when the server answers agai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
+import threading
 import time
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import urlparse
 
 from bench.errors import BenchError
+from bench.locks import file_lock
 
 DEFAULT_EXPERIMENT = "gradattn-bench"
 FINISHED, RUNNING, FAILED, KILLED = "FINISHED", "RUNNING", "FAILED", "KILLED"
@@ -61,13 +66,41 @@ def _quiet_mlflow() -> None:
 def prepare(uri: str, experiment: str) -> str:
     """Create (or migrate) the store and the experiment once, before any worker starts.
 
-    Several processes opening a fresh sqlite store at once race in its schema migration and corrupt
-    it; doing it here, in the parent, leaves workers only an existing, migrated store to open.
-    Returns the experiment id. An unreachable or misconfigured store is a BenchError.
+    Several processes opening a fresh store at once race in its schema migration: a sqlite store is
+    therefore created under a file lock beside it; a server or database store (where no shared file
+    exists) is retried when the answer is one of the known races of two creators. A sqlite store left
+    half-migrated by a kill is repaired first. Returns the experiment id. An unreachable or
+    misconfigured store is a BenchError.
     """
     _quiet_mlflow()
     _http_defaults(uri)
     _check_scheme(uri)
+    database = sqlite_path(uri)
+    if database is None:
+        return _prepare_retrying(uri, experiment)
+    _check_sqlite_folder(database)
+    with file_lock(database.with_name(database.name + ".lock")):
+        _repair_sqlite(database)
+        return _prepare_retrying(uri, experiment)
+
+
+# What a second creator of the same store or experiment sees while the first is at work.
+_CREATION_RACES = ("duplicate column name", "already exists", "RESOURCE_ALREADY_EXISTS", "duplicate key value", "database is locked")
+
+
+def _prepare_retrying(uri: str, experiment: str, attempts: int = 5) -> str:
+    for attempt in range(attempts):
+        try:
+            return _prepare_once(uri, experiment)
+        except BenchError as error:
+            cause = error.__cause__
+            if cause is None or attempt == attempts - 1 or not any(m in str(cause) for m in _CREATION_RACES):
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _prepare_once(uri: str, experiment: str) -> str:
     try:
         c = client(uri)
         found = c.get_experiment_by_name(experiment)
@@ -91,10 +124,59 @@ def prepare(uri: str, experiment: str) -> str:
                 f"The MLflow server {shown_uri(uri)} refused the request (HTTP {_http_status(error)}); set "
                 "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account of its basic-auth app."
             ) from error
+        if "_alembic_tmp_" in str(error):
+            raise BenchError(
+                f"The MLflow store {shown_uri(uri)} was left half-migrated by an interrupted schema upgrade "
+                f"({_one_line(error)}); back it up, drop the table named there and run `mlflow db upgrade {shown_uri(uri)}`."
+            ) from error
+        if any(m in str(error) for m in _CREATION_RACES):
+            raise BenchError(f"Another process is creating the MLflow store {shown_uri(uri)} ({_one_line(error)}).") from error
         raise BenchError(
             f"Cannot use the MLflow tracking store {shown_uri(uri)} ({_network_reason(error) or _one_line(error)}); "
             "check --tracking-uri (or MLFLOW_TRACKING_URI) and that the server is running."
         ) from error
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:///relative or sqlite:////absolute URI, None for other stores."""
+    scheme, _, rest = uri.partition(":")
+    if scheme.split("+")[0].lower() != "sqlite" or not rest.startswith("///") or len(rest) == 3:
+        return None
+    return Path(rest[3:].split("?")[0])
+
+
+def _check_sqlite_folder(database: Path) -> None:
+    # MLflow creates missing parent folders (at the filesystem root for a mistyped absolute path).
+    folder = database.parent if str(database.parent) else Path(".")
+    if not folder.is_dir():
+        raise BenchError(
+            f"The folder {folder} of the sqlite tracking store {database} does not exist; create it or fix --tracking-uri."
+        )
+    if not os.access(folder, os.W_OK) or (database.exists() and not os.access(database, os.W_OK)):
+        raise BenchError(f"The sqlite tracking store {database} is not writable; fix its permissions or choose another --tracking-uri.")
+
+
+def _repair_sqlite(database: Path) -> None:
+    """Undo what a kill in the middle of a schema migration leaves: alembic's `_alembic_tmp_<table>`.
+
+    Alembic rebuilds a sqlite table as a copy, then drops the original and renames the copy. Killed
+    before the drop, the original is intact and the copy is discarded; killed after it, the copy
+    is complete and takes the original's name. The interrupted migration then runs again.
+    """
+    import sqlite3
+
+    if not database.exists() or database.stat().st_size == 0:
+        return
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        names = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for leftover in sorted(n for n in names if n.startswith("_alembic_tmp_")):
+            original = leftover[len("_alembic_tmp_"):]
+            if original in names:
+                connection.execute(f'DROP TABLE "{leftover}"')
+            else:
+                connection.execute(f'ALTER TABLE "{leftover}" RENAME TO "{original}"')
+            log.warning("repaired the half-migrated table %s of %s; the interrupted migration runs again", original, database)
+        connection.commit()
 
 
 def _http_defaults(uri: str) -> None:
@@ -103,6 +185,9 @@ def _http_defaults(uri: str) -> None:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        # MLflow prints "View run ... at http://user:password@host/..." when a run ends: our own
+        # output names the runs, and a URI's credentials must never reach the console.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
 
 def _check_scheme(uri: str) -> None:
@@ -196,6 +281,112 @@ def create_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, str]
     return client(uri).create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
 
 
+def delete_run(uri: str, run_id: str) -> None:
+    client(uri).delete_run(run_id)
+
+
+def run_state(uri: str, run_id: str) -> tuple[str, str] | None:
+    """(status, lifecycle stage) of a run, None when this store has no such run."""
+    try:
+        run = client(uri).get_run(run_id)
+    except Exception as error:
+        if _http_status(error) == 404 or "RESOURCE_DOES_NOT_EXIST" in str(error) or "not found" in str(error).lower():
+            return None
+        raise
+    return run.info.status, run.info.lifecycle_stage
+
+
+# -- claims: who trains a run, kept on the run itself --------------------------------------------------
+# Tags work alike on every store (sqlite, an MLflow server, PostgreSQL) and from every backend, so a
+# claim needs no shared file system and no extra service. MLflow has no compare-and-set, so a claim
+# is confirmed by reading it back after a pause longer than any store write takes (`claim_settle_s`).
+CLAIM_OWNER, CLAIM_HEARTBEAT = "claim_owner", "claim_heartbeat"
+
+
+def new_owner() -> str:
+    """A claimant's identity: host, process and a random part (pids repeat across machines)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def claim_of(run) -> tuple[str | None, float]:
+    """(owner, last heartbeat as Unix time) of a run; (None, 0) when it was never claimed."""
+    tags = run.data.tags
+    try:
+        beat = float(tags.get(CLAIM_HEARTBEAT, 0))
+    except ValueError:
+        beat = 0.0
+    return tags.get(CLAIM_OWNER), beat
+
+
+def claim_tags(owner: str) -> dict[str, str]:
+    return {CLAIM_OWNER: owner, CLAIM_HEARTBEAT: f"{time.time():.3f}"}
+
+
+def claim(uri: str, run_id: str, owner: str) -> None:
+    """Take a run over: owner and heartbeat tags, status RUNNING."""
+    from mlflow.entities import RunTag
+
+    c = client(uri)
+    c.log_batch(run_id, tags=[RunTag(k, v) for k, v in claim_tags(owner).items()])
+    c.update_run(run_id, status=RUNNING)
+
+
+def claim_owner(uri: str, run_id: str) -> str | None:
+    return claim_of(client(uri).get_run(run_id))[0]
+
+
+def release(uri: str, run_id: str, owner: str, status: str | None = None) -> None:
+    """Give a claim up (heartbeat 0), and end the run with `status` if given, when it is still ours
+    and RUNNING: the next planner need not wait for the claim to age."""
+    try:
+        run = client(uri).get_run(run_id)
+        if claim_of(run)[0] == owner and run.info.status == RUNNING:
+            client(uri).set_tag(run_id, CLAIM_HEARTBEAT, "0")
+            if status:
+                client(uri).set_terminated(run_id, status)
+    except Exception:  # the store is away: the claim simply ages out
+        pass
+
+
+class Heartbeat:
+    """Stamps the heartbeat tag of every run `owner` holds, every `every_s` seconds, in a thread.
+
+    A run whose owner tag names someone else (it was taken over after our heartbeat stopped, e.g.
+    during a long store outage) is given up and listed in `lost`; a store that does not answer is
+    simply tried again at the next beat.
+    """
+
+    def __init__(self, uri: str, owner: str, run_ids: Iterable[str], every_s: float) -> None:
+        self.uri, self.owner, self.every_s = uri, owner, every_s
+        self.run_ids = set(run_ids)
+        self.lost: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="claim-heartbeat", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def drop(self, run_id: str) -> None:
+        self.run_ids.discard(run_id)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            for run_id in list(self.run_ids):
+                try:
+                    if claim_owner(self.uri, run_id) != self.owner:
+                        self.lost.add(run_id)
+                        self.run_ids.discard(run_id)
+                        continue
+                    client(self.uri).set_tag(run_id, CLAIM_HEARTBEAT, f"{time.time():.3f}")
+                except Exception:  # unreachable for now; the next beat tries again
+                    pass
+
+
 def outbox_root() -> Path:
     """Where loggers keep what the store has not taken yet: $BENCH_OUTBOX_DIR, else a per-user cache.
 
@@ -214,6 +405,9 @@ def _transient(error: BaseException) -> bool:
     return status is None or status >= 500 or status in (408, 429)
 
 
+ENTRY_KINDS = ("params", "tags", "metrics", "history", "artifact", "clear_failure", "end")
+
+
 class Outbox:
     """Logging calls of one run that the store did not take yet, on disk and in order.
 
@@ -225,9 +419,16 @@ class Outbox:
         self.directory = Path(directory)
 
     def entries(self) -> list[Path]:
+        """The waiting entries in order; a file whose name is not a sequence number is moved aside."""
         if not self.directory.is_dir():
             return []
-        return sorted(self.directory.glob("*.json"))
+        found = []
+        for path in sorted(self.directory.glob("*.json")):
+            if path.stem.isdigit():
+                found.append(path)
+            else:
+                self.quarantine(path, "its name is not a sequence number")
+        return found
 
     def __len__(self) -> int:
         return len(self.entries())
@@ -246,10 +447,28 @@ class Outbox:
         tmp.write_text(json.dumps({"kind": kind, "payload": payload}))
         os.replace(tmp, entry)  # a crash leaves no half-written entry
 
-    @staticmethod
-    def read(entry: Path) -> tuple[str, dict[str, Any]]:
-        raw = json.loads(entry.read_text())
-        return raw["kind"], raw["payload"]
+    def read(self, entry: Path) -> tuple[str, dict[str, Any]] | None:
+        """(kind, payload) of an entry; None, the entry moved aside, when it is not one we wrote."""
+        try:
+            raw = json.loads(entry.read_text())
+            kind, payload = raw["kind"], raw["payload"]
+            if kind not in ENTRY_KINDS or not isinstance(payload, dict):
+                raise ValueError(f"unknown kind {kind!r}")
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            self.quarantine(entry, f"{error.__class__.__name__}: {str(error)[:80]}")
+            return None
+        return kind, payload
+
+    def quarantine(self, entry: Path, reason: str) -> None:
+        """Move a damaged entry (and its files) beside the outbox, so the rest can be delivered."""
+        aside = self.directory.with_name(self.directory.name + ".damaged")
+        aside.mkdir(parents=True, exist_ok=True)
+        for part in (entry, entry.with_suffix(".d")):
+            if part.exists():
+                os.replace(part, aside / part.name)
+        log.warning("Outbox entry %s is damaged (%s); moved it to %s and went on without it.", entry, reason, aside)
+        if self.directory.is_dir() and not any(self.directory.iterdir()):
+            self.directory.rmdir()
 
     def remove(self, entry: Path) -> None:
         shutil.rmtree(entry.with_suffix(".d"), ignore_errors=True)
@@ -291,6 +510,7 @@ class RunLogger:
         self.detached = False  # gave up at the end of the run: later calls are dropped
         self._next_attempt = 0.0
         self._pause = backoff_s
+        self._logged: dict[str, set[int]] | None = None  # see _logged_steps
 
     def _retry(self, action, *args, **kwargs):
         delay = self.backoff_s
@@ -330,7 +550,10 @@ class RunLogger:
         if time.monotonic() < self._next_attempt:
             return False
         for entry in self.outbox.entries():
-            kind, payload = self.outbox.read(entry)
+            read = self.outbox.read(entry)
+            if read is None:
+                continue
+            kind, payload = read
             try:
                 self._deliver(kind, payload)
             except Exception as error:
@@ -366,22 +589,47 @@ class RunLogger:
         elif kind == "tags":
             self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in payload["tags"].items()])
         elif kind == "metrics":
-            batch = [Metric(k, v, ts, step) for k, v, ts, step in payload["metrics"]]
+            logged = self._logged_steps()
+            fresh = {}  # once per (key, step), across resumes and replays: the first value stands
+            for key, value, ts, step in payload["metrics"]:
+                if step not in logged.get(key, ()):
+                    fresh.setdefault((key, step), Metric(key, value, ts, step))
+            batch = list(fresh.values())
             for start in range(0, len(batch), 500):
                 self.client.log_batch(self.run_id, metrics=batch[start : start + 500])
+                for metric in batch[start : start + 500]:
+                    logged.setdefault(metric.key, set()).add(metric.step)
         elif kind == "history":  # epochs a checkpoint holds that the store may have missed
-            logged = {step for step, _ in metric_history(self.uri, self.run_id, "val_acc")}
-            for record in payload["records"]:
-                if record["epoch"] not in logged:
-                    self._deliver("metrics", {"metrics": _epoch_metrics(record)})
+            self._deliver("metrics", {"metrics": [row for r in payload["records"] for row in _epoch_metrics(r)]})
+        elif kind == "clear_failure":
+            self._clear_failure()
         elif kind == "artifact":
             self.client.log_artifact(self.run_id, payload["file"], payload["artifact_dir"])
         elif kind == "end":
             self.client.set_terminated(self.run_id, payload["status"])
-        else:
-            raise ValueError(f"unknown outbox entry kind {kind!r}")
+
+    def _logged_steps(self) -> dict[str, set[int]]:
+        """key -> steps the store already holds, read once (a fresh run holds none)."""
+        if self._logged is None:
+            keys = self.client.get_run(self.run_id).data.metrics
+            self._logged = {key: {m.step for m in self.client.get_metric_history(self.run_id, key)} for key in keys}
+        return self._logged
+
+    def _clear_failure(self) -> None:
+        run = self.client.get_run(self.run_id)
+        if "failure" in run.data.tags:
+            self.client.delete_tag(self.run_id, "failure")
+        if self.client.list_artifacts(self.run_id, "failure"):
+            try:
+                self.client._tracking_client._get_artifact_repo(self.run_id).delete_artifacts("failure")
+            except Exception as error:  # an artifact store without deletes: say so, keep going
+                log.warning("could not delete the failure/ artifacts of run %s (%s)", self.run_id, _one_line(error))
 
     # -- parameters, tags, metrics -------------------------------------------------------------------
+    def clear_failure(self) -> None:
+        """Remove the failure tag and traceback an earlier attempt of this run left."""
+        self._send("clear_failure", {})
+
     def log_params(self, params: dict[str, Any]) -> None:
         self._send("params", {"params": {k: str(v) for k, v in params.items()}})
 
@@ -399,12 +647,13 @@ class RunLogger:
         self._send("artifact", {"artifact_dir": artifact_dir}, file=Path(path))
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self._write_and_log(artifact_file, lambda p: p.write_text(text))
+        self.log_written(artifact_file, lambda p: p.write_text(text))
 
     def log_json(self, obj: Any, artifact_file: str) -> None:
         self.log_text(json.dumps(obj, indent=2, default=str), artifact_file)
 
-    def _write_and_log(self, artifact_file: str, write) -> None:
+    def log_written(self, artifact_file: str, write) -> None:
+        """`write(path)` writes a file; it is logged under `artifact_file`."""
         directory, name = os.path.split(artifact_file)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
@@ -413,7 +662,7 @@ class RunLogger:
 
     def log_figure(self, draw, artifact_file: str) -> None:
         """`draw(path)` writes an image; it is logged under `artifact_file`."""
-        self._write_and_log(artifact_file, draw)
+        self.log_written(artifact_file, draw)
 
     def end(self, status: str) -> None:
         """Set the final status once everything queued before it is delivered.
@@ -429,7 +678,7 @@ class RunLogger:
         if not len(self.outbox) or self.flush(self.final_wait_s if status == FINISHED else 0.0):
             return
         for entry in self.outbox.entries():  # the status goes last, on the run that completes it
-            if self.outbox.read(entry)[0] == "end":
+            if (self.outbox.read(entry) or ("",))[0] == "end":
                 self.outbox.remove(entry)
         self.detached = True
         if status != FINISHED:

@@ -125,7 +125,7 @@ BACKENDS.add("slurm", _slurm)
 # -- the body of one remote run ----------------------------------------------------------------------
 
 
-def job_context(destination: Destination, forward_env: bool = True) -> dict[str, Any]:
+def job_context(destination: Destination, owner: str, forward_env: bool = True) -> dict[str, Any]:
     """What a remote run needs besides its spec: destination and the MLflow/bench environment.
 
     `forward_env=False` where jobs inherit the submitting environment anyway (Slurm), so no
@@ -136,6 +136,7 @@ def job_context(destination: Destination, forward_env: bool = True) -> dict[str,
         "tracking_uri": destination.tracking_uri,
         "data_dir": str(destination.data_dir),
         "checkpoint_root": str(destination.checkpoint_root),
+        "owner": owner,  # the claim the planner made: the job trains only while it still holds it
         "env": env,
     }
 
@@ -160,6 +161,7 @@ def execute_remote(spec: dict, run_id: str, context: dict[str, Any], device: str
         data_dir=Path(context["data_dir"]),
         checkpoint_root=Path(context["checkpoint_root"]),
         device=device,
+        owner=context.get("owner"),
     )
     start = time.time()
     outcome = asdict(execute(RunSpec.from_dict(spec), ctx, run_id))

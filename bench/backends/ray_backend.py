@@ -79,7 +79,7 @@ class RayBackend:
         # a process and cannot move. CPU workers are reused, which saves an import of torch per run.
         max_calls = 1 if self.gpus > 0 else 0
         remote = ray.remote(num_gpus=self.gpus, num_cpus=self.cpus, max_retries=0, max_calls=max_calls)(run_task)
-        context = job_context(destination)
+        context = job_context(destination, plan.owner)
         pending = {
             remote.remote(task.spec.to_dict(), task.run_id, context, self.gpus, self.cpus): index
             for index, task in enumerate(plan.tasks)

@@ -92,7 +92,7 @@ class SlurmBackend:
         if not plan.tasks:
             return []
         executor = self._executor(destination)
-        context = job_context(destination, forward_env=False)  # sbatch exports the environment
+        context = job_context(destination, plan.owner, forward_env=False)  # sbatch exports the environment
         tasks = plan.tasks
         try:
             jobs = executor.map_array(

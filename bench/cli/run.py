@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -10,6 +11,9 @@ import typer
 
 from bench.cli import app
 from bench.errors import BenchError
+
+
+MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
 
 
 def parse_seeds(text: str | None) -> list[int] | None:
@@ -21,7 +25,30 @@ def parse_seeds(text: str | None) -> list[int] | None:
         raise BenchError(f"--seeds must be a comma-separated list of integers, got {text!r}.") from None
     if not seeds:
         raise BenchError("--seeds needs at least one integer.")
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise BenchError(f"--seeds must be integers from 0 to {MAX_SEED}, got {', '.join(map(str, bad))}.")
     return seeds
+
+
+def check_text_option(value: str | None, option: str) -> None:
+    """An option given as an empty string is a mistake, not a request for the default."""
+    if value is not None and not value.strip():
+        raise BenchError(f"{option} is empty; give a value or leave the option out for the default.")
+
+
+def check_folder(path: Path, option: str, writable: bool) -> None:
+    """A folder the grid needs: not a file, and (if `writable`) one this process can create and write in."""
+    if path.exists() and not path.is_dir():
+        raise BenchError(f"{option} {path} is a file, not a folder; pass a folder.")
+    if not writable:
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise BenchError(f"{option} {path} is not writable ({error.strerror or error}); pass a folder you can write to.") from None
 
 
 def missing_datasets(names: list[str], data_dir: Path) -> dict[str, str]:
@@ -76,6 +103,7 @@ def run(
     slurm_folder: Optional[Path] = typer.Option(None, "--slurm-folder", help="submitit's job files and logs (default: <checkpoint dir>/slurm)."),
     slurm_executor: str = typer.Option("slurm", "--slurm-executor", help="slurm, or local: the same jobs as processes here."),
     force: bool = typer.Option(False, "--force", help="Rerun configurations that already finished."),
+    prune_checkpoints: bool = typer.Option(False, "--prune-checkpoints", help="Remove the checkpoint folders of runs deleted in MLflow."),
     skip_missing: bool = typer.Option(False, "--skip-missing", help="Run the datasets that are present, skip the rest."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="(default: $BENCH_DATA_DIR or ./data)"),
     checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="(default: $BENCH_CHECKPOINT_DIR or ./checkpoints)"),
@@ -85,11 +113,14 @@ def run(
     """Train the dataset x model x seed grid and log every run to MLflow."""
     from rich.console import Console
 
-    from bench import backends, data, studyfile, tracking
+    from rich.markup import escape
+
+    from bench import backends, data, scheduler, studyfile, tracking
     from bench.progress import GridDisplay, summary_table
     from bench.runner import default_checkpoint_root
-    from bench.scheduler import plan_runs
 
+    check_text_option(tracking_uri, "--tracking-uri")
+    check_text_option(experiment, "--experiment")
     grid = studyfile.load(study) if study else studyfile.Grid(pairs=studyfile.pairs_from(datasets, models))
     grid = studyfile.override(
         grid,
@@ -112,7 +143,12 @@ def run(
     )
     specs = grid.specs()
     _check_model_options(specs)
+    for dataset, preprocessing_mode, split_mode in {(s.dataset, s.preprocessing, s.splits) for s in specs}:
+        data.get(dataset).check_options(preprocessing_mode, split_mode)
     data_dir = data_dir or data.default_data_dir()
+    checkpoint_root = checkpoint_dir or default_checkpoint_root()
+    check_folder(data_dir, "--data-dir", writable=False)  # read-only data (a container's) is fine
+    check_folder(checkpoint_root, "--checkpoint-dir", writable=True)
     missing = missing_datasets(grid.datasets, data_dir)
     if missing and not skip_missing:
         lines = "\n".join(f"  - {hint}" for hint in missing.values())
@@ -129,25 +165,44 @@ def run(
     executor = backends.create(backend, placement)
     uri = tracking.resolve_uri(tracking_uri)
     experiment_id = tracking.prepare(uri, experiment)  # an unreachable store stops here, before any run
-    plan = plan_runs(specs, uri, experiment_id, executor.device_label, force=force)
+    leftovers = scheduler.tidy_checkpoints(uri, checkpoint_root, remove_deleted=prune_checkpoints)
+    plan = scheduler.plan_runs(specs, uri, experiment_id, executor.device_label, force=force)
+    try:
+        scheduler.verify_resumable(plan, checkpoint_root)  # a damaged or unsafe checkpoint stops here
+    except BenchError:
+        scheduler.release_plan(plan, uri, tracking.KILLED)
+        raise
     console = Console() if Console().is_terminal else Console(width=160)  # logs: no truncated columns
     console.print(
         f"{len(plan.tasks)} run(s) to do, {len(plan.skipped)} already finished; "
-        f"{executor.description}; tracking: {tracking.shown_uri(uri)} (experiment {experiment!r})"
+        f"{executor.description}; tracking: {tracking.shown_uri(uri)} (experiment {experiment!r})",
+        markup=False,
     )
-    destination = backends.Destination(uri, data_dir, checkpoint_dir or default_checkpoint_root())
-    with GridDisplay(console) as display:
-        states = executor.run(plan, destination, display.update)
-    console.print(summary_table(states, plan.skipped))
+    if plan.held:
+        console.print(
+            f"{len(plan.held)} configuration(s) are being trained by another process, left to it: "
+            + ", ".join(f"{h.spec.run_name} (run {h.run_id[:8]}, {h.owner})" for h in plan.held),
+            markup=False, highlight=False,
+        )
+    if leftovers.deleted:
+        console.print(
+            f"{len(leftovers.deleted)} checkpoint folder(s) of runs deleted in MLflow hold "
+            f"{leftovers.deleted_bytes / 1e6:.1f} MB in {checkpoint_root}; remove them with --prune-checkpoints.",
+            markup=False, highlight=False,
+        )
+    destination = backends.Destination(uri, data_dir, checkpoint_root)
+    with GridDisplay(console) as display, scheduler.claims_kept(plan, uri, display.update) as on_update:
+        states = executor.run(plan, destination, on_update)
+    console.print(summary_table(states, plan.skipped, plan.held))
     with contextlib.suppress(OSError):  # each finished run removed its checkpoints: drop the folder if empty
         destination.checkpoint_root.rmdir()
     unsynced = [s for s in states if s.status == "failed" and (s.error or "").startswith(tracking.TrackingUnavailable.__name__)]
     failed = [s for s in states if s.status == "failed" and s not in unsynced]
     unfinished = [s for s in states if s.status in ("killed", "not started")]
     for state in failed:
-        console.print(f"[red]FAILED[/] {state.task.spec.run_name}: {state.error}", highlight=False)
+        console.print(f"[red]FAILED[/] {escape(state.task.spec.run_name)}: {escape(state.error or '')}", highlight=False)
     for state in unsynced:  # trained and checkpointed; only the tracking server was missing
-        console.print(f"[yellow]NOT SYNCED[/] {state.task.spec.run_name}: {state.error.split(': ', 1)[-1]}", highlight=False)
+        console.print(f"[yellow]NOT SYNCED[/] {escape(state.task.spec.run_name)}: {escape(state.error.split(': ', 1)[-1])}", highlight=False)
     if unfinished:
         console.print(f"{len(unfinished)} run(s) interrupted; run the same command again to finish them.")
     if failed or unsynced:
@@ -163,5 +218,8 @@ def _check_model_options(specs) -> None:
     from bench import models
 
     for model, config in {(s.model, s.model_config) for s in specs}:
-        with torch.device("meta"):
-            models.build(model, 10, 3, **config.for_model(models.info(model).options))
+        try:
+            with torch.device("meta"):
+                models.build(model, 10, 3, **config.for_model(models.info(model).options))
+        except (ValueError, TypeError) as error:  # e.g. torch's own check of a dropout probability
+            raise BenchError(f"{model} cannot be built with these options ({error}).") from None
