@@ -217,7 +217,10 @@ def _check_model_options(specs) -> None:
 
     from bench import models
 
+    from bench.spec import check_finite
+
     for model, config in {(s.model, s.model_config) for s in specs}:
+        check_finite(config)
         try:
             with torch.device("meta"):
                 models.build(model, 10, 3, **config.for_model(models.info(model).options))

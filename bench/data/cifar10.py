@@ -1,7 +1,13 @@
-"""CIFAR-10 (protocol 2.3): torchvision's pickled batches, pooled and re-split 70/15/15."""
+"""CIFAR-10 (protocol 2.3): torchvision's pickled batches, pooled and re-split 70/15/15.
+
+The batches are Python pickles, which can run any code when loaded. They are read with an unpickler
+that admits only what the format holds (a dict of lists, strings and one uint8 NumPy array): a
+crafted file is refused before anything in it runs.
+"""
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 
@@ -18,6 +24,24 @@ ARCHIVE = Remote(
     "c58f30108f718f92721af3b95e74349a",
     "cifar-10-python.tar.gz",
 )
+
+
+# The only globals a CIFAR-10 batch refers to: how NumPy pickles an array (numpy 1 and 2 spellings).
+BATCH_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+}
+
+
+class BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in BATCH_GLOBALS:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR-10 batch never holds; nothing in it was run")
+        return super().find_class(module, name)
+
+
+def read_batch_pickle(stream: io.BufferedIOBase) -> dict:
+    return BatchUnpickler(stream, encoding="latin1").load()
 
 
 @register
@@ -49,7 +73,7 @@ class Cifar10(PooledDataset):
     def _read_batch(self, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         try:
             with open(path, "rb") as stream:
-                entry = pickle.load(stream, encoding="latin1")
+                entry = read_batch_pickle(stream)
             data, labels = np.asarray(entry["data"]), np.asarray(entry["labels"])
         except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
             raise self.corrupt(path, f"is not a CIFAR-10 batch ({type(error).__name__}: {error})") from None

@@ -1,0 +1,90 @@
+"""Two `bench run` commands on one overlapping grid, at the same moment and 10 s apart, against a
+sqlite store, a real `mlflow server` and a throwaway PostgreSQL database: every configuration is
+trained by one process only and ends FINISHED once, in one run, with every metric once per step.
+
+Each command is the real CLI in its own process with two worker slots; the stores are fresh, so the
+two also race to create the store and the experiment.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bench import tracking
+from servers import mlflow_server, postgres  # noqa: F401 (fixtures)
+
+MODELS = ("resnet18", "senet18")
+
+
+def _start(uri: str, root: Path, name: str, experiment: str) -> subprocess.Popen:
+    args = [
+        sys.executable, "-m", "bench", "run", "--datasets", "digits", "--models", ",".join(MODELS),
+        "--max-epochs", "1", "--gradflow-batches", "1", "--devices", "cpu", "--jobs-per-device", "2",
+        "--tracking-uri", uri, "--experiment", experiment,
+        "--checkpoint-dir", str(root / "checkpoints"), "--data-dir", str(root / "data"),
+    ]
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "BENCH_OUTBOX_DIR": str(root / f"outbox-{name}")}
+    log = open(root / f"{name}.log", "w")
+    return subprocess.Popen(args, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def _race(uri: str, root: Path, delay_s: float, experiment: str) -> list[str]:
+    first = _start(uri, root, "a", experiment)
+    time.sleep(delay_s)
+    second = _start(uri, root, "b", experiment)
+    codes = [first.wait(timeout=600), second.wait(timeout=600)]
+    logs = [(root / f"{n}.log").read_text() for n in ("a", "b")]
+    assert codes == [0, 0], "\n\n".join(logs)
+    return logs
+
+
+def _trained_by(log: str) -> set[str]:
+    """Configurations this command trained itself: its live log says `<run> [slot] finished`."""
+    return {line.split(" [", 1)[0] for line in log.splitlines() if "] finished:" in line}
+
+
+def _assert_once(uri: str, root: Path, logs: list[str], experiment: str) -> None:
+    runs = tracking.runs_of(uri, tracking.experiment_id(uri, experiment))
+    names = [f"digits/{m}/42" for m in MODELS]
+    assert sorted(r.info.run_name for r in runs) == sorted(names), [(r.info.run_name, r.info.status) for r in runs]
+    assert len({r.data.tags["config_hash"] for r in runs}) == len(MODELS)  # one run per config hash
+    assert all(r.info.status == "FINISHED" for r in runs), [r.data.tags.get("failure") for r in runs]
+    c = tracking.client(uri)
+    for run in runs:
+        for key in run.data.metrics:
+            steps = Counter(m.step for m in c.get_metric_history(run.info.run_id, key))
+            assert all(n == 1 for n in steps.values()), (run.info.run_name, key, steps)
+        assert sorted(step for step, _ in tracking.metric_history(uri, run.info.run_id, "val_acc")) == [1]
+    trained = [_trained_by(log) for log in logs]
+    assert not trained[0] & trained[1], trained  # no configuration (and so no checkpoint folder) trained twice
+    assert trained[0] | trained[1] == set(names), logs
+    held = sum(log.count("being trained by another process") + log.count("another process (run") for log in logs)
+    assert held >= 1 or not all(trained), logs  # whoever stepped back said so
+    assert not list((root / "checkpoints").glob("*/last.pt"))  # finished runs leave no checkpoint behind
+
+
+@pytest.mark.parametrize("delay_s", [0, pytest.param(10, marks=pytest.mark.slow)])
+def test_two_commands_on_sqlite(tmp_path, delay_s):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _assert_once(uri, tmp_path, _race(uri, tmp_path, delay_s, "race"), "race")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay_s", [0, 10])
+def test_two_commands_on_an_mlflow_server(mlflow_server, tmp_path, delay_s):  # noqa: F811
+    experiment = f"race-{delay_s}"  # one server for the module: an experiment per case
+    _assert_once(mlflow_server.url, tmp_path, _race(mlflow_server.url, tmp_path, delay_s, experiment), experiment)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay_s", [0, 10])
+def test_two_commands_on_postgresql(postgres, tmp_path, delay_s):  # noqa: F811
+    uri = postgres.createdb(f"race{delay_s}")  # a fresh store: the two also race to create its schema
+    _assert_once(uri, tmp_path, _race(uri, tmp_path, delay_s, "race"), "race")
