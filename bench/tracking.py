@@ -273,7 +273,7 @@ def runs_of(uri: str, experiment_id: str, filter_string: str = "", status: str |
 def experiment_id(uri: str, experiment: str) -> str:
     found = client(uri).get_experiment_by_name(experiment)
     if found is None:
-        raise BenchError(f"No experiment {experiment!r} in {uri}; run `bench run` first or pass --experiment.")
+        raise BenchError(f"No experiment {experiment!r} in {shown_uri(uri)}; run `bench run` first or pass --experiment.")
     return found.experiment_id
 
 

@@ -78,7 +78,7 @@ def test_database_and_artifacts_live_on_named_volumes(services, compose):
     destination = re.search(r"--artifacts-destination\s+(\S+)", command).group(1)
     assert any(src in named and target == destination for src, target, _ in _mounts(services["mlflow"]))
     assert "--serve-artifacts" in command
-    assert re.search(r"--backend-store-uri\s+\"postgresql\+psycopg://\S+@postgres:5432/", command)
+    assert "postgresql+psycopg://" in (DOCKER / "mlflow-entrypoint.sh").read_text()  # the store, built there
 
 
 def test_worker_shares_nothing_with_the_server_but_the_network(services):
@@ -114,21 +114,42 @@ def test_credentials_come_from_a_gitignored_env_file(services):
     assert required <= set(example), required - set(example)
 
 
-def test_server_command_is_accepted_by_the_installed_mlflow(services):
-    """The shell line of the mlflow service, with the example values, parses as `mlflow server` options."""
+def _entrypoint(tmp_path, env: dict, args: list[str]) -> subprocess.CompletedProcess:
+    """docker/mlflow-entrypoint.sh under sh, with an `mlflow` on PATH that records what it was given."""
+    recorder = tmp_path / "bin" / "mlflow"
+    recorder.parent.mkdir(exist_ok=True)
+    recorder.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$RECORD.args"\nenv > "$RECORD.env"\n')
+    recorder.chmod(0o755)
+    full = {"PATH": f"{recorder.parent}:/usr/bin:/bin", "RECORD": str(tmp_path / "record")} | env
+    return subprocess.run(["sh", str(DOCKER / "mlflow-entrypoint.sh"), *args], env=full, capture_output=True, text=True)
+
+
+def test_server_command_is_accepted_by_the_installed_mlflow(services, tmp_path, monkeypatch):
+    """The compose options plus what the entry point adds parse as `mlflow server` options; the
+    database URL arrives in MLFLOW_BACKEND_STORE_URI, and the password is on no command line."""
     from mlflow.cli import server
 
-    script = services["mlflow"]["command"][-1]
-    values = _env_example() | {"MLFLOW_SERVER_OPTIONS": "--app-name basic-auth"}
-    script = re.sub(r"\$\$\{?([A-Z_]+)(:-)?\}?", lambda m: values.get(m.group(1), ""), script)
-    words = shlex.split(script)
-    assert words[:3] == ["exec", "mlflow", "server"]
-    context = server.make_context("server", words[3:])
+    values = _env_example() | {"POSTGRES_PASSWORD": "s3cret-pass", "MLFLOW_SERVER_OPTIONS": "--app-name basic-auth"}
+    result = _entrypoint(tmp_path, values, services["mlflow"]["command"])
+    assert result.returncode == 0, result.stderr
+    words = (tmp_path / "record.args").read_text().split()
+    assert words[0] == "server" and not any("s3cret-pass" in w for w in words)
+    environment = dict(line.split("=", 1) for line in (tmp_path / "record.env").read_text().splitlines() if "=" in line)
+    assert "POSTGRES_PASSWORD" not in environment
+    monkeypatch.setenv("MLFLOW_BACKEND_STORE_URI", environment["MLFLOW_BACKEND_STORE_URI"])
+    context = server.make_context("server", words[1:])
     assert context.params["serve_artifacts"] is True
-    assert context.params["backend_store_uri"].startswith("postgresql+psycopg://bench:")
+    assert context.params["backend_store_uri"] == "postgresql+psycopg://bench:s3cret-pass@postgres:5432/mlflow"
     assert context.params["host"] == "0.0.0.0" and context.params["app_name"] == "basic-auth"
     allowed = services["mlflow"]["environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
     assert "mlflow:5000" in allowed  # the worker's Host header passes the server's rebinding check
+
+
+@pytest.mark.parametrize("password", ["change-me", ""])
+def test_the_server_refuses_the_example_or_an_empty_password(tmp_path, password):
+    result = _entrypoint(tmp_path, _env_example() | {"POSTGRES_PASSWORD": password}, ["--port", "5000"])
+    assert result.returncode == 2 and "POSTGRES_PASSWORD is empty or the example's change-me" in result.stderr
+    assert not (tmp_path / "record.args").exists()  # the server never started
 
 
 def test_dockerfile_builds_a_cuda_pytorch_worker_and_a_server_as_non_root_users():

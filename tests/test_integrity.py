@@ -146,44 +146,56 @@ def test_a_damaged_outbox_entry_is_moved_aside_and_the_run_finishes(store, caplo
     assert [step for step, _ in tracking.metric_history(uri, run_id, "x")] == [1]
 
 
+def _refused(*args: str) -> str:
+    """The BenchError message of `bench ARGS`, run in this process (the real Typer app)."""
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert isinstance(result.exception, BenchError), (result.output, result.exception)
+    return str(result.exception)
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
-        (["--lr", "nan"], "--lr must be a finite number"),
         (["--lr", "inf"], "--lr must be a finite number"),
+        (["--min-lr", "nan"], "--min-lr must be a finite number"),
         (["--seeds", "-1"], "--seeds must be integers from 0"),
         (["--splits", "official"], "digits has no 'official' splits"),
         (["--dropout", "nan"], "--dropout must be a finite number"),
     ],
 )
-def test_bad_numbers_and_choices_exit_2_before_training(store, options, message):
-    result = bench("run", "--datasets", "digits", "--models", "resnet18", "--max-epochs", "1", *store_args(store), *options)
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert message in result.stderr and "Traceback" not in result.stderr
+def test_bad_numbers_and_choices_stop_before_the_store(store, options, message):
+    assert message in _refused("run", "--datasets", "digits", "--models", "resnet18", *store_args(store), *options)
     assert not (store["root"] / "mlflow.db").exists()  # stopped before the store, let alone a run
 
 
-def test_unwritable_checkpoint_folder_exits_2_before_training(store):
+@pytest.mark.parametrize("option", [["--lr", "nan"], ["--checkpoint-dir", "/proc/bench-checkpoints"]])
+def test_nan_lr_and_unwritable_checkpoint_folder_exit_2_before_training(store, option):
+    result = bench("run", "--datasets", "digits", "--models", "resnet18", "--max-epochs", "1", *store_args(store), *option)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert ("--lr must be a finite number" if "--lr" in option else "/proc/bench-checkpoints is not writable") in result.stderr
+    assert "Traceback" not in result.stderr and "epoch" not in result.stdout
+    assert not (store["root"] / "mlflow.db").exists()
+
+
+def test_a_checkpoint_folder_that_is_a_file_or_under_one_is_refused(store):
     as_file = store["root"] / "a-file"
     as_file.write_text("")
-    for folder, reason in ((as_file, "is a file"), (as_file / "sub", "not writable"), ("/proc/bench-checkpoints", "not writable")):
-        args = [*store_args(store), "--checkpoint-dir", str(folder)]
-        result = bench("run", "--datasets", "digits", "--models", "resnet18", "--max-epochs", "1", *args)
-        assert result.returncode == 2, result.stdout + result.stderr
-        assert reason in result.stderr and str(folder) in result.stderr
-        assert not (store["root"] / "mlflow.db").exists()
+    for folder, reason in ((as_file, "is a file"), (as_file / "sub", "is not writable")):
+        message = _refused("run", "--datasets", "digits", "--models", "resnet18", *store_args(store), "--checkpoint-dir", str(folder))
+        assert reason in message and str(folder) in message
 
 
-def test_bad_tracking_uris_exit_2_and_create_nothing(store, tmp_path):
+def test_bad_tracking_uris_and_experiments_are_refused_and_create_nothing(store, tmp_path):
     missing = tmp_path / "nonexistent" / "dir"
     for uri, message in ((f"sqlite:///{missing}/x.db", "does not exist"), ("", "--tracking-uri is empty")):
         args = [a if a != store["uri"] else uri for a in store_args(store)]
-        result = bench("run", "--datasets", "digits", "--models", "resnet18", *args)
-        assert result.returncode == 2, result.stdout + result.stderr
-        assert message in result.stderr
+        assert message in _refused("run", "--datasets", "digits", "--models", "resnet18", *args)
     assert not missing.parent.exists()
-    result = bench("run", "--datasets", "digits", *store_args(store, experiment=" "))
-    assert result.returncode == 2 and "--experiment is empty" in result.stderr
+    assert "--experiment is empty" in _refused("run", "--datasets", "digits", *store_args(store, experiment=" "))
 
 
 def _half_migrated(path) -> None:

@@ -100,7 +100,8 @@ def depth_width(
     console = Console()
     console.print(
         f"study {config.name!r}: {config.n_trials} trial(s) of {config.model} on {config.dataset}, "
-        f"{len(slots)} worker(s) ({', '.join(s.name for s in slots)}); tracking: {uri} (experiment {experiment!r})"
+        f"{len(slots)} worker(s) ({', '.join(s.name for s in slots)}); tracking: {tracking.shown_uri(uri)} (experiment {experiment!r})",
+        markup=False,
     )
     summary = dw.run_study(
         config,
@@ -122,7 +123,7 @@ def depth_width(
     elif summary.importance_note:
         console.print(summary.importance_note)
     console.print(f"artifacts of parent run {summary.parent_run_id}: {', '.join(summary.artifacts)}")
-    console.print(DASHBOARD_HINT.format(storage=summary.storage), highlight=False)
+    console.print(DASHBOARD_HINT.format(storage=tracking.shown_uri(summary.storage)), highlight=False, markup=False)
     if summary.dead_workers:
         console.print(f"[red]worker(s) died:[/] {', '.join(summary.dead_workers)}; their trials are marked failed.")
         raise typer.Exit(code=1)
@@ -165,4 +166,4 @@ def sensitivity(
     if "ranking_agreement" in result.metrics:
         console.print(f"ranking equal to the protocol pair's at {result.metrics['ranking_agreement']:.0%} of the pairs")
     console.print(f"wrote {', '.join(str(p) for p in result.files)}; logged to MLflow run {result.run_id}", highlight=False)
-    console.print(DASHBOARD_HINT.format(storage=result.storage), highlight=False)
+    console.print(DASHBOARD_HINT.format(storage=tracking.shown_uri(result.storage)), highlight=False, markup=False)

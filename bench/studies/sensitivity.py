@@ -109,7 +109,7 @@ def _named_runs(uri: str, dataset: str, run_ids: list[str]) -> list:
         try:
             run = c.get_run(run_id)
         except Exception:
-            raise BenchError(f"Run {run_id} is not in the tracking store {uri}; check --run-id and --tracking-uri.") from None
+            raise BenchError(f"Run {run_id} is not in the tracking store {tracking.shown_uri(uri)}; check --run-id and --tracking-uri.") from None
         if run.data.tags.get("dataset") != dataset:
             raise BenchError(f"Run {run_id} is a run of {run.data.tags.get('dataset')!r}, not {dataset!r}; name runs of {dataset} only.")
         if run.info.status != tracking.FINISHED:

@@ -1,0 +1,94 @@
+"""Finishing is idempotent: a command killed after the test metrics reached the store, resumed, logs
+each metric once; a live claim is left alone and a stale one taken over; a run that finishes drops
+the failure marks of earlier attempts; leftover checkpoint folders are removed or reported.
+
+Real `bench run` processes on a real sqlite store; the kill is SIGKILL of the whole process group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from bench import scheduler, tracking
+from conftest import bench, store_args
+from servers import wait_until
+
+ARGS = ("run", "--datasets", "digits", "--models", "resnet18", "--max-epochs", "1", "--gradflow-batches", "1")
+
+
+def _logged(database, key: str) -> bool:
+    try:
+        with sqlite3.connect(database) as connection:
+            return connection.execute("SELECT count(*) FROM metrics WHERE key = ?", (key,)).fetchone()[0] > 0
+    except sqlite3.Error:  # not created yet
+        return False
+
+
+@pytest.mark.slow
+def test_killed_after_the_test_metrics_then_resumed_logs_each_metric_once(store):
+    env = {"BENCH_OUTBOX_DIR": str(store["root"] / "outbox")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench", *ARGS, *store_args(store)],
+        env=os.environ | env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    wait_until(lambda: _logged(store["root"] / "mlflow.db", "test_top1") or process.poll() is not None, 600, "test metrics logged", 0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # during the artifacts that follow the test metrics
+    process.wait()
+    uri = store["uri"]
+    experiment_id = tracking.experiment_id(uri, "test")
+    (run,) = tracking.runs_of(uri, experiment_id)
+    run_id = run.info.run_id
+    assert run.info.status == tracking.RUNNING  # killed before it could end
+    assert (store["checkpoints"] / run_id / "last.pt").exists()
+
+    # An earlier attempt's failure marks, and the folder of a run deleted in MLflow.
+    logger = tracking.RunLogger(uri, run_id, outbox_dir=store["root"] / "marks")
+    logger.set_tags({"failure": "RuntimeError: an earlier attempt"})
+    logger.log_text("Traceback of an earlier attempt\n", "failure/traceback.txt")
+    deleted = tracking.create_run(uri, experiment_id, "deleted", {})
+    tracking.delete_run(uri, deleted)
+    (store["checkpoints"] / deleted).mkdir()
+    (store["checkpoints"] / deleted / "last.pt").write_bytes(b"x" * 2_000_000)
+
+    held = bench(*ARGS, *store_args(store), env=env)  # the killed owner's heartbeat is still fresh
+    assert held.returncode == 0, held.stdout + held.stderr
+    assert "1 configuration(s) are being trained by another process" in held.stdout
+    assert "1 checkpoint folder(s) of runs deleted in MLflow hold 2.0 MB" in held.stdout
+    assert tracking.run_status(uri, run_id) == tracking.RUNNING
+
+    resumed = bench(*ARGS, *store_args(store), "--prune-checkpoints", env=env | {"BENCH_CLAIM_STALE_S": "1"})
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    run = tracking.client(uri).get_run(run_id)
+    assert run.info.status == tracking.FINISHED
+    c = tracking.client(uri)
+    for key in run.data.metrics:
+        steps = Counter(m.step for m in c.get_metric_history(run_id, key))
+        assert set(steps.values()) == {1}, (key, steps)
+    assert "test_top1" in run.data.metrics and "failure" not in run.data.tags
+    assert not tracking.list_artifacts(uri, run_id, "failure")
+    assert "checkpoint/best.pt" in tracking.list_artifacts(uri, run_id, "checkpoint")
+    assert not store["checkpoints"].exists()  # the finished run's folder and the deleted run's are gone
+
+
+def test_tidy_checkpoints_removes_finished_and_reports_deleted_runs(store):
+    uri = store["uri"]
+    experiment_id = tracking.prepare(uri, "tidy")
+    finished, deleted, live = (tracking.create_run(uri, experiment_id, name, {}) for name in ("f", "d", "l"))
+    tracking.client(uri).set_terminated(finished, tracking.FINISHED)
+    tracking.delete_run(uri, deleted)
+    unknown = "0" * 32  # a run of another store sharing the folder
+    for run_id in (finished, deleted, live, unknown):
+        (store["checkpoints"] / run_id).mkdir(parents=True)
+        (store["checkpoints"] / run_id / "last.pt").write_bytes(b"x" * 1000)
+    found = scheduler.tidy_checkpoints(uri, store["checkpoints"])
+    assert found.removed == [finished] and [p.name for p in found.deleted] == [deleted] and found.deleted_bytes == 1000
+    assert sorted(p.name for p in store["checkpoints"].iterdir()) == sorted([deleted, live, unknown])
+    assert scheduler.tidy_checkpoints(uri, store["checkpoints"], remove_deleted=True).removed == [deleted]
+    assert sorted(p.name for p in store["checkpoints"].iterdir()) == sorted([live, unknown])
