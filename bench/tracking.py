@@ -375,16 +375,21 @@ class Heartbeat:
         self.run_ids.discard(run_id)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.every_s):
-            for run_id in list(self.run_ids):
-                try:
-                    if claim_owner(self.uri, run_id) != self.owner:
-                        self.lost.add(run_id)
-                        self.run_ids.discard(run_id)
-                        continue
-                    client(self.uri).set_tag(run_id, CLAIM_HEARTBEAT, f"{time.time():.3f}")
-                except Exception:  # unreachable for now; the next beat tries again
-                    pass
+        while True:  # a first beat at once: planning a long grid may have taken a while
+            self._beat()
+            if self._stop.wait(self.every_s):
+                return
+
+    def _beat(self) -> None:
+        for run_id in list(self.run_ids):
+            try:
+                if claim_owner(self.uri, run_id) != self.owner:
+                    self.lost.add(run_id)
+                    self.run_ids.discard(run_id)
+                    continue
+                client(self.uri).set_tag(run_id, CLAIM_HEARTBEAT, f"{time.time():.3f}")
+            except Exception:  # unreachable for now; the next beat tries again
+                pass
 
 
 def outbox_root() -> Path:

@@ -179,6 +179,19 @@ def test_basic_auth_config_shipped_for_compose_asks_for_credentials(tmp_path, mo
         server.stop()
 
 
+def test_no_password_of_an_http_uri_reaches_the_console(mlflow_server, tmp_path, capfd):
+    """MLflow prints "View run ... at <host>" when a run ends; with credentials in the URI that line
+    would carry the password. Ours names runs itself, and MLflow's line is suppressed."""
+    url = mlflow_server.url.replace("http://", "http://alice:s3cret-pass@")
+    run_id = tracking.create_run(url, tracking.prepare(url, "secrets"), "secret-run", {})
+    logger = tracking.RunLogger(url, run_id, outbox_dir=tmp_path / "outbox")
+    logger.log_metrics({"x": 1.0}, step=1)
+    logger.end(tracking.FINISHED)
+    assert tracking.run_status(url, run_id) == tracking.FINISHED
+    out, err = capfd.readouterr()
+    assert "s3cret-pass" not in out + err and "View run" not in out
+
+
 # -- a server that goes away and comes back ------------------------------------------------------------
 
 
