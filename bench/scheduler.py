@@ -116,9 +116,12 @@ CLAIM_SETTLE_S = _seconds("BENCH_CLAIM_SETTLE_S", 2.0)
 
 
 def claim_alive(run, now: float | None = None) -> bool:
-    """Someone else trains this run: it is RUNNING and its owner's heartbeat is recent."""
+    """Someone trains this run: it is RUNNING, its owner's heartbeat is recent, and the owner is not
+    a process of this host that has gone (a killed command is taken over at once)."""
     owner, beat = tracking.claim_of(run)
-    return run.info.status == tracking.RUNNING and owner is not None and (now or time.time()) - beat < CLAIM_STALE_S
+    if run.info.status != tracking.RUNNING or owner is None or tracking.owner_gone(owner):
+        return False
+    return (now or time.time()) - beat < CLAIM_STALE_S
 
 
 def _grid_runs(uri: str, experiment_id: str, digest: str) -> list:

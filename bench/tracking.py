@@ -318,6 +318,22 @@ def claim_of(run) -> tuple[str | None, float]:
     return tags.get(CLAIM_OWNER), beat
 
 
+def owner_gone(owner: str) -> bool:
+    """True when the owner was a process on this host that no longer exists (killed, crashed):
+    its claim is dead at once, without waiting for its heartbeat to age."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 def claim_tags(owner: str) -> dict[str, str]:
     return {CLAIM_OWNER: owner, CLAIM_HEARTBEAT: f"{time.time():.3f}"}
 

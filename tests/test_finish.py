@@ -1,5 +1,5 @@
 """Finishing is idempotent: a command killed after the test metrics reached the store, resumed, logs
-each metric once; a live claim is left alone and a stale one taken over; a run that finishes drops
+each metric once; a live claim is left alone, a stale or orphaned one taken over; a run that finishes drops
 the failure marks of earlier attempts; leftover checkpoint folders are removed or reported.
 
 Real `bench run` processes on a real sqlite store; the kill is SIGKILL of the whole process group.
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import pytest
@@ -57,14 +59,13 @@ def test_killed_after_the_test_metrics_then_resumed_logs_each_metric_once(store)
     (store["checkpoints"] / deleted).mkdir()
     (store["checkpoints"] / deleted / "last.pt").write_bytes(b"x" * 2_000_000)
 
-    held = bench(*ARGS, *store_args(store), env=env)  # the killed owner's heartbeat is still fresh
-    assert held.returncode == 0, held.stdout + held.stderr
-    assert "1 configuration(s) are being trained by another process" in held.stdout
-    assert "1 checkpoint folder(s) of runs deleted in MLflow hold 2.0 MB" in held.stdout
-    assert tracking.run_status(uri, run_id) == tracking.RUNNING
-
-    resumed = bench(*ARGS, *store_args(store), "--prune-checkpoints", env=env | {"BENCH_CLAIM_STALE_S": "1"})
+    # The killed command's heartbeat is fresh, but its process is gone from this host: taken over at once.
+    resumed = bench(*ARGS, *store_args(store), env=env)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "1 run(s) to do" in resumed.stdout
+    assert "1 checkpoint folder(s) of runs deleted in MLflow hold 2.0 MB" in resumed.stdout
+    pruned = bench(*ARGS, *store_args(store), "--prune-checkpoints", env=env)
+    assert pruned.returncode == 0 and "0 run(s) to do, 1 already finished" in pruned.stdout, pruned.stdout
     run = tracking.client(uri).get_run(run_id)
     assert run.info.status == tracking.FINISHED
     c = tracking.client(uri)
@@ -74,7 +75,7 @@ def test_killed_after_the_test_metrics_then_resumed_logs_each_metric_once(store)
     assert "test_top1" in run.data.metrics and "failure" not in run.data.tags
     assert not tracking.list_artifacts(uri, run_id, "failure")
     assert "checkpoint/best.pt" in tracking.list_artifacts(uri, run_id, "checkpoint")
-    assert not store["checkpoints"].exists()  # the finished run's folder and the deleted run's are gone
+    assert not store["checkpoints"].exists()  # the finished run's folder, then the deleted run's, are gone
 
 
 def test_tidy_checkpoints_removes_finished_and_reports_deleted_runs(store):
@@ -92,3 +93,29 @@ def test_tidy_checkpoints_removes_finished_and_reports_deleted_runs(store):
     assert sorted(p.name for p in store["checkpoints"].iterdir()) == sorted([deleted, live, unknown])
     assert scheduler.tidy_checkpoints(uri, store["checkpoints"], remove_deleted=True).removed == [deleted]
     assert sorted(p.name for p in store["checkpoints"].iterdir()) == sorted([live, unknown])
+
+
+def test_a_claim_is_alive_while_its_owner_beats_and_exists(store):
+    uri = store["uri"]
+    experiment_id = tracking.prepare(uri, "claims")
+    elsewhere = "another-host:4242:abcd1234"  # a process this host cannot see: only its heartbeat tells
+    here_gone = f"{socket.gethostname()}:{_dead_pid()}:abcd1234"
+    cases = {
+        "fresh, elsewhere": (tracking.claim_tags(elsewhere), True),
+        "stale, elsewhere": ({"claim_owner": elsewhere, "claim_heartbeat": str(time.time() - scheduler.CLAIM_STALE_S - 1)}, False),
+        "released": ({"claim_owner": elsewhere, "claim_heartbeat": "0"}, False),
+        "fresh, gone from this host": (tracking.claim_tags(here_gone), False),
+        "never claimed": ({}, False),
+    }
+    for name, (tags, alive) in cases.items():
+        run_id = tracking.create_run(uri, experiment_id, name, tags)
+        assert scheduler.claim_alive(tracking.client(uri).get_run(run_id)) is alive, name
+    ended = tracking.create_run(uri, experiment_id, "ended", tracking.claim_tags(elsewhere))
+    tracking.client(uri).set_terminated(ended, tracking.FAILED)
+    assert not scheduler.claim_alive(tracking.client(uri).get_run(ended))  # not RUNNING: nobody trains it
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid

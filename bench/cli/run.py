@@ -43,9 +43,11 @@ def check_folder(path: Path, option: str, writable: bool) -> None:
         raise BenchError(f"{option} {path} is a file, not a folder; pass a folder.")
     if not writable:
         return
+    existing = path
+    while not existing.exists() and existing != existing.parent:  # created later, by the first run
+        existing = existing.parent
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
         raise BenchError(f"{option} {path} is not writable ({error.strerror or error}); pass a folder you can write to.") from None
