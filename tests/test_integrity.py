@@ -225,3 +225,20 @@ def test_a_half_migrated_sqlite_store_is_repaired(store):
     with sqlite3.connect(path) as connection:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "metrics" in tables and not any(t.startswith("_alembic_tmp_") for t in tables)
+
+
+def test_error_text_with_brackets_is_printed_literally():
+    from rich.console import Console
+
+    from bench.progress import GridDisplay, print_problems
+    from bench.scheduler import Task, TaskState
+    from bench.spec import RunSpec
+
+    error = "ValueError: autodetected range of [nan, nan] is not finite"
+    state = TaskState(Task(RunSpec("digits", "resnet18"), "r" * 32, resumed=False), status="failed", slot="cpu#0", error=error)
+    console = Console(record=True, width=200, force_terminal=False)
+    print_problems(console, [state], [])
+    GridDisplay(console).update([state])
+    text = console.export_text()
+    assert text.count("range of [nan, nan] is not finite") == 2, text
+    assert "digits/resnet18/42 [cpu#0] failed" in text

@@ -115,10 +115,8 @@ def run(
     """Train the dataset x model x seed grid and log every run to MLflow."""
     from rich.console import Console
 
-    from rich.markup import escape
-
     from bench import backends, data, scheduler, studyfile, tracking
-    from bench.progress import GridDisplay, summary_table
+    from bench.progress import GridDisplay, print_problems, summary_table
     from bench.runner import default_checkpoint_root
 
     check_text_option(tracking_uri, "--tracking-uri")
@@ -201,10 +199,7 @@ def run(
     unsynced = [s for s in states if s.status == "failed" and (s.error or "").startswith(tracking.TrackingUnavailable.__name__)]
     failed = [s for s in states if s.status == "failed" and s not in unsynced]
     unfinished = [s for s in states if s.status in ("killed", "not started")]
-    for state in failed:
-        console.print(f"[red]FAILED[/] {escape(state.task.spec.run_name)}: {escape(state.error or '')}", highlight=False)
-    for state in unsynced:  # trained and checkpointed; only the tracking server was missing
-        console.print(f"[yellow]NOT SYNCED[/] {escape(state.task.spec.run_name)}: {escape(state.error.split(': ', 1)[-1])}", highlight=False)
+    print_problems(console, failed, unsynced)
     if unfinished:
         console.print(f"{len(unfinished)} run(s) interrupted; run the same command again to finish them.")
     if failed or unsynced:
