@@ -48,9 +48,19 @@ class Slot:
         return "cuda:0" if self.cuda_index is not None else "cpu"  # cuda:0 after pinning
 
 
-def resolve_slots(devices: str = "auto", jobs_per_device: int = 1, cuda_count: int | None = None) -> list[Slot]:
-    """`auto` (every visible CUDA device, else the CPU), `cpu`, or CUDA indices like `0,1,3`."""
-    if jobs_per_device < 1:
+def default_cpu_jobs(cores: int) -> int:
+    """Concurrent runs on a CPU with no --jobs-per-device: one one-thread run per core on small CPUs
+    (`bench perf grid` on 2 cores: two one-thread runs finish a digits grid sooner than one two-thread
+    run after another), runs of four threads on larger ones (not measured here)."""
+    return cores if cores <= 4 else cores // 4
+
+
+def resolve_slots(devices: str = "auto", jobs_per_device: int | None = None, cuda_count: int | None = None) -> list[Slot]:
+    """`auto` (every visible CUDA device, else the CPU), `cpu`, or CUDA indices like `0,1,3`.
+
+    `jobs_per_device` None: one run per CUDA device, `default_cpu_jobs` on the CPU.
+    """
+    if jobs_per_device is not None and jobs_per_device < 1:
         raise BenchError(f"--jobs-per-device must be at least 1, got {jobs_per_device}.")
     if cuda_count is None:
         import torch
@@ -73,8 +83,10 @@ def resolve_slots(devices: str = "auto", jobs_per_device: int = 1, cuda_count: i
                 "use --devices auto or cpu, or indices from 0 to N-1."
             )
     if indices:
+        jobs_per_device = jobs_per_device or 1
         return [Slot(f"cuda:{i}" + (f"#{j}" if jobs_per_device > 1 else ""), cuda_index=i) for i in indices for j in range(jobs_per_device)]
     cores = os.cpu_count() or 1
+    jobs_per_device = jobs_per_device or default_cpu_jobs(cores)
     threads = max(1, cores // jobs_per_device)
     return [Slot(f"cpu#{j}", threads=threads) for j in range(jobs_per_device)]
 

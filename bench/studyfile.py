@@ -1,11 +1,14 @@
 """Study files: a grid and its settings as TOML (`studies/paper.toml`), expanded into run specs.
 
     seeds = [42]
+    plugins = ["mypkg.models"]   # optional: modules that register models and datasets (bench.plugins)
     preprocessing = "protocol"
     [train]            # any TrainConfig field
     max_epochs = 100
     [model]            # any ModelConfig field
     [gradflow]         # any GradFlowConfig field
+    [datasets.pets]    # optional: a folder of class folders (bench.data.imagefolder)
+    root = "data/pets" # relative to this file; image_size, channels, mean, std, batch_size optional
     [[grid]]           # one or more blocks: every dataset x every model of the block
     datasets = ["fashionmnist", "svhn"]
     models = ["all"]
@@ -20,11 +23,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from bench import plugins
 from bench.errors import BenchError
 from bench.spec import GradFlowConfig, ModelConfig, RunSpec, TrainConfig
 
 SECTIONS = {"train": TrainConfig, "model": ModelConfig, "gradflow": GradFlowConfig}
-TOP_LEVEL = {"seeds", "preprocessing", "splits", "grid", "description", "name"}
+TOP_LEVEL = {"seeds", "preprocessing", "splits", "grid", "description", "name", "plugins", "datasets"}
 
 
 @dataclass
@@ -77,6 +81,7 @@ def load(path: Path) -> Grid:
     unknown = set(raw) - TOP_LEVEL - set(SECTIONS)
     if unknown:
         raise BenchError(f"Study file {path} has unknown keys {sorted(unknown)}; allowed: {sorted(TOP_LEVEL | set(SECTIONS))}.")
+    plugins.from_study_file(raw, path)  # before the grid's names are looked up
     blocks = raw.get("grid")
     if not blocks:
         raise BenchError(f"Study file {path} has no [[grid]] block naming datasets and models.")

@@ -238,3 +238,28 @@ def run_bench(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
     return subprocess.run(
         [sys.executable, "-m", "bench", *args], cwd=REPO, env=environment, capture_output=True, text=True, timeout=120
     )
+
+
+def write_image_folder(
+    root: Path, classes: tuple[str, ...] = ("cat", "dog", "owl"), per_class: int = 12, size: int = 12,
+    splits: tuple[str, ...] = (), gray: bool = False, seed: int = 0,
+) -> dict[str, int]:
+    """Class folders of real PNG and JPEG files (alternating), under root or under root/<split>/.
+
+    Each class has its own brightness, so a model can learn them; returns images written per part.
+    """
+    rng = _rng(seed)
+    written = {}
+    for part in splits or ("",):
+        written[part or "all"] = 0
+        for label, name in enumerate(classes):
+            folder = root / part / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                shape = (size, size) if gray else (size, size, 3)
+                level = 40 + 80 * label
+                pixels = np.clip(rng.normal(level, 12, shape), 0, 255).astype(np.uint8)
+                suffix = ".png" if i % 2 == 0 else ".jpg"
+                _save_image(folder / f"{i:03d}{suffix}", pixels, **({"quality": 95} if suffix == ".jpg" else {}))
+                written[part or "all"] += 1
+    return written

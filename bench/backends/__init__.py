@@ -36,7 +36,7 @@ class Placement:
     """How runs are placed: local device slots, Ray resources per run, or Slurm job options."""
 
     devices: str = "auto"  # local: auto, cpu or CUDA indices
-    jobs_per_device: int = 1  # local
+    jobs_per_device: int | None = None  # local; None: 1 per CUDA device, scheduler.default_cpu_jobs on the CPU
     ray_address: str | None = None  # ray: an existing cluster ("auto", "ray://host:10001"); None starts one here
     gpus_per_run: float | None = None  # ray/slurm; None: 1 where GPUs exist, else 0 (ray accepts fractions)
     cpus_per_run: int = 2  # ray/slurm; also each run's torch thread count

@@ -22,6 +22,17 @@ app = typer.Typer(
 )
 
 
+def console():
+    """A rich Console; printed to a file or a pipe, its tables are never wrapped or cut (logs keep every name)."""
+    from rich.console import Console
+
+    terminal = Console()
+    return terminal if terminal.is_terminal else Console(width=LOG_WIDTH)
+
+
+LOG_WIDTH = 1_000  # wider than any table here, so rich never shrinks a column
+
+
 def _print_version(value: bool) -> None:
     if value:
         typer.echo(f"gradattn-bench {__version__}")

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 import typer
 
 from bench.cli import app
+from bench.cli import console as make_console
 
 if TYPE_CHECKING:
-    from rich.console import Console
 
     from bench.data import DataBundle, Dataset
 
@@ -39,7 +39,6 @@ def human_size(size: float) -> str:
 @data_app.command("list")
 def list_command(data_dir: Path | None = DATA_DIR_OPTION) -> None:
     """Each dataset: present or missing, samples per split, size on disk, classes; how to get the missing."""
-    from rich.console import Console
     from rich.table import Table
 
     from bench import data
@@ -68,7 +67,7 @@ def list_command(data_dir: Path | None = DATA_DIR_OPTION) -> None:
         size = dataset.disk_size(root) if counts else 0
         cells = [f"{counts[s]:,}" if s in counts else "-" for s in SPLITS]
         table.add_row(name, status, *cells, human_size(size) if size else "-", str(dataset.num_classes))
-    console = Console()
+    console = make_console()
     console.print(table)
     for hint in hints:
         console.print(hint, soft_wrap=True, highlight=False)
@@ -92,13 +91,11 @@ def _download(dataset: Dataset, root: Path, console: Console) -> None:
 @data_app.command("download")
 def download_command(name: str = NAMES_ARGUMENT, data_dir: Path | None = DATA_DIR_OPTION) -> None:
     """Fetch datasets with checksum verification (PAD-UFES-20 explains its manual download)."""
-    from rich.console import Console
-
     from bench import data
     from bench.errors import BenchError
 
     root = _root(data_dir)
-    console = Console()
+    console = make_console()
     failed = 0
     for dataset_name in data.expand(name):
         dataset = data.get(dataset_name)
@@ -149,13 +146,12 @@ def check_command(
     splits: str = typer.Option("protocol", "--splits", help="protocol, official, or grouped (pad-ufes-20)."),
 ) -> None:
     """Open every split, verify counts, label ranges and image shapes, and print a summary."""
-    from rich.console import Console
     from rich.table import Table
 
     from bench import data
 
     root = _root(data_dir)
-    console = Console()
+    console = make_console()
     for dataset_name in data.expand(name):
         bundle = data.get(dataset_name).load(root, splits=splits)
         table = Table(title=f"{dataset_name} ({splits} splits) in {root}")

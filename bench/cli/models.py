@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
 from bench.cli import app
+from bench.cli import console as make_console
+from bench.errors import BenchError
 
 
 @app.command("models")
@@ -14,14 +18,22 @@ def models_command(
     models: str = typer.Option(
         "all", "--models", help="Comma list of names or wildcards, e.g. 'gradattn-*'."
     ),
+    timm_pattern: Optional[str] = typer.Option(
+        None, "--timm", help="List the timm architectures matching a wildcard instead (e.g. 'resnet*'), usable as timm/NAME."
+    ),
 ) -> None:
     """List the models with their parameter counts (published default configurations)."""
     import torch
-    from rich.console import Console
     from rich.table import Table
 
     from bench import models as registry
+    from bench.models import timm_family
 
+    if timm_pattern is not None:
+        names = timm_family.names(timm_pattern)
+        if not names:
+            raise BenchError(f"No timm architecture matches {timm_pattern!r}; try a wider wildcard such as 'resnet*'.")
+        models = ",".join(names)
     table = Table(title=f"Models for {in_channels}-channel images and {num_classes} classes")
     table.add_column("name", no_wrap=True)
     table.add_column("family", no_wrap=True)
@@ -33,4 +45,4 @@ def models_command(
             model = registry.build(name, num_classes, in_channels)
         info = registry.info(name)
         table.add_row(name, info.family, f"{registry.count_parameters(model):,}", info.description)
-    Console().print(table)
+    make_console().print(table)

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from bench.cli import app
+from bench.cli import console as make_console
 from bench.cli.run import parse_seeds
 from bench.errors import BenchError
 
@@ -67,7 +68,6 @@ def perf(
         raise BenchError(f"--threads must be at least 1, got {threads}.")
     from dataclasses import asdict
 
-    from rich.console import Console
     from rich.table import Table
 
     from bench import models as registry
@@ -83,7 +83,7 @@ def perf(
         image_size=image_size, batch_size=batch_size, steps=steps, warmup=warmup, repeats=repeats, device=device,
         precision=precision, channels_last=channels_last, deterministic=deterministic, compile=compile_model,
     ).validate()
-    console = Console()
+    console = make_console()
     console.print(f"Measuring {', '.join(names)} on {device}: {image_size} px, batch {batch_size}, {steps} steps x {repeats} repeats", highlight=False)
     results = run_benchmark(names, workload, on_model=lambda r: console.print(f"  {r.model} done", highlight=False), tracking_uri=tracking_uri)
     pipeline = None
@@ -154,7 +154,6 @@ def grid_command(
 
     from dataclasses import asdict
 
-    from rich.console import Console
     from rich.table import Table
 
     from bench import data
@@ -164,7 +163,7 @@ def grid_command(
 
     names = registry.expand(models)
     data.get(dataset)
-    console = Console()
+    console = make_console()
     runs = len(names) * len(seed_list)
     cpu = on_cpu(devices)
     kind = "CPU slot(s)" if cpu else f"CUDA device(s) of {devices}"
@@ -207,7 +206,6 @@ def data_command(
     data_dir: Path | None = typer.Option(None, "--data-dir", help="(default: $BENCH_DATA_DIR or ./data)"),
 ) -> None:
     """Training-batch throughput with the CIFAR-10 protocol augmentation: ours vs a notebook-style DataLoader."""
-    from rich.console import Console
     from rich.table import Table
 
     from bench.perf.data_pipeline import run_benchmark
@@ -240,6 +238,6 @@ def data_command(
         f"{result.baseline_median:,.0f}",
         ", ".join(f"{v:,.0f}" for v in result.baseline),
     )
-    console = Console()
+    console = make_console()
     console.print(table)
     console.print(f"ratio: {result.ratio:.1f}x (target >= 5x)", highlight=False)

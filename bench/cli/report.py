@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from bench.cli import app
+from bench.cli import console as make_console
 
 
 @app.command("report")
@@ -17,7 +18,6 @@ def report(
     out: Path = typer.Option(Path("bench-report"), "--out", help="Folder for results.{md,csv,tex,png}."),
 ) -> None:
     """Test top-1 per dataset x model (mean ± std over seeds, Δ vs ResNet-18) and gradient health."""
-    from rich.console import Console
     from rich.markdown import Markdown
 
     from bench import tracking
@@ -26,6 +26,7 @@ def report(
     uri = tracking.resolve_uri(tracking_uri)
     tracking.prepare(uri, experiment)
     files = write_report(uri, experiment, out)
-    console = Console()
-    console.print(Markdown(files.markdown))
+    console = make_console()
+    # A log gets the Markdown itself: its table is never wrapped, cut or padded to a width.
+    console.print(Markdown(files.markdown) if console.is_terminal else files.markdown, markup=False, highlight=False)
     console.print("wrote " + ", ".join(str(p) for p in files.paths))

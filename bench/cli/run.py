@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from bench.cli import app
+from bench.cli import console as make_console
 from bench.errors import BenchError
 
 
@@ -66,6 +67,7 @@ def run(
     models: str = typer.Option("all", "--models", "-m", help="Comma list, wildcards ('gradattn-*') or 'all'."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma list of seeds (default: 42)."),
     study: Optional[Path] = typer.Option(None, "--study", help="A study file (TOML) with the grid and settings."),
+    plugin: Optional[List[str]] = typer.Option(None, "--plugin", help="A module that registers models or datasets (repeatable); installed plugins load with no option."),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="(default: 100, protocol 3.1)"),
     preprocessing: Optional[str] = typer.Option(None, "--preprocessing", help="protocol (default) or notebook."),
     splits: Optional[str] = typer.Option(None, "--splits", help="protocol (default), official, or grouped (PAD-UFES-20)."),
@@ -94,7 +96,7 @@ def run(
     vanishing: Optional[float] = typer.Option(None, "--vanishing", help="(default: 1e-6)"),
     exploding: Optional[float] = typer.Option(None, "--exploding", help="(default: 10)"),
     devices: str = typer.Option("auto", "--devices", help="auto, cpu, or CUDA indices like 0,1,3 (local backend)."),
-    jobs_per_device: int = typer.Option(1, "--jobs-per-device", help="Concurrent runs per device (local backend)."),
+    jobs_per_device: Optional[int] = typer.Option(None, "--jobs-per-device", help="Concurrent runs per device (local backend) (default: 1 per CUDA device; on a CPU one one-thread run per core up to 4 cores, else one per 4 cores)."),
     backend: str = typer.Option("local", "--backend", help="local (worker processes here), ray or slurm."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (auto, ray://head:10001) (default: start one here)."),
     gpus_per_run: Optional[float] = typer.Option(None, "--gpus-per-run", help="GPUs per run, ray (fractions share a GPU) or slurm (default: 1 where there are GPUs)."),
@@ -113,12 +115,11 @@ def run(
     experiment: str = typer.Option("gradattn-bench", "--experiment"),
 ) -> None:
     """Train the dataset x model x seed grid and log every run to MLflow."""
-    from rich.console import Console
-
-    from bench import backends, data, scheduler, studyfile, tracking
+    from bench import backends, data, plugins, scheduler, studyfile, tracking
     from bench.progress import GridDisplay, print_problems, summary_table
     from bench.runner import default_checkpoint_root
 
+    plugins.use(plugin or [])
     check_text_option(tracking_uri, "--tracking-uri")
     check_text_option(experiment, "--experiment")
     grid = studyfile.load(study) if study else studyfile.Grid(pairs=studyfile.pairs_from(datasets, models))
@@ -172,7 +173,7 @@ def run(
     except BenchError:
         scheduler.release_plan(plan, uri, tracking.KILLED)
         raise
-    console = Console() if Console().is_terminal else Console(width=160)  # logs: no truncated columns
+    console = make_console()
     console.print(
         f"{len(plan.tasks)} run(s) to do, {len(plan.skipped)} already finished; "
         f"{executor.description}; tracking: {tracking.shown_uri(uri)} (experiment {experiment!r})",

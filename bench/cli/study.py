@@ -8,6 +8,7 @@ from typing import Callable, List, Optional
 import typer
 
 from bench.cli import app
+from bench.cli import console as make_console
 from bench.errors import BenchError
 
 study_app = typer.Typer(help="Optuna studies over GradAttn, tracked in MLflow.", no_args_is_help=True)
@@ -43,6 +44,7 @@ def parse_range(text: str | None, option: str, cast: Callable = int) -> tuple | 
 def depth_width(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset to search on (e.g. cifar10, digits)."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="Study file (default: built-in, as studies/depth-width.toml)."),
+    plugin: Optional[List[str]] = typer.Option(None, "--plugin", help="A module that registers models or datasets (repeatable); installed plugins load with no option."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="A GradAttn model (default: gradattn-rope)."),
     n_trials: Optional[int] = typer.Option(None, "--n-trials", help="Trials to add to the study (default: 30)."),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Epochs per trial at most (default: 30)."),
@@ -57,21 +59,20 @@ def depth_width(
     dropout: Optional[str] = typer.Option(None, "--dropout", help="Dropout range LOW,HIGH (default: 0,0.3)."),
     gradflow_batches: Optional[int] = typer.Option(None, "--gradflow-batches", help="Batches for each trial's gradient-flow analysis (default: 5)."),
     devices: str = typer.Option("auto", "--devices", help="auto, cpu, or CUDA indices like 0,1,3: one worker per slot."),
-    jobs_per_device: int = typer.Option(1, "--jobs-per-device", help="Concurrent trials per device."),
+    jobs_per_device: Optional[int] = typer.Option(None, "--jobs-per-device", help="Concurrent trials per device (default: 1 per CUDA device; on a CPU one one-thread run per core up to 4 cores, else one per 4 cores)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Default: $BENCH_DATA_DIR or ./data."),
     checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Default: $BENCH_CHECKPOINT_DIR or ./checkpoints."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Default: $MLFLOW_TRACKING_URI or MLflow's default."),
     experiment: str = typer.Option("gradattn-bench", "--experiment"),
 ) -> None:
     """Search GradAttn's transformer depth and width with Optuna; each trial is a tracked run."""
-    from rich.console import Console
-
-    from bench import data, tracking
+    from bench import data, plugins, tracking
     from bench.runner import default_checkpoint_root
     from bench.scheduler import resolve_slots
     from bench.studies import depth_width as dw
     from bench.studies.tables import to_markdown
 
+    plugins.use(plugin or [])
     config = dw.load_config(config_file) if config_file else dw.DepthWidthStudy()
     config = dw.override(
         config,
@@ -97,7 +98,7 @@ def depth_width(
         raise BenchError(f"Dataset {config.dataset} is not in {data_dir}: {dataset_entry.how_to_get(data_dir)}")
     slots = resolve_slots(devices, jobs_per_device)
     uri = tracking.resolve_uri(tracking_uri)
-    console = Console()
+    console = make_console()
     console.print(
         f"study {config.name!r}: {config.n_trials} trial(s) of {config.model} on {config.dataset}, "
         f"{len(slots)} worker(s) ({', '.join(s.name for s in slots)}); tracking: {tracking.shown_uri(uri)} (experiment {experiment!r})",
@@ -144,8 +145,6 @@ def sensitivity(
     out: Path = typer.Option(Path("bench-sensitivity"), "--out", help="Folder for the table and figures (a sub-folder per dataset)."),
 ) -> None:
     """How gradient-health scores and verdicts move with the thresholds (no retraining)."""
-    from rich.console import Console
-
     from bench import tracking
     from bench.studies import sensitivity as sens
 
@@ -160,7 +159,7 @@ def sensitivity(
         storage_url=storage,
         out_dir=out / dataset,
     )
-    console = Console()
+    console = make_console()
     console.print(f"{len(result.sources)} source run(s), {len(grid.pairs)} threshold pairs; study {result.study_name!r}")
     console.print(sens.to_markdown_report(result.table, dataset), highlight=False)
     if "ranking_agreement" in result.metrics:

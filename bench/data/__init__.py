@@ -2,12 +2,25 @@
 
 ``get("cifar10").load(data_dir, preprocessing="protocol", splits="protocol", seed=42)`` gives a
 DataBundle (three decoded splits and their batch transforms); ``names()`` and ``expand("a,b,all")``
-list datasets by the names users type. Each dataset is one module that registers itself.
+list datasets by the names users type. Each dataset is one module that registers itself; a plugin
+registers its own with the same ``register`` (bench.plugins); ``folder:PATH`` names a folder of
+images in class folders (bench.data.imagefolder).
 """
 
 from __future__ import annotations
 
-from bench.data.base import DATASETS, DataBundle, Dataset, Split, default_data_dir
+from bench.data.base import (
+    DATASETS,
+    DataBundle,
+    Dataset,
+    Split,
+    SplitSet,
+    default_data_dir,
+    index_lists,
+    register,
+    resplit,
+    split_views,
+)
 from bench.data.pipeline import BatchLoader, BatchTransform
 
 # Each module registers its dataset(s) on import; the import order is the catalogue's order
@@ -15,7 +28,10 @@ from bench.data.pipeline import BatchLoader, BatchTransform
 # isort: off
 from bench.data import cifar10, fashionmnist, svhn, medmnist, pcam, pad_ufes, tiny_imagenet  # noqa: F401
 from bench.data import digits, synthetic  # noqa: F401
+from bench.data import imagefolder
 # isort: on
+
+DATASETS.add_prefix(imagefolder.PREFIX, imagefolder.from_path)
 
 __all__ = [
     "BatchLoader",
@@ -23,7 +39,12 @@ __all__ = [
     "DataBundle",
     "Dataset",
     "Split",
+    "SplitSet",
     "default_data_dir",
+    "index_lists",
+    "register",
+    "resplit",
+    "split_views",
     "expand",
     "get",
     "names",

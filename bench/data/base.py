@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import inspect
 import os
 import shutil
 import tarfile
@@ -606,10 +607,38 @@ class PooledDataset(Dataset):
         return SplitSet(views["train"], views["val"], Split(test_labels, test_images), index_lists(chosen), [note])
 
 
-DATASETS: Registry[Dataset] = Registry("dataset")
+def _load_plugins() -> None:
+    from bench import plugins
+
+    plugins.load()
+
+
+DATASETS: Registry[Dataset] = Registry("dataset", loader=_load_plugins)
+REQUIRED = ("name", "num_classes", "in_channels", "image_size", "mean", "std")
 
 
 def register(cls: type[Dataset]) -> type[Dataset]:
     """Class decorator: add one instance of a Dataset subclass to the registry under its name."""
-    DATASETS.add(cls.name, cls())
+    add(cls())
     return cls
+
+
+def add(dataset: Dataset) -> Dataset:
+    """Register a dataset instance (one class can serve several: folders of images)."""
+    cls = type(dataset)
+    what = getattr(dataset, "name", cls.__name__)
+    if not isinstance(dataset, Dataset):
+        raise BenchError(f"dataset {what!r} ({cls.__name__}) must subclass bench.data.Dataset")
+    missing = [attribute for attribute in REQUIRED if not hasattr(dataset, attribute)]
+    if missing:
+        raise BenchError(f"dataset {what!r} ({cls.__name__}) does not set {', '.join(missing)}")
+    if cls.read_splits is Dataset.read_splits:
+        raise BenchError(f"dataset {what!r} ({cls.__name__}) has no read_splits(data_dir, splits, seed)")
+    try:
+        inspect.signature(dataset.read_splits).bind(Path("."), "protocol", 42)
+    except TypeError as error:
+        raise BenchError(
+            f"dataset {what!r} ({cls.__name__}) has read_splits{inspect.signature(dataset.read_splits)}, "
+            f"which cannot be called as read_splits(data_dir, splits, seed) ({error})"
+        ) from None
+    return DATASETS.add(dataset.name, dataset)

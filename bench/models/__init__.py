@@ -4,13 +4,15 @@
 model; ``names("gradattn-*")`` and ``expand("resnet18,gradattn-*")`` list them. Each model is one
 decorated builder in its family's module (``resnet.py``, ``gradattn.py``), registered together with
 its metadata (``ModelInfo``): family, protocol section and the parameter counts the original
-notebooks printed (protocol 1.10).
+notebooks printed (protocol 1.10). Plugins register theirs with the same decorator (bench.plugins);
+``timm/<architecture>`` names any model timm can build (bench.models.timm_family).
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch.nn as nn
 
@@ -25,7 +27,7 @@ class ModelInfo:
     """What the catalogue knows about one model besides how to build it."""
 
     name: str
-    family: Literal["resnet", "gradattn"]
+    family: str  # resnet, gradattn, timm, or a plugin's own
     description: str
     protocol_section: str
     options: tuple[str, ...]
@@ -40,17 +42,36 @@ class _Entry:
     builder: Builder
 
 
-_MODELS: Registry[_Entry] = Registry("model")
+def _load_plugins() -> None:
+    from bench import plugins
+
+    plugins.load()
+
+
+_MODELS: Registry[_Entry] = Registry("model", loader=_load_plugins)
 
 
 def register_model(info: ModelInfo) -> Callable[[Builder], Builder]:
     """Decorator for a family module's public builder ``f(num_classes, in_channels, **options)``."""
 
     def decorator(builder: Builder) -> Builder:
+        _check_signature(info, builder)
         _MODELS.add(info.name, _Entry(info, builder))
         return builder
 
     return decorator
+
+
+def _check_signature(info: ModelInfo, builder: Builder) -> None:
+    """A builder must take (num_classes, in_channels) and every option its info declares."""
+    try:
+        inspect.signature(builder).bind(10, 3, **{option: None for option in info.options})
+    except TypeError as error:
+        options = "".join(f", {option}=..." for option in info.options)
+        raise BenchError(
+            f"model {info.name!r} has a builder {builder.__name__}{inspect.signature(builder)} that cannot be "
+            f"called as {builder.__name__}(num_classes, in_channels{options}) ({error})"
+        ) from None
 
 
 def names(pattern: str | None = None) -> list[str]:
@@ -110,3 +131,6 @@ def _check_positive_int(what: str, value: object) -> None:
 # resnet18, senet18, cbam18, gradattn-nope, gradattn-lpe, gradattn-rope.
 from bench.models import resnet as _resnet  # noqa: E402,F401
 from bench.models import gradattn as _gradattn  # noqa: E402,F401
+from bench.models import timm_family as _timm_family  # noqa: E402
+
+_MODELS.add_prefix(_timm_family.PREFIX, lambda architecture: _Entry(*_timm_family.entry(architecture)))

@@ -20,7 +20,7 @@ from typing import Any
 
 import optuna
 
-from bench import tracking
+from bench import plugins, tracking
 from bench.errors import BenchError
 from bench.spec import GradFlowConfig, ModelConfig, RunSpec, TrainConfig
 from bench.studies import storage as study_storage
@@ -154,7 +154,7 @@ class DepthWidthStudy:
 
 
 SECTIONS = {"space": SearchSpace, "sampler": SamplerSettings, "pruner": PrunerSettings}
-TOP_LEVEL = {"description", "dataset", "model", "n_trials", "study_name", "seed", "preprocessing", "splits", "train", "gradflow"}
+TOP_LEVEL = {"description", "dataset", "model", "n_trials", "study_name", "seed", "preprocessing", "splits", "train", "gradflow", "plugins", "datasets"}
 
 
 def load_config(path: Path) -> DepthWidthStudy:
@@ -169,7 +169,8 @@ def load_config(path: Path) -> DepthWidthStudy:
     unknown = set(raw) - TOP_LEVEL - set(SECTIONS)
     if unknown:
         raise BenchError(f"Study file {path} has unknown keys {sorted(unknown)}; allowed: {sorted(TOP_LEVEL | set(SECTIONS))}.")
-    values: dict[str, Any] = {k: v for k, v in raw.items() if k in TOP_LEVEL - {"description"}}
+    plugins.from_study_file(raw, path)
+    values: dict[str, Any] = {k: v for k, v in raw.items() if k in TOP_LEVEL - {"description", "plugins", "datasets"}}
     for section, cls in SECTIONS.items():
         given = raw.get(section, {})
         allowed = {f.name for f in fields(cls)}

@@ -1,0 +1,1 @@
+"""An example gradattn-bench plugin: one model, one dataset."""

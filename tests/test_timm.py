@@ -1,0 +1,33 @@
+"""timm models by prefixed name, trained from scratch through the same pipeline."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import models, tracking
+from bench.errors import BenchError
+from conftest import bench, store_args
+
+timm = pytest.importorskip("timm", reason="timm is not installed; pip install 'gradattn-bench[timm]'")
+
+
+def test_timm_names_are_listed_by_pattern_and_built_without_weights():
+    listed = bench("models", "--timm", "resnet1*t", "--in-channels", "1")
+    assert listed.returncode == 0, listed.stderr
+    assert "timm/resnet10t" in listed.stdout and "4,927,186" in listed.stdout
+    net = models.build("timm/resnet10t", 10, 1)
+    assert models.count_parameters(net) == 4_927_186
+    assert models.expand("resnet18,timm/resnet10t") == ["resnet18", "timm/resnet10t"]
+    assert "timm/resnet10t" not in models.names()  # `all` stays our catalogue
+    with pytest.raises(BenchError, match="has no model 'resnet-nope'"):
+        models.expand("timm/resnet-nope")
+
+
+@pytest.mark.slow
+def test_a_timm_model_trains_one_epoch_on_digits(store):
+    result = bench("run", "--models", "timm/resnet10t", "--max-epochs", "1", "--gradflow-batches", "1", *store_args(store))
+    assert result.returncode == 0, result.stdout + result.stderr
+    experiment = tracking.client(store["uri"]).get_experiment_by_name("test")
+    (run,) = tracking.runs_of(store["uri"], experiment.experiment_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "digits/timm/resnet10t/42"
+    assert 0.0 <= run.data.metrics["test_top1"] <= 1.0 and "gradient_health" in run.data.metrics
