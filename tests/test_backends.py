@@ -4,6 +4,7 @@ processes), logging to a real sqlite MLflow store."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -139,3 +140,14 @@ def test_bad_backend_options_are_clear_errors(name, placement, says):
 def test_local_backend_is_the_scheduler_with_its_slots():
     backend = backends.create("local", backends.Placement(devices="cpu", jobs_per_device=2))
     assert backend.description == "2 slot(s): cpu#0, cpu#1" and backend.device_label == "cpu"
+
+
+def test_without_jobs_per_device_a_cpu_gets_one_thread_runs_per_core_and_a_gpu_one_run():
+    from bench.scheduler import default_cpu_jobs, resolve_slots
+
+    assert [default_cpu_jobs(c) for c in (1, 2, 4, 8, 16)] == [1, 2, 4, 2, 4]
+    cores = os.cpu_count() or 1
+    slots = resolve_slots("cpu", None, cuda_count=0)
+    assert len(slots) == default_cpu_jobs(cores) and {s.threads for s in slots} == {max(1, cores // len(slots))}
+    assert [s.name for s in resolve_slots("auto", None, cuda_count=2)] == ["cuda:0", "cuda:1"]
+    assert backends.create("local", backends.Placement(devices="cpu")).description.startswith(f"{len(slots)} slot(s)")
