@@ -109,8 +109,10 @@ def _prepare_once(uri: str, experiment: str) -> str:
                 raise BenchError(
                     f"Experiment {experiment!r} is deleted in {shown_uri(uri)}; restore it in the MLflow UI or choose another --experiment."
                 )
+            if found.tags.get(EXPERIMENT_KIND_TAG) is None:  # made before the tag existed
+                c.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return found.experiment_id
-        return c.create_experiment(experiment)
+        return c.create_experiment(experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except BenchError:
         raise
     except Exception as error:
@@ -199,6 +201,28 @@ def _check_scheme(uri: str) -> None:
             f"Unsupported tracking URI scheme {scheme!r} in {shown_uri(uri)}; use http(s)://host:port for an MLflow "
             "server, sqlite:///path/mlflow.db, postgresql://user:password@host/db or a local directory."
         )
+
+
+# MLflow 3's UI opens an experiment in its GenAI view (traces) unless the URL asks for the
+# model-training one (runs table, models); UIs from before that switch read the experiment tag.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+UI_VIEW = "?workflowType=machine_learning"
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store
+
+
+def experiment_url(uri: str, experiment_id: str) -> str:
+    """The MLflow UI link of an experiment's runs table: on the tracking server, else on `mlflow ui`."""
+    parsed = urlparse(uri)
+    base = f"{parsed.scheme}://{parsed.hostname}{f':{parsed.port}' if parsed.port else ''}{parsed.path}" if parsed.scheme in ("http", "https") else LOCAL_UI
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}{UI_VIEW}"
+
+
+def ui_hint(uri: str, experiment_id: str) -> str:
+    """One line saying where to look at the runs (and how to start the UI for a local store)."""
+    url = experiment_url(uri, experiment_id)
+    if urlparse(uri).scheme in ("http", "https"):
+        return f"MLflow UI: {url}"
+    return f"MLflow UI: {url} (after `mlflow ui --backend-store-uri {shown_uri(uri)}`)"
 
 
 def shown_uri(uri: str) -> str:

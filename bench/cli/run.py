@@ -195,6 +195,7 @@ def run(
     with GridDisplay(console) as display, scheduler.claims_kept(plan, uri, display.update) as on_update:
         states = executor.run(plan, destination, on_update)
     console.print(summary_table(states, plan.skipped, plan.held))
+    console.print(tracking.ui_hint(uri, experiment_id), highlight=False, markup=False)
     with contextlib.suppress(OSError):  # each finished run removed its checkpoints: drop the folder if empty
         destination.checkpoint_root.rmdir()
     unsynced = [s for s in states if s.status == "failed" and (s.error or "").startswith(tracking.TrackingUnavailable.__name__)]

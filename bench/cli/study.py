@@ -124,6 +124,7 @@ def depth_width(
     elif summary.importance_note:
         console.print(summary.importance_note)
     console.print(f"artifacts of parent run {summary.parent_run_id}: {', '.join(summary.artifacts)}")
+    console.print(tracking.ui_hint(uri, tracking.prepare(uri, experiment)), highlight=False, markup=False)
     console.print(DASHBOARD_HINT.format(storage=tracking.shown_uri(summary.storage)), highlight=False, markup=False)
     if summary.dead_workers:
         console.print(f"[red]worker(s) died:[/] {', '.join(summary.dead_workers)}; their trials are marked failed.")
