@@ -29,6 +29,9 @@ class ClassificationReport:
     scalars: dict[str, float]
     confusion: np.ndarray  # K x K, rows = true class, columns = predicted class
     per_class: "pd.DataFrame" = field(repr=False)  # class, precision, recall, f1, support
+    # per example, in split order: what paired tests across models need
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    predictions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
 
 
 def classification_metrics(
@@ -69,7 +72,7 @@ def classification_metrics(
     per_class = pd.DataFrame(
         {"class": list(class_names), "precision": precision, "recall": recall, "f1": f1, "support": support}
     )
-    return ClassificationReport(scalars=scalars, confusion=confusion, per_class=per_class)
+    return ClassificationReport(scalars=scalars, confusion=confusion, per_class=per_class, labels=y_true, predictions=y_pred)
 
 
 def _validated(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

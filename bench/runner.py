@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -18,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from bench import __version__, checkpoint, data, models, tracking
+from bench import __version__, checkpoint, data, models, published, tracking
 from bench.engine import FitResult, Trainer, predict
 from bench.errors import BenchError
 from bench.scheduler import CLAIM_HEARTBEAT_S, HELD
@@ -76,12 +77,17 @@ def run_tags(spec: RunSpec, device: str, parameters: int | None = None) -> dict[
         "dataset": spec.dataset,
         "model": spec.model,
         "seed": str(spec.seed),
+        "split_seed": str(spec.split_seed),
         "preprocessing": spec.preprocessing,
         "splits": spec.splits,
         "bench_version": __version__,
         "torch_version": torch.__version__,
         "device": device,
     }
+    cell = published.cell(spec.dataset, spec.model) if spec.preprocessing == "notebook" else None
+    if cell is not None:  # the published figure this run sets out to reproduce, and how it differs
+        tags["published_cell"] = str(cell.row)
+        tags["published_deviations"] = ", ".join(spec.notebook_deviations())[:4000] or "none"
     commit = _git_commit()
     if commit:
         tags["git_commit"] = commit
@@ -90,14 +96,49 @@ def run_tags(spec: RunSpec, device: str, parameters: int | None = None) -> dict[
     return tags
 
 
-def configure_determinism(deterministic: bool) -> None:
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment_tags(device: torch.device) -> dict[str, str]:
+    """What a result depends on besides its settings (protocol 7.14): results are bitwise repeatable
+    on the same machine and software, not across CPU or GPU models."""
+    tags = {
+        "env.python": platform.python_version(),
+        "env.torch": torch.__version__,
+        "env.cpu": _cpu_model(),
+        "env.threads": str(torch.get_num_threads()),
+        "env.platform": platform.platform(),
+    }
+    if torch.version.cuda:
+        tags["env.cuda"] = torch.version.cuda
+    if torch.backends.cudnn.is_available():
+        tags["env.cudnn"] = str(torch.backends.cudnn.version())
+    if device.type == "cuda":
+        tags["env.gpu"] = torch.cuda.get_device_name(device)
+    return tags
+
+
+def configure_determinism(deterministic: bool, strict: bool = False) -> None:
+    """Deterministic cuDNN kernels by default (deterministic algorithms where PyTorch has them, a
+    warning where not); ``strict`` also fixes cuBLAS's workspace and makes a nondeterministic op an
+    error. cuBLAS reads CUBLAS_WORKSPACE_CONFIG when it creates its handle, before the first matmul."""
+    if strict:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    deterministic = deterministic or strict
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic  # autotuning picks kernels nondeterministically
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.use_deterministic_algorithms(deterministic, warn_only=not strict)
 
 
 def _gradflow_batches(loader, count: int):
-    """A fixed set of batches: the first `count` of an unshuffled split, the same every call."""
+    """A fixed set of batches: the first `count` of the split in epoch 0's order, the same every call."""
     if hasattr(loader, "set_epoch"):
         loader.set_epoch(0)
     return itertools.islice(iter(loader), count)
@@ -142,13 +183,13 @@ def execute(spec: RunSpec, ctx: RunContext, run_id: str, callbacks=(), should_st
 def _execute(spec, ctx, logger: tracking.RunLogger, callbacks, should_stop) -> RunOutcome:
     from bench import gradflow
     from bench.data.pipeline import BatchLoader
-    from bench.metrics import classification_metrics
 
     device = torch.device(ctx.device)
-    configure_determinism(spec.train.deterministic)
+    spec = spec.resolved()
+    configure_determinism(spec.train.deterministic, spec.train.strict_determinism)
     checkpoint.seed_everything(spec.seed)
     bundle = data.get(spec.dataset).load(
-        ctx.data_dir, preprocessing=spec.preprocessing, splits=spec.splits, seed=spec.seed
+        ctx.data_dir, preprocessing=spec.preprocessing, splits=spec.splits, seed=spec.split_seed
     )
     checkpoint.seed_everything(spec.seed)  # the model's initial weights depend on the seed alone
     info = models.info(spec.model)
@@ -156,10 +197,10 @@ def _execute(spec, ctx, logger: tracking.RunLogger, callbacks, should_stop) -> R
         spec.model, bundle.num_classes, bundle.in_channels, **spec.model_config.for_model(info.options)
     ).to(device)
     parameters = models.count_parameters(model)
-    logger.set_tags(run_tags(spec, ctx.device, parameters))
-    logger.log_params(spec.flat_params() | {"data.batch_size": spec.train.batch_size or bundle.batch_size})
+    logger.set_tags(run_tags(spec, ctx.device, parameters) | environment_tags(device))
+    logger.log_params(spec.flat_params())
 
-    batch_size = spec.train.batch_size or bundle.batch_size
+    batch_size = spec.train.batch_size
     loaders = {
         name: BatchLoader(
             getattr(bundle, name),
@@ -171,11 +212,13 @@ def _execute(spec, ctx, logger: tracking.RunLogger, callbacks, should_stop) -> R
         )
         for name, shuffle in (("train", True), ("val", False), ("test", False))
     }
-    # The gradient-flow split is read with the eval transform, so the analysed batches are fixed.
     gradflow_source = loaders[spec.gradflow_split]
     if spec.gradflow_split == "train":
+        # protocol 7.7: a seeded sample of training batches, read with the eval transform so the
+        # analysed images are the same at every epoch and, under one split seed, for every model.
         gradflow_source = BatchLoader(
-            bundle.train, batch_size=batch_size, transform=bundle.eval_transform, device=device, shuffle=False, seed=spec.seed
+            bundle.train, batch_size=batch_size, transform=bundle.eval_transform, device=device,
+            shuffle=True, seed=spec.split_seed,
         )
     thresholds = gradflow.GradFlowThresholds(spec.gradflow.vanishing, spec.gradflow.exploding)
 
@@ -201,7 +244,7 @@ def _execute(spec, ctx, logger: tracking.RunLogger, callbacks, should_stop) -> R
         spec.train,
         device=device,
         checkpoint_dir=ckpt_dir,
-        restore_best=spec.restore_best,
+        restore_best=False,  # both weight sets are evaluated below; the headline follows the spec
         callbacks=[logger, *callbacks, _StopRequest()],
         gradflow_every=spec.gradflow.every,
         analyze_gradflow=analyze,
@@ -212,17 +255,18 @@ def _execute(spec, ctx, logger: tracking.RunLogger, callbacks, should_stop) -> R
     if fit.interrupted:  # ended KILLED by `execute`, unless the run was lost to another owner
         return RunOutcome(logger.run_id, tracking.KILLED, epochs=fit.epochs_run)
 
-    logits, labels = predict(
-        model, loaders["test"], precision=spec.train.precision, channels_last=spec.train.channels_last
-    )
-    report = classification_metrics(logits, labels, class_names=getattr(bundle, "class_names", None))
-    test_metrics = {k if k.startswith("test_") else f"test_{k}": v for k, v in report.scalars.items()}
-    flow = analyze(model)
-    summary = _summary_metrics(fit, flow)
+    evaluations, headline = _evaluate_both(spec, model, trainer.best_state, loaders["test"], bundle)
+    report = evaluations[headline]
+    test_metrics = _test_metrics(report.scalars)
+    for weights, evaluation in evaluations.items():
+        test_metrics |= _test_metrics(evaluation.scalars, weights)
+    flow = analyze(model)  # the headline weights, as evaluated
+    summary = _summary_metrics(fit, flow) | {"gradflow_batch_size": float(batch_size)}
     logger.log_metrics(test_metrics | summary, step=fit.epochs_run)
     _log_artifacts(logger, fit, report, flow)
-    _log_weights(logger, model, fit)
-    logger.set_tags({"final_weights": fit.final_weights, "notes": "; ".join(bundle.notes)[:4000]})
+    _log_weights(logger, model, fit, headline)
+    logger.log_text(_predictions_csv(evaluations), "evaluation/test_predictions.csv")
+    logger.set_tags({"final_weights": headline, "num_classes": str(bundle.num_classes), "notes": "; ".join(bundle.notes)[:4000]})
     logger.clear_failure()  # an earlier attempt's failure marks no longer describe this run
     logger.end(tracking.FINISHED)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished runs never resume; the best weights are in MLflow
@@ -236,6 +280,42 @@ def _execute(spec, ctx, logger: tracking.RunLogger, callbacks, should_stop) -> R
     )
 
 
+def _evaluate_both(spec: RunSpec, model, best_state, test_loader, bundle):
+    """Test metrics of the last-epoch and of the best-validation weights (protocol 7.2 measured);
+    leaves ``model`` holding the headline weights and returns ({"best"|"last": report}, headline)."""
+    from bench.metrics import classification_metrics
+
+    def evaluate():
+        logits, labels = predict(model, test_loader, precision=spec.train.precision, channels_last=spec.train.channels_last)
+        return classification_metrics(logits, labels, class_names=getattr(bundle, "class_names", None))
+
+    evaluations = {"last": evaluate()}
+    if best_state is None:
+        return evaluations, "last"
+    last_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if not spec.restore_best else None
+    model.load_state_dict(best_state)
+    evaluations["best"] = evaluate()
+    if last_state is not None:
+        model.load_state_dict(last_state)
+    return evaluations, "best" if spec.restore_best else "last"
+
+
+def _test_metrics(scalars: dict[str, float], weights: str | None = None) -> dict[str, float]:
+    """`test_<metric>` for the headline, `test_best_<metric>` / `test_last_<metric>` per weight set."""
+    prefix = "test_" if weights is None else f"test_{weights}_"
+    return {prefix + k.removeprefix("test_"): v for k, v in scalars.items()}
+
+
+def _predictions_csv(evaluations) -> str:
+    """Per test example, the label and each weight set's prediction: what a paired test across
+    models needs (McNemar, bootstrap), in the order of the recorded test split."""
+    columns = {"label": next(iter(evaluations.values())).labels}
+    columns |= {f"pred_{weights}": evaluation.predictions for weights, evaluation in evaluations.items()}
+    lines = [",".join(columns)]
+    lines += [",".join(str(int(v)) for v in row) for row in zip(*columns.values())]
+    return "\n".join(lines) + "\n"
+
+
 def _summary_metrics(fit: FitResult, flow) -> dict[str, float]:
     return {
         "best_val_acc": fit.best_val_acc,
@@ -247,6 +327,7 @@ def _summary_metrics(fit: FitResult, flow) -> dict[str, float]:
         "gradient_health_notebook": flow.health_score_notebook,
         "gradient_vanishing_layers": float(flow.n_vanishing),
         "gradient_exploding_layers": float(flow.n_exploding),
+        "gradflow_batches": float(flow.batches),
     }
 
 
@@ -267,9 +348,8 @@ def _log_artifacts(logger: tracking.RunLogger, fit: FitResult, report, flow) -> 
     logger.log_text(pd.DataFrame([asdict(r) for r in fit.history]).to_csv(index=False), "history.csv")
 
 
-def _log_weights(logger: tracking.RunLogger, model: torch.nn.Module, fit: FitResult) -> None:
-    """The weights the test metrics came from, as `checkpoint/best.pt` or `checkpoint/last.pt`."""
+def _log_weights(logger: tracking.RunLogger, model: torch.nn.Module, fit: FitResult, headline: str) -> None:
+    """The weights the headline test metrics came from, as `checkpoint/best.pt` or `checkpoint/last.pt`."""
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    epoch = fit.best_epoch if fit.final_weights == "best" else fit.epochs_run
-    name = f"{fit.final_weights}.pt"
-    logger.log_written(f"checkpoint/{name}", lambda path: checkpoint.save({"epoch": epoch, "model": weights}, path))
+    epoch = fit.best_epoch if headline == "best" else fit.epochs_run
+    logger.log_written(f"checkpoint/{headline}.pt", lambda path: checkpoint.save({"epoch": epoch, "model": weights}, path))

@@ -2,6 +2,7 @@
 
     seeds = [42]
     plugins = ["mypkg.models"]   # optional: modules that register models and datasets (bench.plugins)
+    split_seeds = [42]  # optional: vary the split too (every seed x every split seed)
     preprocessing = "protocol"
     [train]            # any TrainConfig field
     max_epochs = 100
@@ -25,10 +26,10 @@ from typing import Any
 
 from bench import plugins
 from bench.errors import BenchError
-from bench.spec import GradFlowConfig, ModelConfig, RunSpec, TrainConfig
+from bench.spec import PROTOCOL_SPLIT_SEED, GradFlowConfig, ModelConfig, RunSpec, TrainConfig
 
 SECTIONS = {"train": TrainConfig, "model": ModelConfig, "gradflow": GradFlowConfig}
-TOP_LEVEL = {"seeds", "preprocessing", "splits", "grid", "description", "name", "plugins", "datasets"}
+TOP_LEVEL = {"seeds", "split_seeds", "preprocessing", "splits", "grid", "description", "name", "plugins", "datasets"}
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Grid:
 
     pairs: list[tuple[str, str]]
     seeds: list[int] = field(default_factory=lambda: [42])
+    split_seeds: list[int] = field(default_factory=lambda: [PROTOCOL_SPLIT_SEED])
     preprocessing: str = "protocol"
     splits: str = "protocol"
     train: dict[str, Any] = field(default_factory=dict)
@@ -55,8 +57,11 @@ class Grid:
         except TypeError as error:
             raise BenchError(f"Unknown setting in the study: {error}.") from None
         return [
-            RunSpec(d, m, seed, self.preprocessing, self.splits, train, model, gradflow).validate()
+            RunSpec(
+                d, m, seed, self.preprocessing, self.splits, train, model, gradflow, split_seed=split_seed
+            ).validate()
             for d, m in self.pairs
+            for split_seed in self.split_seeds
             for seed in self.seeds
         ]
 
@@ -100,6 +105,7 @@ def load(path: Path) -> Grid:
     return Grid(
         pairs=pairs,
         seeds=[int(s) for s in raw.get("seeds", [42])],
+        split_seeds=[int(s) for s in raw.get("split_seeds", [PROTOCOL_SPLIT_SEED])],
         preprocessing=raw.get("preprocessing", "protocol"),
         splits=raw.get("splits", "protocol"),
         train=dict(raw.get("train", {})),
@@ -111,7 +117,7 @@ def load(path: Path) -> Grid:
 def override(grid: Grid, **options: Any) -> Grid:
     """Apply command-line options that were given (None means not given)."""
     updates: dict[str, Any] = {}
-    for key in ("seeds", "preprocessing", "splits"):
+    for key in ("seeds", "split_seeds", "preprocessing", "splits"):
         if options.get(key) is not None:
             updates[key] = options[key]
     for section, cls in SECTIONS.items():

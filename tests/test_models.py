@@ -208,7 +208,13 @@ def test_learned_embedding_adds_five_d_model_parameters(encoder, d_model):
     nope = meta_count("gradattn-nope", d_model=d_model, encoder=encoder)
     assert meta_count("gradattn-lpe", d_model=d_model, encoder=encoder) - nope == 5 * d_model
     small = meta_count("gradattn-nope", preset="nope-small")
-    assert meta_count("gradattn-lpe", preset="nope-small") - small == 5 * 32
+    assert meta_count("gradattn-lpe", d_model=32, nhead=16, dim_feedforward=2) - small == 5 * 32
+
+
+def test_a_preset_names_its_models_and_refuses_the_others():
+    with pytest.raises(BenchError, match="applies to gradattn-nope only"):
+        models.build("gradattn-lpe", 10, 3, preset="nope-small")
+    assert meta_count("gradattn-lpe", preset="none") == 12_851_274
 
 
 def test_no_pe_and_lpe_share_every_other_initial_weight_under_one_seed():
@@ -309,13 +315,13 @@ def test_uniform_init_keeps_pytorch_defaults(name):
     assert model.fc.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1)
     assert torch.count_nonzero(model.fc.bias) > 0
     # The same architecture under the two policies starts from different weights.
-    assert not same_weights(model, seeded(name, init="protocol"))
+    assert not same_weights(model, seeded(name, init="per-model"))
 
 
 @pytest.mark.parametrize("name", ["resnet18", "gradattn-nope", "gradattn-lpe", "gradattn-rope"])
-def test_uniform_equals_protocol_for_models_that_keep_defaults(name):
+def test_uniform_equals_per_model_for_models_that_keep_defaults(name):
     config = {} if name == "resnet18" else {"d_model": 32, "nhead": 4}
-    assert same_weights(seeded(name, init="protocol", **config), seeded(name, init="uniform", **config))
+    assert same_weights(seeded(name, init="per-model", **config), seeded(name, init="uniform", **config))
 
 
 # --- module names the gradient-flow analyzer relies on (protocol 5.2, 6.4) ------------------------

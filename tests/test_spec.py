@@ -15,12 +15,78 @@ def test_protocol_defaults():
     assert (spec.train.plateau_factor, spec.train.plateau_patience, spec.train.min_lr) == (0.2, 3, 1e-7)
     assert spec.train.early_stopping_patience == 7
     assert (spec.gradflow.vanishing, spec.gradflow.exploding) == (1e-6, 10.0)
-    assert spec.restore_best is True and spec.gradflow_split == "val"
+    assert spec.restore_best is True and spec.gradflow_split == "train"
+    assert spec.split_seed == 42 and spec.run_name == "digits/resnet18/42"
 
 
 def test_notebook_mode_evaluates_last_epoch_on_original_gradflow_split():
     spec = RunSpec("digits", "resnet18", preprocessing="notebook")
     assert spec.restore_best is False and spec.gradflow_split == "test"
+
+
+@pytest.mark.parametrize("model", ["resnet18", "senet18", "cbam18", "gradattn-nope", "gradattn-lpe", "gradattn-rope"])
+def test_protocol_mode_resolves_one_init_policy_and_the_shared_encoder(model):
+    protocol = RunSpec("cifar10", model).resolved().model_config
+    notebook = RunSpec("cifar10", model, preprocessing="notebook").resolved().model_config
+    assert (protocol.init, notebook.init) == ("uniform", "per-model")
+    if model.startswith("gradattn"):
+        assert (protocol.encoder, notebook.encoder) == ("shared", "published")
+    else:
+        assert protocol.encoder is None and protocol.d_model is None  # a ResNet has neither
+
+
+def test_the_notebook_no_pe_size_per_dataset_is_the_published_cells():
+    from bench import published
+
+    nope = [c for c in published.cells() if c.model == "gradattn-nope"]
+    assert len(nope) == 8
+    for cell in nope:
+        config = RunSpec(cell.dataset, "gradattn-nope", preprocessing="notebook").resolved().model_config
+        assert f"{config.d_model}/{config.nhead}/{config.dim_feedforward}" == cell.transformer, cell
+        lpe = RunSpec(cell.dataset, "gradattn-lpe", preprocessing="notebook").resolved().model_config
+        assert (lpe.d_model, lpe.nhead, lpe.dim_feedforward) == (256, 8, 512)
+        protocol = RunSpec(cell.dataset, "gradattn-nope").resolved().model_config
+        assert (protocol.d_model, protocol.nhead, protocol.dim_feedforward) == (256, 8, 512)
+
+
+def test_a_preset_applies_only_to_the_models_it_names():
+    small = ModelConfig(preset="nope-small")
+    nope = RunSpec("digits", "gradattn-nope", model_config=small).resolved().model_config
+    lpe = RunSpec("digits", "gradattn-lpe", model_config=small).resolved().model_config
+    assert (nope.d_model, nope.nhead, nope.dim_feedforward) == (32, 16, 2)
+    assert (lpe.d_model, lpe.nhead, lpe.dim_feedforward, lpe.preset) == (256, 8, 512, "none")
+    # "none" keeps the published size where notebook mode would shrink No PE
+    spelled = RunSpec("cifar10", "gradattn-nope", preprocessing="notebook", model_config=ModelConfig(preset="none"))
+    assert spelled.resolved().model_config.d_model == 256
+
+
+def test_writing_a_default_out_keeps_the_hash_and_analysis_settings_do_not_change_it():
+    spec = RunSpec("cifar10", "gradattn-nope")
+    same = [
+        dataclasses.replace(spec, model_config=ModelConfig(d_model=256, nhead=8, init="uniform", encoder="shared")),
+        dataclasses.replace(spec, train=TrainConfig(batch_size=128, restore_best=True)),
+        dataclasses.replace(spec, gradflow=GradFlowConfig(split="train", vanishing=1e-8, exploding=100.0)),
+        dataclasses.replace(spec, split_seed=42),
+    ]
+    assert {s.config_hash() for s in same} == {spec.config_hash()}
+    notebook = RunSpec("cifar10", "gradattn-nope", preprocessing="notebook")
+    explicit = dataclasses.replace(notebook, model_config=ModelConfig(d_model=32, nhead=16, dim_feedforward=2))
+    assert explicit.config_hash() == notebook.config_hash()  # the preset is the sizes it resolves to
+
+
+def test_mlflow_params_show_resolved_values():
+    params = RunSpec("cifar10", "gradattn-rope").flat_params()
+    assert params["model_config.d_model"] == 256 and params["train.batch_size"] == 128
+    assert params["model_config.init"] == "uniform" and params["split_seed"] == 42
+    assert None not in params.values()
+    assert "model_config.d_model" not in RunSpec("cifar10", "resnet18").flat_params()
+
+
+def test_notebook_deviations_name_what_differs_from_the_published_cell():
+    faithful = RunSpec("cifar10", "gradattn-nope", seed=7, preprocessing="notebook")
+    assert faithful.notebook_deviations() == []
+    short = dataclasses.replace(faithful, train=TrainConfig(max_epochs=2))
+    assert short.notebook_deviations() == ["train.max_epochs=2"]
 
 
 def test_config_hash_is_stable_and_sensitive():
@@ -35,20 +101,21 @@ def test_config_hash_is_stable_and_sensitive():
         dataclasses.replace(spec, model="gradattn-lpe"),
         dataclasses.replace(spec, train=TrainConfig(lr=1e-4)),
         dataclasses.replace(spec, model_config=ModelConfig(d_model=128)),
-        dataclasses.replace(spec, gradflow=GradFlowConfig(vanishing=1e-7)),
+        dataclasses.replace(spec, gradflow=GradFlowConfig(num_batches=3)),
         dataclasses.replace(spec, preprocessing="notebook"),
+        dataclasses.replace(spec, split_seed=43),
     ]
     assert len({s.config_hash() for s in changed} | {spec.config_hash()}) == len(changed) + 1
 
 
 def test_round_trip_through_dict():
-    spec = RunSpec("digits", "cbam18", seed=3, train=TrainConfig(max_epochs=2), model_config=ModelConfig(init="uniform"))
+    spec = RunSpec("digits", "cbam18", seed=3, train=TrainConfig(max_epochs=2), model_config=ModelConfig(init="uniform"), split_seed=5)
     assert RunSpec.from_dict(spec.to_dict()) == spec
 
 
 def test_flat_params_cover_every_setting():
     params = RunSpec("digits", "resnet18").flat_params()
-    assert params["train.lr"] == 1e-3 and params["gradflow.split"] == "val" and params["model"] == "resnet18"
+    assert params["train.lr"] == 1e-3 and params["gradflow.split"] == "train" and params["model"] == "resnet18"
 
 
 @pytest.mark.parametrize(
@@ -77,6 +144,9 @@ def test_study_file_and_overrides(tmp_path):
     specs = grid.specs()
     assert len(specs) == 4 and {s.seed for s in specs} == {7}
     assert all(s.train.max_epochs == 2 and s.train.lr == 1e-3 for s in specs)
+    assert {s.split_seed for s in specs} == {42}
+    crossed = studyfile.override(grid, seeds=[1, 2], split_seeds=[42, 43]).specs()
+    assert sorted({(s.seed, s.split_seed) for s in crossed}) == [(1, 42), (1, 43), (2, 42), (2, 43)]
 
 
 def test_shipped_study_files_parse():

@@ -22,12 +22,15 @@ def models_command(
         None, "--timm", help="List the timm architectures matching a wildcard instead (e.g. 'resnet*'), usable as timm/NAME."
     ),
 ) -> None:
-    """List the models with their parameter counts (published default configurations)."""
+    """List the models with their parameter counts: as published, and as protocol mode builds them."""
     import torch
     from rich.table import Table
 
     from bench import models as registry
     from bench.models import timm_family
+    from bench.spec import MODE_DEFAULTS
+
+    protocol = MODE_DEFAULTS["protocol"]
 
     if timm_pattern is not None:
         names = timm_family.names(timm_pattern)
@@ -37,12 +40,16 @@ def models_command(
     table = Table(title=f"Models for {in_channels}-channel images and {num_classes} classes")
     table.add_column("name", no_wrap=True)
     table.add_column("family", no_wrap=True)
-    table.add_column("parameters", justify="right", no_wrap=True)
+    table.add_column("published", justify="right", no_wrap=True)
+    table.add_column("protocol mode", justify="right", no_wrap=True)
     table.add_column("description")
     for name in registry.expand(models):
-        # Counting needs shapes only: building on the meta device allocates and initialises nothing.
-        with torch.device("meta"):
-            model = registry.build(name, num_classes, in_channels)
         info = registry.info(name)
-        table.add_row(name, info.family, f"{registry.count_parameters(model):,}", info.description)
+        mode_options = {"init": protocol.init, "encoder": protocol.encoder}
+        counts = []
+        for options in ({}, {k: v for k, v in mode_options.items() if k in info.options}):
+            # Counting needs shapes only: building on the meta device allocates and initialises nothing.
+            with torch.device("meta"):
+                counts.append(registry.count_parameters(registry.build(name, num_classes, in_channels, **options)))
+        table.add_row(name, info.family, *(f"{c:,}" for c in counts), info.description)
     make_console().print(table)

@@ -17,18 +17,18 @@ from bench.errors import BenchError
 MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
 
 
-def parse_seeds(text: str | None) -> list[int] | None:
+def parse_seeds(text: str | None, option: str = "--seeds") -> list[int] | None:
     if text is None:
         return None
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise BenchError(f"--seeds must be a comma-separated list of integers, got {text!r}.") from None
+        raise BenchError(f"{option} must be a comma-separated list of integers, got {text!r}.") from None
     if not seeds:
-        raise BenchError("--seeds needs at least one integer.")
+        raise BenchError(f"{option} needs at least one integer.")
     bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
     if bad:
-        raise BenchError(f"--seeds must be integers from 0 to {MAX_SEED}, got {', '.join(map(str, bad))}.")
+        raise BenchError(f"{option} must be integers from 0 to {MAX_SEED}, got {', '.join(map(str, bad))}.")
     return seeds
 
 
@@ -65,7 +65,8 @@ def missing_datasets(names: list[str], data_dir: Path) -> dict[str, str]:
 def run(
     datasets: str = typer.Option("digits", "--datasets", "-d", help="Comma list, wildcards or 'all'."),
     models: str = typer.Option("all", "--models", "-m", help="Comma list, wildcards ('gradattn-*') or 'all'."),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma list of seeds (default: 42)."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma list of training seeds: initialisation and batch order (default: 42)."),
+    split_seeds: Optional[str] = typer.Option(None, "--split-seeds", help="Comma list of split seeds, crossed with --seeds, for a study of split variance (default: 42, the protocol's split)."),
     study: Optional[Path] = typer.Option(None, "--study", help="A study file (TOML) with the grid and settings."),
     plugin: Optional[List[str]] = typer.Option(None, "--plugin", help="A module that registers models or datasets (repeatable); installed plugins load with no option."),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="(default: 100, protocol 3.1)"),
@@ -83,16 +84,19 @@ def run(
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="NHWC activations (default: on; --no-channels-last for the original layout)."),
     compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile (opt-in)."),
     deterministic: Optional[bool] = typer.Option(None, "--deterministic/--fast", help="(default: deterministic)"),
+    strict_determinism: Optional[bool] = typer.Option(None, "--strict-determinism/--no-strict-determinism", help="Also CUBLAS_WORKSPACE_CONFIG and no nondeterministic op (an error instead of a warning) (default: off)."),
     num_layers: Optional[int] = typer.Option(None, "--num-layers", help="GradAttn encoder depth (default: 3)."),
     d_model: Optional[int] = typer.Option(None, "--d-model", help="GradAttn width (default: 256)."),
     nhead: Optional[int] = typer.Option(None, "--nhead", help="(default: 8)"),
     dim_feedforward: Optional[int] = typer.Option(None, "--dim-feedforward", help="(default: 512)"),
     dropout: Optional[float] = typer.Option(None, "--dropout", help="(default: 0.1)"),
-    init: Optional[str] = typer.Option(None, "--init", help="protocol (per model, default) or uniform."),
-    encoder: Optional[str] = typer.Option(None, "--encoder", help="published (default) or shared."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="nope-small: the 32/16/2 No PE of the notebooks."),
+    init: Optional[str] = typer.Option(None, "--init", help="uniform (one policy for all models) or per-model (the notebooks') (default: the mode's: uniform / per-model)."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="shared (only the PE differs) or published (the notebooks') (default: the mode's: shared / published)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="nope-small (32/16/2, gradattn-nope only) or none (default: notebook mode: each notebook's No PE; protocol: none)."),
     gradflow_every: Optional[int] = typer.Option(None, "--gradflow-every", help="Also analyse every N epochs (default: only at the end)."),
     gradflow_batches: Optional[int] = typer.Option(None, "--gradflow-batches", help="(default: 20)"),
+    gradflow_split: Optional[str] = typer.Option(None, "--gradflow-split", help="train, val or test (default: the mode's: seeded training batches / test)."),
+    gradflow_mode: Optional[str] = typer.Option(None, "--gradflow-mode", help="train or eval forward (default: train)."),
     vanishing: Optional[float] = typer.Option(None, "--vanishing", help="(default: 1e-6)"),
     exploding: Optional[float] = typer.Option(None, "--exploding", help="(default: 10)"),
     devices: str = typer.Option("auto", "--devices", help="auto, cpu, or CUDA indices like 0,1,3 (local backend)."),
@@ -126,6 +130,7 @@ def run(
     grid = studyfile.override(
         grid,
         seeds=parse_seeds(seeds),
+        split_seeds=parse_seeds(split_seeds, "--split-seeds"),
         preprocessing=preprocessing,
         splits=splits,
         **{
@@ -135,10 +140,12 @@ def run(
             "train.early_stopping_patience": early_stopping_patience, "train.restore_best": restore_best,
             "train.precision": precision, "train.channels_last": channels_last,
             "train.compile": compile_model, "train.deterministic": deterministic,
+            "train.strict_determinism": strict_determinism,
             "model.num_layers": num_layers, "model.d_model": d_model, "model.nhead": nhead,
             "model.dim_feedforward": dim_feedforward, "model.dropout": dropout, "model.init": init,
             "model.encoder": encoder, "model.preset": preset,
             "gradflow.every": gradflow_every, "gradflow.num_batches": gradflow_batches,
+            "gradflow.split": gradflow_split, "gradflow.mode": gradflow_mode,
             "gradflow.vanishing": vanishing, "gradflow.exploding": exploding,
         },
     )
@@ -218,8 +225,9 @@ def _check_model_options(specs) -> None:
 
     from bench.spec import check_finite
 
-    for model, config in {(s.model, s.model_config) for s in specs}:
-        check_finite(config)
+    for spec in specs:
+        check_finite(spec.model_config)
+    for model, config in {(s.model, s.resolved().model_config) for s in specs}:
         try:
             with torch.device("meta"):
                 models.build(model, 10, 3, **config.for_model(models.info(model).options))

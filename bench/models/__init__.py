@@ -36,10 +36,18 @@ class ModelInfo:
     reference_params: dict[tuple[int, int], int] = field(default_factory=dict, hash=False)
 
 
+Resolver = Callable[..., dict[str, Any]]
+
+
+def _keep_given(**options: Any) -> dict[str, Any]:
+    return options
+
+
 @dataclass(frozen=True)
 class _Entry:
     info: ModelInfo
     builder: Builder
+    resolver: Resolver = _keep_given
 
 
 def _load_plugins() -> None:
@@ -51,12 +59,16 @@ def _load_plugins() -> None:
 _MODELS: Registry[_Entry] = Registry("model", loader=_load_plugins)
 
 
-def register_model(info: ModelInfo) -> Callable[[Builder], Builder]:
-    """Decorator for a family module's public builder ``f(num_classes, in_channels, **options)``."""
+def register_model(info: ModelInfo, resolver: Resolver = _keep_given) -> Callable[[Builder], Builder]:
+    """Decorator for a family module's public builder ``f(num_classes, in_channels, **options)``.
+
+    ``resolver(**options)`` returns every option with the value the builder will use (sizes after a
+    preset, defaults filled in), so a run's identity and its recorded settings are the built model's.
+    """
 
     def decorator(builder: Builder) -> Builder:
         _check_signature(info, builder)
-        _MODELS.add(info.name, _Entry(info, builder))
+        _MODELS.add(info.name, _Entry(info, builder, resolver))
         return builder
 
     return decorator
@@ -111,6 +123,12 @@ def build(name: str, num_classes: int, in_channels: int, **config: Any) -> nn.Mo
         )
     given = {key: value for key, value in config.items() if value is not None}
     return entry.builder(num_classes, in_channels, **given)
+
+
+def resolve_options(name: str, **config: Any) -> dict[str, Any]:
+    """The options ``build(name, ..., **config)`` will use, every default and preset resolved."""
+    entry = _MODELS.get(name)
+    return entry.resolver(**{key: value for key, value in config.items() if value is not None})
 
 
 def count_parameters(model: nn.Module) -> int:

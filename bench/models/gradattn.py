@@ -6,15 +6,17 @@ averaged over the tokens and classified. The three variants differ in their posi
 (``gradattn-nope``), a learned table added to the tokens (``gradattn-lpe``) or rotary embedding on
 queries and keys (``gradattn-rope``).
 
-``encoder="published"`` (default) builds the encoders exactly as published, which differ in more
-than the position scheme (protocol 7.4); ``encoder="shared"`` builds all three from one layer
-implementation (``encoder.py``) so only the position scheme differs. ``preset="nope-small"`` is the
-32/16/2 configuration most published No-PE runs actually used (protocol 7.3).
+``encoder="published"`` (the builders' default, and notebook mode's) builds the encoders exactly as
+published, which differ in more than the position scheme (protocol 7.4); ``encoder="shared"``
+(protocol mode's default) builds all three from one layer implementation (``encoder.py``) so only
+the position scheme differs. ``preset="nope-small"`` is the 32/16/2 configuration most published
+No-PE runs actually used (protocol 7.3); a preset applies only to the models it names.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from typing import Any, Callable
 
 import torch
@@ -33,9 +35,31 @@ GRADATTN_OPTIONS = (
     "num_layers", "d_model", "nhead", "dim_feedforward", "dropout", "init", "encoder", "preset"
 )
 ENCODER_CHOICES = ("published", "shared")
+
+
+@dataclass(frozen=True)
+class Preset:
+    models: tuple[str, ...]  # the only models it applies to
+    sizes: dict[str, int]
+
+
+NO_PRESET = "none"  # spelled out: the published 256/8/512 even where a mode would pick a preset
 # protocol 7.3: the No-PE configuration of the CIFAR-10, TissueMNIST, PCam, PAD-UFES-20 and
 # Tiny ImageNet (2025) notebooks (head dim 2, feed-forward width 2).
-PRESETS: dict[str, dict[str, int]] = {"nope-small": {"d_model": 32, "nhead": 16, "dim_feedforward": 2}}
+PRESETS: dict[str, Preset] = {
+    "nope-small": Preset(("gradattn-nope",), {"d_model": 32, "nhead": 16, "dim_feedforward": 2}),
+}
+
+
+def check_preset(preset: str | None) -> None:
+    if preset is not None and preset != NO_PRESET and preset not in PRESETS:
+        raise BenchError(f"Unknown preset {preset!r}; choose one of: {', '.join(PRESETS)} or {NO_PRESET}.")
+
+
+def preset_for(preset: str | None, model: str) -> str | None:
+    """The preset as it applies to ``model``: None where it names other models (or is ``none``)."""
+    check_preset(preset)
+    return preset if preset in PRESETS and model in PRESETS[preset].models else None
 
 
 @dataclass(frozen=True)
@@ -51,11 +75,10 @@ class TransformerConfig:
     @classmethod
     def resolve(cls, preset: str | None = None, **sizes: Any) -> TransformerConfig:
         """Defaults, then the preset, then explicit sizes; raises BenchError on invalid values."""
+        check_preset(preset)
         config = cls()
-        if preset is not None:
-            if preset not in PRESETS:
-                raise BenchError(f"Unknown preset {preset!r}; choose one of: {', '.join(PRESETS)} (or none).")
-            config = replace(config, **PRESETS[preset])
+        if preset in PRESETS:
+            config = replace(config, **PRESETS[preset].sizes)
         config = replace(config, **sizes)
         config.check()
         return config
@@ -184,34 +207,54 @@ class GradAttn(ResNetBody):
         return self.classifier(self.encode(self.tokens(x)).mean(dim=1))
 
 
-def _gradattn(
-    position: str,
-    num_classes: int,
-    in_channels: int,
+def _check_preset_applies(model: str, preset: str | None) -> None:
+    check_preset(preset)
+    if preset in PRESETS and model not in PRESETS[preset].models:
+        raise BenchError(
+            f"Preset {preset!r} applies to {', '.join(PRESETS[preset].models)} only, not {model}; "
+            "set the sizes (--d-model, --nhead, --dim-feedforward) instead."
+        )
+
+
+def resolved_options(
+    model: str,
     *,
-    init: str = "protocol",
+    init: str = "per-model",
     encoder: str = "published",
     preset: str | None = None,
     **sizes: Any,
-) -> GradAttn:
+) -> dict[str, Any]:
+    """Every option of a GradAttn build, concrete: sizes after the preset, which it applies to ``model`` only."""
     check_init(init)
     if encoder not in ENCODER_CHOICES:
         raise BenchError(f"Unknown encoder {encoder!r}; choose one of: {', '.join(ENCODER_CHOICES)}.")
+    preset = preset_for(preset, model)
     config = TransformerConfig.resolve(preset, **sizes)
+    return {**asdict(config), "init": init, "encoder": encoder, "preset": preset or NO_PRESET}
+
+
+def _gradattn(model_name: str, position: str, num_classes: int, in_channels: int, **options: Any) -> GradAttn:
+    _check_preset_applies(model_name, options.get("preset"))
+    resolved = resolved_options(model_name, **options)
+    config = TransformerConfig(**{f: resolved[f] for f in TransformerConfig.__dataclass_fields__})
     if position == "rotary" and config.head_dim % 2:
         raise BenchError(
             f"Rotary embedding needs an even head dimension, but d_model / nhead = "
             f"{config.d_model} / {config.nhead} = {config.head_dim}; change d_model or nhead."
         )
-    model = GradAttn(num_classes, in_channels, config, position, encoder)
-    return initialise(model, init, keep_pytorch_defaults)  # protocol 1.9: PyTorch defaults
+    model = GradAttn(num_classes, in_channels, config, position, resolved["encoder"])
+    return initialise(model, resolved["init"], keep_pytorch_defaults)  # protocol 1.9: PyTorch defaults
 
 
 def _info(name: str, description: str, section: str, reference: dict[tuple[int, int], int]) -> ModelInfo:
     return ModelInfo(name, "gradattn", description, section, GRADATTN_OPTIONS, reference)
 
 
-@register_model(
+def _register(info: ModelInfo):
+    return register_model(info, resolver=partial(resolved_options, info.name))
+
+
+@_register(
     _info(
         "gradattn-nope",
         "GradAttn, depth tokens without positional encoding",
@@ -220,10 +263,10 @@ def _info(name: str, description: str, section: str, reference: dict[tuple[int, 
     )
 )
 def gradattn_nope(num_classes: int, in_channels: int, **options: Any) -> GradAttn:
-    return _gradattn("none", num_classes, in_channels, **options)
+    return _gradattn("gradattn-nope", "none", num_classes, in_channels, **options)
 
 
-@register_model(
+@_register(
     _info(
         "gradattn-lpe",
         "GradAttn, learnable positional embedding",
@@ -239,10 +282,10 @@ def gradattn_nope(num_classes: int, in_channels: int, **options: Any) -> GradAtt
     )
 )
 def gradattn_lpe(num_classes: int, in_channels: int, **options: Any) -> GradAttn:
-    return _gradattn("learned", num_classes, in_channels, **options)
+    return _gradattn("gradattn-lpe", "learned", num_classes, in_channels, **options)
 
 
-@register_model(
+@_register(
     _info(
         "gradattn-rope",
         "GradAttn, rotary position embedding on queries and keys",
@@ -258,4 +301,4 @@ def gradattn_lpe(num_classes: int, in_channels: int, **options: Any) -> GradAttn
     )
 )
 def gradattn_rope(num_classes: int, in_channels: int, **options: Any) -> GradAttn:
-    return _gradattn("rotary", num_classes, in_channels, **options)
+    return _gradattn("gradattn-rope", "rotary", num_classes, in_channels, **options)

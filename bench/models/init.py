@@ -5,8 +5,9 @@ three GradAttn variants keep PyTorch's defaults, while SE-ResNet-18 and CBAM-Res
 every conv kaiming-normal (fan_out), every BatchNorm to 1/0 and every Linear, the classifier
 included, to N(0, 0.01). Two policies are offered:
 
-- ``"protocol"`` (default): each model's own policy from protocol 1.9, reproducing the original.
-- ``"uniform"``: every module keeps PyTorch's own default initialisation. That is the policy
+- ``"per-model"``: each model's own policy from protocol 1.9, as the notebooks did (notebook mode's
+  default, and the builders' when called directly, so the published models come out as published).
+- ``"uniform"`` (protocol mode's default): every module keeps PyTorch's own default initialisation. That is the policy
   ResNet-18 and GradAttn already use, so under it SE/CBAM-ResNet-18 differ from ResNet-18 by
   architecture only. "PyTorch's own default" includes what a module does in its own constructor
   (``nn.MultiheadAttention``'s xavier-uniform projections, the N(0, 1) learnable position table), so
@@ -23,7 +24,7 @@ from bench.errors import BenchError
 
 InitPolicy = Callable[[nn.Module], None]
 
-INIT_CHOICES = ("protocol", "uniform")
+INIT_CHOICES = ("per-model", "uniform")
 
 
 def keep_pytorch_defaults(model: nn.Module) -> None:
@@ -53,8 +54,8 @@ def check_init(init: object) -> str:
     return init  # type: ignore[return-value]
 
 
-def initialise(model: nn.Module, init: str, protocol_policy: InitPolicy) -> nn.Module:
-    """Apply ``protocol_policy`` (the model's own, protocol 1.9) or keep the defaults (``uniform``)."""
-    if check_init(init) == "protocol":
-        protocol_policy(model)
+def initialise(model: nn.Module, init: str, own_policy: InitPolicy) -> nn.Module:
+    """Apply ``own_policy`` (the model's own, protocol 1.9) or keep the defaults (``uniform``)."""
+    if check_init(init) == "per-model":
+        own_policy(model)
     return model

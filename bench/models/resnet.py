@@ -190,17 +190,25 @@ class ResNet(ResNetBody):
 
 
 def _resnet(
-    block: type[BasicBlock], protocol_policy: InitPolicy, num_classes: int, in_channels: int, init: str
+    block: type[BasicBlock], own_policy: InitPolicy, num_classes: int, in_channels: int, init: str
 ) -> ResNet:
     check_init(init)
-    return initialise(ResNet(block, num_classes, in_channels), init, protocol_policy)
+    return initialise(ResNet(block, num_classes, in_channels), init, own_policy)
 
 
 def _info(name: str, description: str, section: str, reference: dict[tuple[int, int], int]) -> ModelInfo:
     return ModelInfo(name, "resnet", description, section, RESNET_OPTIONS, reference)
 
 
-@register_model(
+def _resolved_options(init: str = "per-model") -> dict[str, str]:
+    return {"init": check_init(init)}
+
+
+def _register(info: ModelInfo):
+    return register_model(info, resolver=_resolved_options)
+
+
+@_register(
     _info(
         "resnet18",
         "ResNet-18 (ImageNet stem, basic blocks, projection shortcuts)",
@@ -215,11 +223,11 @@ def _info(name: str, description: str, section: str, reference: dict[tuple[int, 
         },
     )
 )
-def resnet18(num_classes: int, in_channels: int, init: str = "protocol") -> ResNet:
+def resnet18(num_classes: int, in_channels: int, init: str = "per-model") -> ResNet:
     return _resnet(BasicBlock, keep_pytorch_defaults, num_classes, in_channels, init)
 
 
-@register_model(
+@_register(
     _info(
         "senet18",
         "SE-ResNet-18 (squeeze-and-excitation in every block, r=16)",
@@ -227,11 +235,11 @@ def resnet18(num_classes: int, in_channels: int, init: str = "protocol") -> ResN
         {(3, 10): 11_268_682, (1, 10): 11_262_410},
     )
 )
-def senet18(num_classes: int, in_channels: int, init: str = "protocol") -> ResNet:
+def senet18(num_classes: int, in_channels: int, init: str = "per-model") -> ResNet:
     return _resnet(SEBasicBlock, kaiming_fan_out, num_classes, in_channels, init)
 
 
-@register_model(
+@_register(
     _info(
         "cbam18",
         "CBAM-ResNet-18 (channel then spatial attention in every block)",
@@ -239,5 +247,5 @@ def senet18(num_classes: int, in_channels: int, init: str = "protocol") -> ResNe
         {(3, 10): 11_269_466, (1, 10): 11_263_194},
     )
 )
-def cbam18(num_classes: int, in_channels: int, init: str = "protocol") -> ResNet:
+def cbam18(num_classes: int, in_channels: int, init: str = "per-model") -> ResNet:
     return _resnet(CBAMBasicBlock, kaiming_fan_out, num_classes, in_channels, init)
