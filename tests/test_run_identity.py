@@ -1,0 +1,137 @@
+"""What a run is and records, through the real CLI on CIFAR-10 files in their real format: the
+mode's model choices, split seeds apart from training seeds, both weight sets on test, and a run
+identity that ignores analysis-only settings and spelled-out defaults."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+import torch
+
+from bench import models, tracking
+from bench.spec import RunSpec
+from conftest import bench, store_args
+from data_fixtures import write_cifar10
+
+pytestmark = pytest.mark.slow  # seven real trainings through the CLI (about a minute on 2 cores)
+
+FAST = ["--datasets", "cifar10", "--max-epochs", "1", "--gradflow-batches", "1", "--jobs-per-device", "2"]
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """Three small grids in one store: notebook-mode GradAttn, protocol mode over two seeds, and one
+    run on another split seed."""
+    root = tmp_path_factory.mktemp("identity")
+    store = {"uri": f"sqlite:///{root / 'mlflow.db'}", "checkpoints": root / "ckpt", "data": root / "data", "root": root}
+    write_cifar10(store["data"], per_batch=8)
+    commands = [
+        ["--models", "gradattn-nope,gradattn-lpe", "--preprocessing", "notebook", "--seeds", "1"],
+        ["--models", "senet18,gradattn-rope", "--seeds", "1,2"],
+        ["--models", "senet18", "--seeds", "1", "--split-seeds", "7"],
+    ]
+    for command in commands:
+        result = bench("run", *FAST, *command, *store_args(store))
+        assert result.returncode == 0, result.stdout + result.stderr
+    exp = tracking.experiment_id(store["uri"], "test")
+    runs = {r.info.run_name: r for r in tracking.runs_of(store["uri"], exp)}
+    return store, runs
+
+
+def _built_count(model: str, **options) -> int:
+    with torch.device("meta"):
+        return models.count_parameters(models.build(model, 10, 3, **options))
+
+
+def _artifact(store, run, path: str) -> str:
+    local = tracking.download_artifact(store["uri"], run.info.run_id, path, store["root"] / "dl" / run.info.run_id)
+    return local.read_text()
+
+
+def test_notebook_mode_builds_no_pe_as_the_cifar10_notebook_did(grid):
+    store, runs = grid
+    nope, lpe = runs["cifar10/gradattn-nope/1"], runs["cifar10/gradattn-lpe/1"]
+    sizes = ("model_config.d_model", "model_config.nhead", "model_config.dim_feedforward")
+    assert [nope.data.params[k] for k in sizes] == ["32", "16", "2"]
+    assert [lpe.data.params[k] for k in sizes] == ["256", "8", "512"]
+    # the built models are the published cells' (protocol 1.10: 11,049,488 and 12,851,274)
+    assert int(nope.data.tags["parameters"]) == 11_049_488
+    assert int(lpe.data.tags["parameters"]) == 12_851_274
+    assert nope.data.params["model_config.init"] == "per-model" and nope.data.params["model_config.encoder"] == "published"
+    # each records the published cell it reproduces, and how it deviates from it
+    assert nope.data.tags["published_cell"] == "2" and lpe.data.tags["published_cell"] == "3"
+    assert "train.max_epochs=1" in nope.data.tags["published_deviations"]
+
+
+def test_protocol_mode_uses_one_init_policy_and_the_shared_encoder(grid):
+    store, runs = grid
+    senet, rope = runs["cifar10/senet18/1"], runs["cifar10/gradattn-rope/1"]
+    assert senet.data.params["model_config.init"] == rope.data.params["model_config.init"] == "uniform"
+    assert rope.data.params["model_config.encoder"] == "shared"
+    assert int(rope.data.tags["parameters"]) == _built_count("gradattn-rope", encoder="shared")
+    assert int(rope.data.tags["parameters"]) != _built_count("gradattn-rope")  # not the published RoPE layer
+    assert "model_config.d_model" not in senet.data.params  # nothing shown that the model does not take
+    assert "published_cell" not in senet.data.tags
+
+
+def test_training_seeds_share_the_split_unless_the_split_seed_varies(grid):
+    store, runs = grid
+    one, two, other = runs["cifar10/senet18/1"], runs["cifar10/senet18/2"], runs["cifar10/senet18/1/split7"]
+    assert (one.data.tags["split_seed"], two.data.tags["split_seed"], other.data.tags["split_seed"]) == ("42", "42", "7")
+    assert (one.data.tags["seed"], other.data.tags["seed"]) == ("1", "1")
+    splits = [json.loads(_artifact(store, r, "data/split_indices.json")) for r in (one, two, other)]
+    assert splits[0] == splits[1]
+    assert splits[0]["test"] != splits[2]["test"]
+
+
+def test_both_weight_sets_are_measured_on_test_and_the_headline_follows_the_mode(grid):
+    store, runs = grid
+    for name, headline in (("cifar10/senet18/1", "best"), ("cifar10/gradattn-nope/1", "last")):
+        run = runs[name]
+        metrics = run.data.metrics
+        for key in ("top1", "loss", "f1_macro", "ece"):
+            assert f"test_best_{key}" in metrics and f"test_last_{key}" in metrics
+        assert metrics["test_top1"] == metrics[f"test_{headline}_top1"]
+        assert run.data.tags["final_weights"] == headline
+        rows = list(csv.DictReader(io.StringIO(_artifact(store, run, "evaluation/test_predictions.csv"))))
+        assert len(rows) == 8 and set(rows[0]) == {"label", "pred_best", "pred_last"}  # 50 - 35 - 7
+        accuracy = sum(r["label"] == r[f"pred_{headline}"] for r in rows) / len(rows)
+        assert accuracy == pytest.approx(metrics["test_top1"])
+
+
+def test_every_run_records_its_environment_and_gradflow_sample(grid):
+    _, runs = grid
+    run = runs["cifar10/senet18/2"]
+    assert run.data.tags["env.python"].count(".") == 2 and run.data.tags["env.torch"] == torch.__version__
+    assert run.data.tags["env.cpu"] and int(run.data.tags["env.threads"]) >= 1
+    assert run.data.params["gradflow.split"] == "train"  # protocol 7.7: seeded training batches
+    assert run.data.metrics["gradflow_batches"] == 1 and run.data.metrics["gradflow_batch_size"] == 128
+    assert runs["cifar10/gradattn-nope/1"].data.params["gradflow.split"] == "test"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--vanishing", "1e-7", "--exploding", "100"],  # analysis-only: rescored, never retrained
+        ["--d-model", "256", "--batch-size", "128", "--init", "uniform", "--encoder", "shared"],  # defaults spelled out
+    ],
+)
+def test_analysis_settings_and_spelled_out_defaults_skip_finished_runs(grid, options):
+    store, _ = grid
+    result = bench("run", *FAST, "--models", "senet18,gradattn-rope", "--seeds", "1,2", *options, *store_args(store))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 run(s) to do, 4 already finished" in result.stdout
+
+
+def test_the_config_hash_tag_is_the_resolved_specs(grid):
+    _, runs = grid
+    run = runs["cifar10/gradattn-rope/2"]
+    spec = RunSpec("cifar10", "gradattn-rope", seed=2)
+    assert run.data.tags["config_hash"] != spec.config_hash()  # max_epochs and gradflow batches differ
+    from bench.spec import GradFlowConfig, TrainConfig
+
+    same = RunSpec("cifar10", "gradattn-rope", seed=2, train=TrainConfig(max_epochs=1), gradflow=GradFlowConfig(num_batches=1))
+    assert run.data.tags["config_hash"] == same.config_hash()
