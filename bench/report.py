@@ -1,57 +1,59 @@
-"""The paper-style comparison from MLflow runs: tables (Markdown, CSV, LaTeX) and a figure.
+"""The comparison from MLflow runs: tables (Markdown, CSV, LaTeX) and a figure, one row per configuration.
 
-One row per (dataset, model, preprocessing): test top-1 mean +- std over seeds, n, the difference to
-ResNet-18 with a paired t-test over the seeds both have (n >= 2), the published notebook figure where
-there is one, and a second table of gradient health per model.
+A configuration is everything that defines a result except the training seed: dataset, model, mode,
+splits and split seed, and every other recorded setting. Runs of one configuration are its seeds
+(the newest run of each seed counts); where configurations of one dataset, model and mode differ,
+the differing settings become columns. Each row has the test top-1 mean with its 95 % t interval,
+the difference to the ResNet-18 row of the same settings with its interval and test
+(`significance.py`), the published notebook figure where the row reproduces it, and warnings
+(`references.py`). The gradient-health table is grouped the same way.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import tempfile
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from bench import tracking
+from bench import published, references, significance, tracking
 from bench.checkpoint import atomic_write_bytes
 from bench.errors import BenchError
+from bench.spec import PREPROCESSING_MODES
 
 BASELINE = "resnet18"
-# The notebooks' names for our datasets and models (bench/resources/notebook_results.csv).
-NOTEBOOK_DATASETS = {
-    "CIFAR-10": "cifar10", "FashionMNIST": "fashionmnist", "SVHN": "svhn", "BloodMNIST": "bloodmnist",
-    "TissueMNIST": "tissuemnist", "PCam": "pcam", "PAD-UFES-20": "pad-ufes-20", "Tiny-ImageNet": "tiny-imagenet",
-}
-NOTEBOOK_MODELS = {
-    "ResNet-18": "resnet18", "SE-ResNet-18": "senet18", "CBAM-ResNet-18": "cbam18",
-    "GradAttn-NoPE": "gradattn-nope", "GradAttn-LPE": "gradattn-lpe", "GradAttn-RoPE": "gradattn-rope",
-}
+NOT_SETTINGS = {"seed", "dataset", "model"}  # the row's own columns, or (the seed) what a row pools
+ALWAYS_SHOWN = ("preprocessing", "splits", "split_seed")
+PREDICTIONS = "evaluation/test_predictions.csv"
 
 
 def published_results() -> pd.DataFrame:
-    """The notebooks' final test top-1 (%) per (dataset, model): current versions only, plus Tiny ImageNet's 2025 one."""
-    with resources.files("bench").joinpath("resources/notebook_results.csv").open() as handle:
-        table = pd.read_csv(handle)
-    table = table[~table["notebook_version"].str.contains("superseded")]
+    """The notebooks' test top-1 (%) per (dataset, model) with the row of notebook_results.csv."""
     return pd.DataFrame(
-        {
-            "dataset": table["dataset"].map(NOTEBOOK_DATASETS),
-            "model": table["model"].map(NOTEBOOK_MODELS),
-            "published_top1": table["test_top1_pct"].astype(float),
-        }
+        [{"dataset": c.dataset, "model": c.model, "published_top1": c.top1, "published_row": c.row} for c in published.cells()]
     )
 
 
+# -- runs ----------------------------------------------------------------------------------------
+
+
 def collect_runs(uri: str, experiment: str) -> pd.DataFrame:
-    """One row per finished run: the newest run of each (dataset, model, preprocessing, seed)."""
+    """One row per finished grid run: the newest run of each (configuration, seed)."""
     exp_id = tracking.experiment_id(uri, experiment)
     rows = []
     for run in tracking.runs_of(uri, exp_id, status=tracking.FINISHED):
         tags, metrics = run.data.tags, run.data.metrics
         if "test_top1" not in metrics or "dataset" not in tags or "trial_number" in tags:
             continue  # not a grid run (a study's parent run or one of its trials)
+        settings = {k: v for k, v in tracking.iter_params(run) if k not in NOT_SETTINGS}
+        settings.setdefault("preprocessing", tags.get("preprocessing", "protocol"))
+        settings.setdefault("splits", tags.get("splits", "protocol"))
+        # Runs made before split seeds existed split with their training seed.
+        settings.setdefault("split_seed", tags.get("split_seed", tags["seed"]))
         rows.append(
             {
                 "run_id": run.info.run_id,
@@ -59,34 +61,61 @@ def collect_runs(uri: str, experiment: str) -> pd.DataFrame:
                 "dataset": tags["dataset"],
                 "model": tags["model"],
                 "seed": int(tags["seed"]),
-                "preprocessing": tags.get("preprocessing", "protocol"),
+                "preprocessing": settings["preprocessing"],
+                "splits": settings["splits"],
+                "split_seed": int(settings["split_seed"]),
+                "settings": json.dumps(settings, sort_keys=True),
                 "top1": 100 * metrics["test_top1"],
+                "top1_best": 100 * metrics.get("test_best_top1", math.nan),
+                "top1_last": 100 * metrics.get("test_last_top1", math.nan),
+                "best_val_acc": metrics.get("best_val_acc", math.nan),
+                "num_classes": int(tags.get("num_classes", 0)),
+                "final_weights": tags.get("final_weights", ""),
+                "published_cell": int(tags["published_cell"]) if tags.get("published_cell") else None,
+                "published_deviations": tags.get("published_deviations", ""),
                 "health": 100 * metrics.get("gradient_health", math.nan),
                 "health_notebook": 100 * metrics.get("gradient_health_notebook", math.nan),
                 "vanishing": metrics.get("gradient_vanishing_layers", math.nan),
                 "exploding": metrics.get("gradient_exploding_layers", math.nan),
+                "gradflow_batches": metrics.get("gradflow_batches", math.nan),
+                "gradflow_batch_size": metrics.get("gradflow_batch_size", math.nan),
             }
         )
     if not rows:
         raise BenchError(f"Experiment {experiment!r} has no finished runs; start some with `bench run` first.")
     frame = pd.DataFrame(rows).sort_values("start_time")
-    return frame.drop_duplicates(["dataset", "model", "preprocessing", "seed"], keep="last")
+    frame = frame.drop_duplicates(["dataset", "model", "settings", "seed"], keep="last").reset_index(drop=True)
+    frame["at_chance"] = [_at_chance(uri, run) for run in frame.itertuples()]
+    return frame
 
 
-def _paired_p(runs: pd.DataFrame, group: pd.DataFrame) -> float:
-    from scipy import stats
+def _at_chance(uri: str, run) -> bool:
+    if not run.num_classes or math.isnan(run.best_val_acc):
+        return False
+    train_acc = [value for _, value in sorted(tracking.metric_history(uri, run.run_id, "train_acc"))]
+    return references.at_chance_while_training(run.best_val_acc, train_acc, run.num_classes)
 
-    baseline = runs[
-        (runs.dataset == group.dataset.iloc[0]) & (runs.model == BASELINE) & (runs.preprocessing == group.preprocessing.iloc[0])
-    ].set_index("seed")["top1"]
-    ours = group.set_index("seed")["top1"]
-    common = ours.index.intersection(baseline.index)
-    if len(common) < 2:
-        return math.nan
-    differences = ours[common] - baseline[common]
-    if float(differences.std(ddof=1)) == 0.0:
-        return 1.0 if float(differences.mean()) == 0.0 else 0.0
-    return float(stats.ttest_rel(ours[common], baseline[common]).pvalue)
+
+# -- configurations ------------------------------------------------------------------------------------
+
+
+def varying_settings(runs: pd.DataFrame) -> list[str]:
+    """Settings that differ between configurations of one (dataset, model, mode): the extra columns."""
+    keys: set[str] = set()
+    for _, part in runs.groupby(["dataset", "model", "preprocessing"]):
+        configs = [json.loads(s) for s in part.settings.unique()]
+        for key in set().union(*configs):
+            if len({str(c.get(key)) for c in configs}) > 1:
+                keys.add(key)
+    return sorted(keys - set(ALWAYS_SHOWN))
+
+
+def _baseline_key(settings: str) -> str:
+    """The settings a ResNet-18 row shares with any model's: all but the model's own options
+    (the initialisation policy is shared)."""
+    raw = json.loads(settings)
+    own = {k for k in raw if k.startswith("model_config.") and k != "model_config.init"}
+    return json.dumps({k: v for k, v in raw.items() if k not in own}, sort_keys=True)
 
 
 def in_paper_order(table: pd.DataFrame, between: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -102,109 +131,273 @@ def in_paper_order(table: pd.DataFrame, between: tuple[str, ...] = ()) -> pd.Dat
     return ranked.drop(columns=["_dataset", "_model"]).reset_index(drop=True)
 
 
-def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """dataset x model: mean, std, n, delta to ResNet-18, paired p, published figure, best flag."""
+class _Predictions:
+    """Per-example test correctness of a run's headline weights, read from its artifact once."""
+
+    def __init__(self, uri: str, folder: Path) -> None:
+        self.uri, self.folder, self._cache = uri, folder, {}
+
+    def correct(self, run) -> tuple[np.ndarray, np.ndarray] | None:
+        if run.run_id not in self._cache:
+            self._cache[run.run_id] = self._read(run)
+        return self._cache[run.run_id]
+
+    def _read(self, run):
+        try:
+            path = tracking.download_artifact(self.uri, run.run_id, PREDICTIONS, self.folder / run.run_id)
+            table = pd.read_csv(path)
+        except Exception:  # runs made before predictions were kept, or an unreadable artifact
+            return None
+        column = f"pred_{run.final_weights}"
+        if column not in table:
+            return None
+        labels = table["label"].to_numpy()
+        return labels, table[column].to_numpy() == labels
+
+
+def _single_pair(predictions: _Predictions | None, ours, base) -> significance.Comparison | None:
+    if predictions is None:
+        return None
+    mine, theirs = predictions.correct(ours), predictions.correct(base)
+    if mine is None or theirs is None or not np.array_equal(mine[0], theirs[0]):
+        return None  # no per-example record, or not the same test examples
+    return significance.paired_over_examples(mine[1], theirs[1])
+
+
+def comparison_table(runs: pd.DataFrame, predictions: _Predictions | None = None) -> pd.DataFrame:
+    """One row per configuration: statistics, the difference to ResNet-18, published figure, warnings."""
+    varying = varying_settings(runs)
+    groups = list(runs.groupby(["dataset", "model", "settings"], sort=False))
+    baselines = {
+        (dataset, _baseline_key(settings)): group
+        for (dataset, model, settings), group in groups
+        if model == BASELINE
+    }
+    cells = {(c.dataset, c.model): c for c in published.cells()}
     rows = []
-    for (dataset, model, prep), group in runs.groupby(["dataset", "model", "preprocessing"], sort=False):
-        base = runs[(runs.dataset == dataset) & (runs.model == BASELINE) & (runs.preprocessing == prep)]
+    for (dataset, model, settings), group in groups:
+        config = json.loads(settings)
+        mean, half = significance.t_interval(group.top1)
+        row = {
+            "dataset": dataset,
+            "model": model,
+            "mode": config["preprocessing"],
+            "splits": f"{config['splits']}, seed {config['split_seed']}",
+            **{key: config.get(key, "") for key in varying},
+            "n": len(group),
+            "seeds": ",".join(str(s) for s in sorted(group.seed)),
+            "top1_mean": mean,
+            "top1_ci": half,
+            "top1_std": group.top1.std(ddof=1) if len(group) > 1 else math.nan,
+            "top1_best_mean": group.top1_best.mean(),
+            "top1_last_mean": group.top1_last.mean(),
+            "headline_weights": "/".join(sorted(set(group.final_weights) - {""})),
+        }
+        row |= _versus_baseline(model, group, baselines.get((dataset, _baseline_key(settings))), predictions)
+        row |= _published(config["preprocessing"], group, cells.get((dataset, model)))
+        row["warnings"] = "; ".join(_warnings(dataset, model, config["splits"], mean, group))
+        row["settings"] = settings
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table["p_holm"] = np.nan
+    for _, index in table.groupby("dataset").groups.items():
+        table.loc[index, "p_holm"] = significance.holm(table.loc[index, "p"])
+    best = table.groupby(["dataset", "mode", "splits"])["top1_mean"].transform("max")
+    table["best"] = table["top1_mean"] == best
+    return _ordered(table)
+
+
+def _ordered(table: pd.DataFrame) -> pd.DataFrame:
+    """Paper order, protocol-mode rows before notebook-mode ones within a dataset."""
+    ranked = table.assign(_mode=table["mode"].map({m: i for i, m in enumerate(PREPROCESSING_MODES)}))
+    return in_paper_order(ranked, between=("_mode", "splits")).drop(columns="_mode")
+
+
+def _versus_baseline(model, group, baseline, predictions) -> dict:
+    empty = {"delta_vs_resnet18": math.nan, "delta_low": math.nan, "delta_high": math.nan, "pairs": 0, "p": math.nan, "test": ""}
+    if model == BASELINE or baseline is None:
+        return empty
+    comparison = significance.paired_over_seeds(dict(zip(group.seed, group.top1)), dict(zip(baseline.seed, baseline.top1)))
+    if comparison is None:
+        return empty | {"test": "no seed in common with the ResNet-18 row"}
+    if comparison.pairs == 1:
+        seed = next(iter(set(group.seed) & set(baseline.seed)))
+        ours = next(group[group.seed == seed].itertuples())
+        base = next(baseline[baseline.seed == seed].itertuples())
+        comparison = _single_pair(predictions, ours, base) or significance.Comparison(
+            1, comparison.delta, math.nan, math.nan, math.nan, "one seed pair and no per-example predictions"
+        )
+    return {
+        "delta_vs_resnet18": comparison.delta,
+        "delta_low": comparison.low,
+        "delta_high": comparison.high,
+        "pairs": comparison.pairs,
+        "p": comparison.p,
+        "test": comparison.test,
+    }
+
+
+def _published(mode: str, group, cell) -> dict:
+    """The published figure, and whether this row reproduces it (notebook mode runs name the cell)."""
+    if cell is None:
+        return {"published_top1": math.nan, "published_row": None, "reproduces": False, "deviations": ""}
+    reproduces = mode == "notebook" and bool(group.published_cell.notna().all())
+    deviations = sorted(set(group.published_deviations) - {"", "none"}) if reproduces else []
+    return {"published_top1": cell.top1, "published_row": cell.row, "reproduces": reproduces, "deviations": "; ".join(deviations)}
+
+
+def _warnings(dataset: str, model: str, splits: str, mean: float, group) -> list[str]:
+    found = []
+    if model == BASELINE:
+        found.append(references.baseline_warning(dataset, mean))
+    chance = sorted(group.seed[group.at_chance])
+    if chance:
+        found.append(f"val accuracy at chance while train accuracy rose (seed {', '.join(map(str, chance))})")
+    found.append(references.split_warning(dataset, splits))
+    return [w for w in found if w]
+
+
+def health_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Gradient health per configuration, grouped exactly as the comparison table."""
+    varying = varying_settings(runs)
+    rows = []
+    for (dataset, model, settings), group in runs.groupby(["dataset", "model", "settings"], sort=False):
+        config = json.loads(settings)
         rows.append(
             {
                 "dataset": dataset,
                 "model": model,
-                "preprocessing": prep,
-                "top1_mean": group.top1.mean(),
-                "top1_std": group.top1.std(ddof=1) if len(group) > 1 else math.nan,
+                "mode": config["preprocessing"],
+                "splits": f"{config['splits']}, seed {config['split_seed']}",
+                **{key: config.get(key, "") for key in varying},
+                "analysed": _analysed(config, group),
+                "health_mean": group.health.mean(),
+                "health_notebook_mean": group.health_notebook.mean(),
+                "vanishing_mean": group.vanishing.mean(),
+                "exploding_mean": group.exploding.mean(),
                 "n": len(group),
-                "delta_vs_resnet18": group.top1.mean() - base.top1.mean() if len(base) and model != BASELINE else math.nan,
-                "p_paired": _paired_p(runs, group) if model != BASELINE else math.nan,
             }
         )
-    table = pd.DataFrame(rows)
-    table = table.merge(published_results(), on=["dataset", "model"], how="left")
-    best = table.groupby(["dataset", "preprocessing"])["top1_mean"].transform("max")
-    table["best"] = table["top1_mean"] == best
-    return in_paper_order(table, between=("preprocessing",))
+    return _ordered(pd.DataFrame(rows))
 
 
-def health_table(runs: pd.DataFrame) -> pd.DataFrame:
-    grouped = runs.groupby(["dataset", "model"], sort=False)  # in_paper_order sorts
-    return in_paper_order(grouped.agg(
-        health_mean=("health", "mean"),
-        health_notebook_mean=("health_notebook", "mean"),
-        vanishing_mean=("vanishing", "mean"),
-        exploding_mean=("exploding", "mean"),
-        n=("health", "size"),
-    ).reset_index())
+def _analysed(config: dict, group) -> str:
+    """Which batches the analysis read: count x batch size, split and forward mode."""
+    batches, size = group.gradflow_batches.max(), group.gradflow_batch_size.max()
+    count = f"{batches:.0f} x {size:.0f}" if not (math.isnan(batches) or math.isnan(size)) else "?"
+    return f"{count} {config.get('gradflow.split', '?')} ({config.get('gradflow.mode', 'train')} mode)"
 
 
-def _fmt(value: float, digits: int = 2) -> str:
+# -- output ----------------------------------------------------------------------------------------
+
+
+def _fmt(value: float, digits: int = 2, sign: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
-    return f"{round(value, digits) + 0.0:.{digits}f}"  # + 0.0: a rounding residue never prints as -0.00
+    text = f"{round(value, digits) + 0.0:{'+' if sign else ''}.{digits}f}"  # + 0.0: never -0.00
+    return text
 
 
-def _cell(row, bold: str) -> str:
-    text = _fmt(row.top1_mean) + (f" ± {_fmt(row.top1_std)}" if not math.isnan(row.top1_std) else "")
-    return f"{bold}{text}{bold}" if row.best else text
+def _p(value: float) -> str:
+    if value is None or math.isnan(value):
+        return ""
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _mean_cell(row: dict, bold: str) -> str:
+    text = _fmt(row["top1_mean"]) + (f" ± {_fmt(row['top1_ci'])}" if not math.isnan(row["top1_ci"]) else "")
+    return f"{bold}{text}{bold}" if row["best"] else text
+
+
+def _delta_cell(row: dict) -> str:
+    if math.isnan(row["delta_vs_resnet18"]):
+        return ""
+    low, high = row["delta_low"], row["delta_high"]
+    interval = f" [{_fmt(low, sign=True)}, {_fmt(high, sign=True)}]" if not math.isnan(low) else ""
+    return _fmt(row["delta_vs_resnet18"], sign=True) + interval
+
+
+def _published_cell(row: dict) -> str:
+    if math.isnan(row["published_top1"]):
+        return ""
+    if row["reproduces"]:
+        return f"{_fmt(row['published_top1'])} (row {row['published_row']}){' *' if row['deviations'] else ''}"
+    return f"({_fmt(row['published_top1'])}) †"
+
+
+def _extra_columns(table: pd.DataFrame, last: str) -> list[str]:
+    """The differing settings: the columns between `splits` and `last`."""
+    columns = list(table.columns)
+    return columns[columns.index("splits") + 1 : columns.index(last)]
+
+
+def _markdown_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
 def to_markdown(table: pd.DataFrame, health: pd.DataFrame) -> str:
-    lines = [
-        "| dataset | model | preprocessing | test top-1 % (mean ± std) | n | Δ vs ResNet-18 | paired p | published |",
-        "|---|---|---|---|---|---|---|---|",
+    extra = _extra_columns(table, "n")
+    head = ["dataset", "model", "mode", "splits", *extra, "n", "test top-1 % (mean ± 95% CI)", "best-val / last-epoch weights",
+            "Δ vs ResNet-18 [95% CI]", "p (Holm)", "test", "published", "warnings"]
+    rows = [
+        [r["dataset"], r["model"], r["mode"], r["splits"], *(str(r[c]) for c in extra), str(r["n"]), _mean_cell(r, "**"),
+         f"{_fmt(r['top1_best_mean'])} / {_fmt(r['top1_last_mean'])}", _delta_cell(r), _p(r["p_holm"]), r["test"],
+         _published_cell(r), ("⚠ " + r["warnings"]) if r["warnings"] else ""]
+        for r in table.to_dict("records")
     ]
-    for row in table.itertuples():
-        lines.append(
-            f"| {row.dataset} | {row.model} | {row.preprocessing} | {_cell(row, '**')} | {row.n} | "
-            f"{_fmt(row.delta_vs_resnet18)} | {_fmt(row.p_paired, 3)} | {_fmt(row.published_top1)} |"
-        )
-    lines += ["", "| dataset | model | gradient health % | health % (notebook formula) | vanishing | exploding | n |", "|---|---|---|---|---|---|---|"]
-    for row in health.itertuples():
-        lines.append(
-            f"| {row.dataset} | {row.model} | {_fmt(row.health_mean)} | {_fmt(row.health_notebook_mean)} | "
-            f"{_fmt(row.vanishing_mean, 1)} | {_fmt(row.exploding_mean, 1)} | {row.n} |"
-        )
-    return "\n".join(lines) + "\n"
+    lines = [*_markdown_table(head, rows), ""]
+    lines += [line for note in _notes(table) for line in (note, "")]
+    extra = _extra_columns(health, "analysed")
+    head = ["dataset", "model", "mode", "splits", *extra, "analysed batches", "gradient health %",
+            "health % (notebook formula)", "vanishing", "exploding", "n"]
+    rows = [
+        [r["dataset"], r["model"], r["mode"], r["splits"], *(str(r[c]) for c in extra), r["analysed"], _fmt(r["health_mean"]),
+         _fmt(r["health_notebook_mean"]), _fmt(r["vanishing_mean"], 1), _fmt(r["exploding_mean"], 1), str(r["n"])]
+        for r in health.to_dict("records")
+    ]
+    return "\n".join([*lines, *_markdown_table(head, rows)]) + "\n"
+
+
+def _notes(table: pd.DataFrame) -> list[str]:
+    notes = [
+        "Test top-1: mean over seeds ± half-width of its 95 % t interval (n - 1 degrees of freedom); "
+        "the headline weights follow the mode (protocol: best validation, notebook: last epoch), "
+        "both sets are shown. Δ: this row minus the ResNet-18 row of the same settings, paired by seed, "
+        f"with its 95 % t interval. p: {significance.T_TEST} where n >= {significance.MIN_PAIRS_FOR_P}, none at n = 2; "
+        f"with a single seed pair an {significance.MCNEMAR} and a paired bootstrap interval "
+        f"({significance.BOOTSTRAP_SAMPLES} resamples); Holm-adjusted within each dataset.",
+    ]
+    if (~table.reproduces & table.published_top1.notna()).any():
+        notes.append("† the notebooks' published figure for this dataset and model; this row is not a notebook-mode "
+                     "reproduction of it (protocol mode fixes the defects behind it).")
+    for row in table[table.deviations != ""].to_dict("records"):
+        notes.append(f"* {row['dataset']} {row['model']}: reproduces notebook_results.csv row {row['published_row']} "
+                     f"with settings that differ from it: {row['deviations']}.")
+    flagged = {d for d, w in zip(table.dataset, table.warnings) if "literature" in w}
+    for dataset in sorted(flagged):
+        reference = references.table()[dataset]
+        notes.append(f"Literature ResNet-18 on {dataset}: {reference.shown} ({reference.source}).")
+    return notes
 
 
 def to_latex(table: pd.DataFrame) -> str:
     lines = [
-        r"\begin{tabular}{lllrrrr}",
+        r"\begin{tabular}{llllrrll}",
         r"\hline",
-        r"Dataset & Model & Prep. & Top-1 (\%) & $n$ & $\Delta$ ResNet-18 & Published \\",
+        r"Dataset & Model & Mode & Splits & $n$ & Top-1 (\%) & $\Delta$ ResNet-18 & Published \\",
         r"\hline",
     ]
-    for row in table.itertuples():
-        cell = _fmt(row.top1_mean) + (rf" $\pm$ {_fmt(row.top1_std)}" if not math.isnan(row.top1_std) else "")
-        if row.best:
+    for row in table.to_dict("records"):
+        cell = _fmt(row["top1_mean"]) + (rf" $\pm$ {_fmt(row['top1_ci'])}" if not math.isnan(row["top1_ci"]) else "")
+        if row["best"]:
             cell = rf"\textbf{{{cell}}}"
+        shown = _published_cell(row).replace("†", r"$^\dagger$")
         lines.append(
-            f"{row.dataset} & {row.model} & {row.preprocessing} & {cell} & {row.n} & "
-            f"{_fmt(row.delta_vs_resnet18)} & {_fmt(row.published_top1)} \\\\"
+            f"{row['dataset']} & {row['model']} & {row['mode']} & {row['splits']} & {row['n']} & {cell} & "
+            f"{_delta_cell(row)} & {shown} \\\\"
         )
     lines += [r"\hline", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
-
-
-def plot_comparison(table: pd.DataFrame, path: Path) -> None:
-    from bench.plots import pyplot
-
-    plt = pyplot()
-    datasets = list(dict.fromkeys(table.dataset))
-    model_names = list(dict.fromkeys(table.model))
-    width = 0.8 / max(len(model_names), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(datasets) + 2), 4.5))
-    for i, model in enumerate(model_names):
-        part = table[table.model == model].set_index("dataset").reindex(datasets)
-        positions = [d + i * width for d in range(len(datasets))]
-        ax.bar(positions, part.top1_mean, width, yerr=part.top1_std.fillna(0), capsize=3, label=model)
-    ax.set_xticks([d + 0.4 - width / 2 for d in range(len(datasets))], datasets)
-    ax.set_ylabel("test top-1 (%)")
-    ax.set_title("Test top-1 per dataset (mean ± std over seeds)")
-    ax.legend(fontsize=8, ncols=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 @dataclass
@@ -214,8 +407,11 @@ class ReportFiles:
 
 
 def write_report(uri: str, experiment: str, out: Path) -> ReportFiles:
+    from bench.plots import plot_comparison
+
     runs = collect_runs(uri, experiment)
-    table = comparison_table(runs)
+    with tempfile.TemporaryDirectory() as folder:
+        table = comparison_table(runs, _Predictions(uri, Path(folder)))
     health = health_table(runs)
     markdown = to_markdown(table, health)
     out = Path(out)
@@ -225,12 +421,14 @@ def write_report(uri: str, experiment: str, out: Path) -> ReportFiles:
         "results.csv": table.to_csv(index=False),
         "gradient_health.csv": health.to_csv(index=False),
         "results.tex": to_latex(table),
+        "runs.csv": runs.to_csv(index=False),
     }
     paths = []
     for name, text in outputs.items():
         atomic_write_bytes(out / name, lambda handle, text=text: handle.write(text.encode()))
         paths.append(out / name)
     figure = out / "results.png"
-    plot_comparison(table, figure)
+    plot_comparison(table, runs, figure)
     paths.append(figure)
     return ReportFiles(markdown, paths)
+

@@ -1,44 +1,78 @@
-"""The comparison table's arithmetic on a hand-made set of runs (the CLI path is in test_grid)."""
+"""The report's statistics and checks on hand-made numbers (the report itself: test_report.py)."""
 
 import math
 
-import pandas as pd
+import numpy as np
 import pytest
+from scipy import stats
 
-from bench.report import comparison_table, published_results, to_latex, to_markdown, health_table
-
-
-def _runs():
-    rows = []
-    for seed, (base, ours) in zip((1, 2, 3), ((90.0, 92.0), (91.0, 94.0), (89.0, 92.5))):
-        rows.append({"dataset": "svhn", "model": "resnet18", "seed": seed, "preprocessing": "protocol", "top1": base, "health": 100.0, "health_notebook": 100.0, "vanishing": 0, "exploding": 0})
-        rows.append({"dataset": "svhn", "model": "gradattn-rope", "seed": seed, "preprocessing": "protocol", "top1": ours, "health": 97.0, "health_notebook": 90.0, "vanishing": 1, "exploding": 0})
-    return pd.DataFrame(rows)
+from bench import references, significance
+from bench.report import _fmt, published_results
 
 
-def test_mean_std_delta_and_paired_test():
-    from scipy import stats
-
-    table = comparison_table(_runs()).set_index("model")
-    rope = table.loc["gradattn-rope"]
-    assert rope.top1_mean == pytest.approx((92 + 94 + 92.5) / 3)
-    assert rope.top1_std == pytest.approx(pd.Series([92, 94, 92.5]).std(ddof=1))
-    assert rope.n == 3
-    assert rope.delta_vs_resnet18 == pytest.approx(rope.top1_mean - 90.0)
-    assert rope.p_paired == pytest.approx(stats.ttest_rel([92, 94, 92.5], [90, 91, 89]).pvalue)
-    assert bool(rope.best) and not bool(table.loc["resnet18"].best)
-    assert math.isnan(table.loc["resnet18"].delta_vs_resnet18)
-    # the published SVHN figures sit beside ours
-    assert table.loc["resnet18"].published_top1 == pytest.approx(97.98)
-    assert rope.published_top1 == pytest.approx(98.15)
+def test_t_interval_is_students_with_n_minus_one_degrees_of_freedom():
+    values = [92.0, 94.0, 92.5]
+    mean, half = significance.t_interval(values)
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(values), scale=stats.sem(values))
+    assert (mean - half, mean + half) == pytest.approx((low, high))
+    assert math.isnan(significance.t_interval([90.0])[1])
 
 
-def test_outputs_mark_the_best_in_bold():
-    runs = _runs()
-    table = comparison_table(runs)
-    markdown = to_markdown(table, health_table(runs))
-    assert "**92.83 ± 1.04**" in markdown
-    assert r"\textbf{92.83 $\pm$ 1.04}" in to_latex(table)
+def test_paired_over_seeds_gives_p_only_from_three_pairs():
+    ours, base = {1: 92.0, 2: 94.0, 3: 92.5, 9: 50.0}, {1: 90.0, 2: 91.0, 3: 89.0}
+    three = significance.paired_over_seeds(ours, base)
+    assert three.pairs == 3 and three.p == pytest.approx(stats.ttest_rel([92, 94, 92.5], [90, 91, 89]).pvalue)
+    two = significance.paired_over_seeds({1: 92.0, 2: 94.0}, base)
+    assert two.pairs == 2 and math.isnan(two.p) and two.low < two.delta < two.high
+    constant = significance.paired_over_seeds({1: 91.0, 2: 92.0, 3: 90.0}, base)
+    assert math.isnan(constant.p) and "undefined" in constant.test  # not the p = 0.000 of a constant shift
+    assert significance.paired_over_seeds({5: 1.0}, base) is None
+
+
+def test_exact_mcnemar_is_a_binomial_test_of_the_discordant_pairs():
+    rng = np.random.default_rng(3)
+    ours, base = rng.random(200) < 0.8, rng.random(200) < 0.7
+    b, c = int(np.sum(ours & ~base)), int(np.sum(~ours & base))
+    assert significance.mcnemar_exact(ours, base) == pytest.approx(stats.binomtest(b, b + c, 0.5).pvalue)
+    assert significance.mcnemar_exact(ours, ours) == 1.0
+
+
+def test_paired_bootstrap_is_reproducible_and_brackets_the_observed_difference():
+    rng = np.random.default_rng(4)
+    ours, base = rng.random(300) < 0.8, rng.random(300) < 0.7
+    comparison = significance.paired_over_examples(ours, base)
+    assert comparison.low < comparison.delta < comparison.high
+    assert (comparison.low, comparison.high) == significance.paired_bootstrap(ours, base)
+
+
+def test_holm_adjusts_within_the_family_and_ignores_missing_p():
+    adjusted = significance.holm([0.01, 0.04, 0.03, math.nan])
+    assert adjusted[:3] == pytest.approx([0.03, 0.06, 0.06]) and math.isnan(adjusted[3])
+    assert significance.holm([0.6, 0.5]) == pytest.approx([1.0, 1.0])
+
+
+@pytest.mark.parametrize(
+    "dataset, top1, flagged",
+    [("cifar10", 14.07, True), ("fashionmnist", 64.11, True), ("cifar10", 85.0, False), ("bloodmnist", 95.97, False), ("unknown", 1.0, False)],
+)
+def test_a_baseline_far_below_the_literature_is_flagged(dataset, top1, flagged):
+    # the notebooks' CIFAR-10 and FashionMNIST ResNet-18 figures (protocol 7.1) are the ones to catch
+    assert (references.baseline_warning(dataset, top1) is not None) == flagged
+
+
+def test_every_reference_has_a_source_and_every_dataset_a_reference():
+    from bench import data
+
+    table = references.table()
+    assert set(data.names()) - {"synthetic"} <= set(table)
+    assert all(r.source and 0 < r.top1 < 100 for r in table.values())
+
+
+def test_val_at_chance_while_train_accuracy_rose():
+    # CIFAR-10's notebook ResNet-18 sat near 10 % validation accuracy while training rose (protocol 7.1)
+    assert references.at_chance_while_training(0.12, [0.2, 0.35, 0.52], 10)
+    assert not references.at_chance_while_training(0.60, [0.2, 0.35, 0.52], 10)
+    assert not references.at_chance_while_training(0.10, [0.2, 0.21], 10)  # nothing learnt at all: another problem
 
 
 def test_published_results_are_package_data_for_every_dataset():
@@ -48,18 +82,5 @@ def test_published_results_are_package_data_for_every_dataset():
     assert len(published) == 36  # current notebooks plus Tiny ImageNet 2025, superseded runs left out
 
 
-def test_rows_follow_the_papers_order_and_no_negative_zero():
-    rows = []
-    for dataset in ("svhn", "cifar10"):
-        for model in ("gradattn-rope", "cbam18", "my-new-model", "resnet18"):
-            for seed in (1, 2):
-                top1 = 90.0 + seed if model != "cbam18" else 90.0 + seed - 1e-13  # equal up to rounding
-                rows.append({"dataset": dataset, "model": model, "seed": seed, "preprocessing": "protocol", "top1": top1, "health": 100.0, "health_notebook": 100.0, "vanishing": 0, "exploding": 0})
-    runs = pd.DataFrame(rows)
-    table = comparison_table(runs)
-    paper_order = ["resnet18", "cbam18", "gradattn-rope", "my-new-model"]  # registry order, unknown names last
-    assert list(zip(table.dataset, table.model)) == [(d, m) for d in ("cifar10", "svhn") for m in paper_order]
-    health = health_table(runs)
-    assert list(zip(health.dataset, health.model)) == [(d, m) for d in ("cifar10", "svhn") for m in paper_order]
-    assert "-0.00" not in to_markdown(table, health)
-    assert "| cbam18 | protocol | 91.50 ± 0.71 | 2 | 0.00 |" in to_markdown(table, health)
+def test_no_negative_zero():
+    assert _fmt(-1e-13) == "0.00" and _fmt(-1e-13, sign=True) == "+0.00" and _fmt(math.nan) == ""

@@ -1,0 +1,177 @@
+"""`bench report` on a real MLflow store holding an experiment that mixes modes, settings, seed
+counts and a broken baseline. The runs are real MLflow runs logged through our tracking adapter
+with what a finished run logs (resolved params, tags, per-epoch and test metrics, the per-example
+predictions artifact); the report only reads those records, so nothing here needs training."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from bench import significance, tracking
+from bench.report import collect_runs, comparison_table, health_table
+from bench.runner import run_tags
+from bench.spec import RunSpec, TrainConfig
+from conftest import bench
+
+N_TEST = 40
+
+
+def _predictions(correct: np.ndarray) -> str:
+    labels = np.arange(N_TEST) % 10
+    predicted = np.where(correct, labels, (labels + 1) % 10)
+    return "label,pred_best,pred_last\n" + "".join(f"{l},{p},{p}\n" for l, p in zip(labels, predicted))
+
+
+def _log_run(store, exp_id, spec: RunSpec, top1: float, *, train_acc=(0.3, 0.6, 0.8), val_acc=(0.3, 0.5, 0.6), correct=None):
+    tags = run_tags(spec, "cpu", parameters=1) | {"num_classes": "6" if spec.dataset == "pad-ufes-20" else "10"}
+    tags["final_weights"] = "best" if spec.restore_best else "last"
+    run_id = tracking.create_run(store["uri"], exp_id, spec.run_name, tags)
+    logger = tracking.RunLogger(store["uri"], run_id, outbox_dir=store["root"] / "outbox" / run_id)
+    logger.log_params(spec.flat_params())
+    for epoch, (train, val) in enumerate(zip(train_acc, val_acc), start=1):
+        logger.log_metrics({"train_acc": train, "val_acc": val}, step=epoch)
+    logger.log_metrics(
+        {
+            "test_top1": top1 / 100, "test_best_top1": top1 / 100, "test_last_top1": top1 / 100 - 0.01,
+            "best_val_acc": max(val_acc), "gradient_health": 1.0, "gradient_health_notebook": 0.9,
+            "gradient_vanishing_layers": 0.0, "gradient_exploding_layers": 0.0,
+            "gradflow_batches": 20.0, "gradflow_batch_size": 128.0,
+        },
+        step=len(train_acc),
+    )
+    if correct is not None:
+        logger.log_text(_predictions(correct), "evaluation/test_predictions.csv")
+    logger.end(tracking.FINISHED)
+
+
+BASE = np.arange(N_TEST) < 20  # the notebook ResNet-18 gets the first 20 test examples right
+NOPE = BASE.copy()
+NOPE[[20, 21]] = True  # right where the baseline is wrong: b = 2
+NOPE[[0, 1, 2, 3, 4, 5, 6, 7]] = False  # wrong where it is right: c = 8
+PROTOCOL_BASE = {1: 80.0, 2: 81.0, 3: 79.5}
+PROTOCOL_ROPE = {1: 82.0, 2: 84.0, 3: 82.5}
+PROTOCOL_LPE = {1: 81.0, 2: 80.5}
+
+
+@pytest.fixture(scope="module")
+def report_store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    store = {"uri": f"sqlite:///{root / 'mlflow.db'}", "root": root}
+    exp_id = tracking.prepare(store["uri"], "mixed")
+    for seed, top1 in PROTOCOL_BASE.items():
+        _log_run(store, exp_id, RunSpec("cifar10", "resnet18", seed=seed), top1)
+    for seed, top1 in PROTOCOL_ROPE.items():
+        _log_run(store, exp_id, RunSpec("cifar10", "gradattn-rope", seed=seed), top1)
+    for seed, top1 in PROTOCOL_LPE.items():
+        _log_run(store, exp_id, RunSpec("cifar10", "gradattn-lpe", seed=seed), top1)
+    # the same seed under another max-epochs setting is another configuration
+    short = RunSpec("cifar10", "gradattn-rope", seed=1, train=TrainConfig(max_epochs=2))
+    _log_run(store, exp_id, short, 60.0)
+    # notebook mode, one seed each; the baseline is broken: val at chance while train rises
+    _log_run(store, exp_id, RunSpec("cifar10", "resnet18", seed=1, preprocessing="notebook"), 100 * BASE.mean(),
+             train_acc=(0.2, 0.4, 0.55), val_acc=(0.10, 0.11, 0.12), correct=BASE)
+    _log_run(store, exp_id, RunSpec("cifar10", "gradattn-nope", seed=1, preprocessing="notebook"), 100 * NOPE.mean(), correct=NOPE)
+    _log_run(store, exp_id, RunSpec("pad-ufes-20", "resnet18", seed=1), 58.0)
+    return store
+
+
+@pytest.fixture(scope="module")
+def table(report_store):
+    from bench.report import _Predictions
+
+    runs = collect_runs(report_store["uri"], "mixed")
+    return runs, comparison_table(runs, _Predictions(report_store["uri"], report_store["root"] / "dl"))
+
+
+def _row(table, model, mode="protocol", **settings):
+    rows = table[(table.model == model) & (table["mode"] == mode)]
+    for key, value in settings.items():
+        rows = rows[rows[key].astype(str) == str(value)]
+    assert len(rows) == 1, rows
+    return rows.iloc[0]
+
+
+def test_every_configuration_is_its_own_row_with_the_differing_setting_as_a_column(table):
+    runs, result = table
+    assert len(runs) == 12 and len(result) == 7
+    assert set(result["train.max_epochs"].astype(str)) == {"100", "2"}
+    assert _row(result, "gradattn-rope", **{"train.max_epochs": 2}).n == 1
+    assert _row(result, "gradattn-rope", **{"train.max_epochs": 100}).n == 3
+    assert set(result["mode"]) == {"protocol", "notebook"} and result.splits.str.contains("seed 42").all()
+
+
+def test_intervals_and_paired_t_with_holm_at_three_seeds(table):
+    _, result = table
+    rope = _row(result, "gradattn-rope", **{"train.max_epochs": 100})
+    values = list(PROTOCOL_ROPE.values())
+    half = stats.t.ppf(0.975, 2) * np.std(values, ddof=1) / math.sqrt(3)
+    assert rope.top1_mean == pytest.approx(np.mean(values)) and rope.top1_ci == pytest.approx(half)
+    diffs = [PROTOCOL_ROPE[s] - PROTOCOL_BASE[s] for s in (1, 2, 3)]
+    assert rope.delta_vs_resnet18 == pytest.approx(np.mean(diffs))
+    assert rope.delta_high - rope.delta_low == pytest.approx(2 * stats.t.ppf(0.975, 2) * np.std(diffs, ddof=1) / math.sqrt(3))
+    raw = stats.ttest_rel(list(PROTOCOL_ROPE.values()), list(PROTOCOL_BASE.values())).pvalue
+    assert rope.p == pytest.approx(raw) and rope.test == significance.T_TEST
+    # Holm over this dataset's two p-values (the t-test and the notebook pair's McNemar)
+    nope = _row(result, "gradattn-nope", mode="notebook")
+    smaller, larger = sorted([rope.p, nope.p])
+    expected = {smaller: min(1, 2 * smaller), larger: max(min(1, 2 * smaller), larger)}
+    assert rope.p_holm == pytest.approx(expected[rope.p]) and nope.p_holm == pytest.approx(expected[nope.p])
+
+
+def test_no_p_value_at_two_seeds_but_an_interval(table):
+    _, result = table
+    lpe = _row(result, "gradattn-lpe")
+    assert lpe.n == 2 and math.isnan(lpe.p) and math.isnan(lpe.p_holm)
+    assert lpe.delta_low < lpe.delta_vs_resnet18 < lpe.delta_high and "needs n >= 3" in lpe.test
+
+
+def test_a_single_seed_pair_gets_an_exact_mcnemar_and_a_bootstrap_interval(table):
+    _, result = table
+    nope = _row(result, "gradattn-nope", mode="notebook")
+    assert nope.pairs == 1 and "McNemar" in nope.test
+    assert nope.p == pytest.approx(2 * stats.binom.cdf(2, 10, 0.5))  # b = 2, c = 8
+    assert nope.delta_vs_resnet18 == pytest.approx(100 * (NOPE.mean() - BASE.mean()))
+    assert nope.delta_low < nope.delta_vs_resnet18 < nope.delta_high
+
+
+def test_published_figures_sit_beside_the_rows_that_reproduce_them(table):
+    _, result = table
+    nope = _row(result, "gradattn-nope", mode="notebook")
+    assert nope.reproduces and nope.published_row == 2 and nope.published_top1 == pytest.approx(12.12)
+    rope = _row(result, "gradattn-rope", **{"train.max_epochs": 100})
+    assert not rope.reproduces and rope.published_top1 == pytest.approx(12.51)
+
+
+def test_the_broken_baseline_and_the_leaky_split_are_flagged(table):
+    _, result = table
+    broken = _row(result, "resnet18", mode="notebook")
+    assert "far below the literature" in broken.warnings and "at chance" in broken.warnings
+    assert _row(result, "resnet18", **{"train.max_epochs": 100, "dataset": "cifar10"}).warnings == ""
+    pad = result[result.dataset == "pad-ufes-20"].iloc[0]
+    assert "leaky" in pad.warnings
+
+
+def test_health_table_is_grouped_like_the_comparison(table):
+    runs, result = table
+    health = health_table(runs)
+    assert len(health) == len(result)
+    assert list(zip(health.dataset, health.model, health["mode"])) == list(zip(result.dataset, result.model, result["mode"]))
+    assert set(health.analysed) == {"20 x 128 train (train mode)", "20 x 128 test (train mode)"}
+
+
+def test_bench_report_writes_every_file_without_crashing(report_store):
+    out = report_store["root"] / "out"
+    result = bench("report", "--tracking-uri", report_store["uri"], "--experiment", "mixed", "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("results.md", "results.csv", "results.tex", "results.png", "gradient_health.csv", "runs.csv"):
+        assert (out / name).stat().st_size > 0, name
+    markdown = (out / "results.md").read_text()
+    assert "train.max_epochs" in markdown and "(12.51) †" in markdown and "12.12 (row 2)" in markdown
+    assert "exact McNemar" in markdown and "Holm" in markdown and "⚠" in markdown
+    assert len(pd.read_csv(out / "results.csv")) == 7
+
