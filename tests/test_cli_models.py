@@ -46,8 +46,11 @@ def test_models_lists_the_six_models_with_reference_counts():
     for name, count in COUNTS_3CH_10.items():
         family = "gradattn" if name.startswith("gradattn") else "resnet"
         assert table[name][:2] == [family, count]
-        assert table[name][2]  # a description
+        assert table[name][3]  # a description
     assert [name for name in table if name in COUNTS_3CH_10] == list(COUNTS_3CH_10)
+    # as protocol mode builds them: the shared encoder layer gives RoPE No PE's count (only the PE differs)
+    protocol = {name: cells[2] for name, cells in table.items() if name in COUNTS_3CH_10}
+    assert protocol == COUNTS_3CH_10 | {"gradattn-rope": COUNTS_3CH_10["gradattn-nope"]}
 
 
 def test_models_for_fashionmnist_shape_and_a_wildcard():

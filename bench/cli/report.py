@@ -15,9 +15,9 @@ from bench.cli import console as make_console
 def report(
     experiment: str = typer.Option("gradattn-bench", "--experiment"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="(default: $MLFLOW_TRACKING_URI or MLflow's default)"),
-    out: Path = typer.Option(Path("bench-report"), "--out", help="Folder for results.{md,csv,tex,png}."),
+    out: Path = typer.Option(Path("bench-report"), "--out", help="Folder for results.{md,csv,tex,png}, gradient_health.csv and runs.csv."),
 ) -> None:
-    """Test top-1 per dataset x model (mean ± std over seeds, Δ vs ResNet-18) and gradient health."""
+    """One row per configuration: test top-1 with 95% intervals, Δ vs ResNet-18 with its test, published figures, warnings; gradient health."""
     from rich.markdown import Markdown
 
     from bench import tracking
