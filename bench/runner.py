@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import platform
 import shutil
 import subprocess
 import tempfile
@@ -96,33 +95,11 @@ def run_tags(spec: RunSpec, device: str, parameters: int | None = None) -> dict[
     return tags
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment_tags(device: torch.device) -> dict[str, str]:
-    """What a result depends on besides its settings (protocol 7.14): results are bitwise repeatable
-    on the same machine and software, not across CPU or GPU models."""
-    tags = {
-        "env.python": platform.python_version(),
-        "env.torch": torch.__version__,
-        "env.cpu": _cpu_model(),
-        "env.threads": str(torch.get_num_threads()),
-        "env.platform": platform.platform(),
-    }
-    if torch.version.cuda:
-        tags["env.cuda"] = torch.version.cuda
-    if torch.backends.cudnn.is_available():
-        tags["env.cudnn"] = str(torch.backends.cudnn.version())
-    if device.type == "cuda":
-        tags["env.gpu"] = torch.cuda.get_device_name(device)
-    return tags
+    """Python, torch, CUDA/cuDNN where used, the GPU or CPU model and the thread count, as `env.*` tags."""
+    from bench.environment import machine_info
+
+    return {f"env.{key}": str(value) for key, value in machine_info(str(device)).items()}
 
 
 def configure_determinism(deterministic: bool, strict: bool = False) -> None:

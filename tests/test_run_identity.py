@@ -105,8 +105,8 @@ def test_both_weight_sets_are_measured_on_test_and_the_headline_follows_the_mode
 def test_every_run_records_its_environment_and_gradflow_sample(grid):
     _, runs = grid
     run = runs["cifar10/senet18/2"]
-    assert run.data.tags["env.python"].count(".") == 2 and run.data.tags["env.torch"] == torch.__version__
-    assert run.data.tags["env.cpu"] and int(run.data.tags["env.threads"]) >= 1
+    assert run.data.tags["env.python"].count(".") == 2 and run.data.tags["env.torch_version"] == torch.__version__
+    assert run.data.tags["env.cpu"] and int(run.data.tags["env.torch_threads"]) >= 1
     assert run.data.params["gradflow.split"] == "train"  # protocol 7.7: seeded training batches
     assert run.data.metrics["gradflow_batches"] == 1 and run.data.metrics["gradflow_batch_size"] == 128
     assert runs["cifar10/gradattn-nope/1"].data.params["gradflow.split"] == "test"
