@@ -238,7 +238,7 @@ def _execute(spec, ctx, logger: tracking.RunLogger, callbacks, should_stop) -> R
     for weights, evaluation in evaluations.items():
         test_metrics |= _test_metrics(evaluation.scalars, weights)
     flow = analyze(model)  # the headline weights, as evaluated
-    summary = _summary_metrics(fit, flow) | {"gradflow_batch_size": float(batch_size)}
+    summary = _summary_metrics(fit, flow)
     logger.log_metrics(test_metrics | summary, step=fit.epochs_run)
     _log_artifacts(logger, fit, report, flow)
     _log_weights(logger, model, fit, headline)
@@ -305,6 +305,7 @@ def _summary_metrics(fit: FitResult, flow) -> dict[str, float]:
         "gradient_vanishing_layers": float(flow.n_vanishing),
         "gradient_exploding_layers": float(flow.n_exploding),
         "gradflow_batches": float(flow.batches),
+        "gradflow_batch_size": float(flow.batch_size),
     }
 
 

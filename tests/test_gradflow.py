@@ -415,6 +415,14 @@ def test_max_batches_limits_the_batches_read():
     assert report.batches == 2 and len(consumed) == 2
 
 
+def test_the_report_records_how_many_batches_of_what_size_it_analysed():
+    batches = image_batches(n=2, batch=4) + image_batches(n=1, batch=3, seed=1)
+    report = analyze(TokenNet(), iter(batches))
+    assert (report.batches, report.batch_size) == (3, 4)
+    assert "3 batches of up to 4, train mode" in text_report(report)
+    assert GradFlowReport.from_json(report.to_json()).batch_size == 4
+
+
 # ---------------------------------------------------------------------------------------------
 # verdicts, scores, flow patterns
 

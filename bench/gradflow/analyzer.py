@@ -261,7 +261,7 @@ def analyze(
     device = _device_of(model)
     saved = _SavedState.capture(model) if preserve_state else None
     recorder = _Recorder(model)
-    batch_count = 0
+    batch_count = batch_size = 0
     try:
         model.train(mode == "train")
         with torch.enable_grad():
@@ -271,17 +271,18 @@ def analyze(
                 F.cross_entropy(logits, labels.to(device, non_blocking=True)).backward()
                 recorder.finish_batch()
                 batch_count += 1
+                batch_size = max(batch_size, int(labels.shape[0]))
     finally:
         recorder.remove()
         if saved is not None:
             saved.restore()
     if batch_count == 0:
         raise BenchError("Gradient-flow analysis got no batches; give it a split with at least one batch.")
-    return _report(recorder, model, thresholds, mode, batch_count)
+    return _report(recorder, model, thresholds, mode, batch_count, batch_size)
 
 
 def _report(
-    recorder: _Recorder, model: nn.Module, thresholds: GradFlowThresholds, mode: str, batch_count: int
+    recorder: _Recorder, model: nn.Module, thresholds: GradFlowThresholds, mode: str, batch_count: int, batch_size: int
 ) -> GradFlowReport:
     observed = [name for name in recorder.order if name in recorder.columns]
     layers, records, param_norms = [], {}, {}
@@ -329,5 +330,6 @@ def _report(
         notebook=notebook,
         mode=mode,
         batches=batch_count,
+        batch_size=batch_size,
         host_syncs=recorder.host_syncs,
     )

@@ -39,6 +39,7 @@ class GradFlowReport:
     notebook: NotebookScope
     mode: str = "train"
     batches: int = 0
+    batch_size: int = 0  # the largest analysed batch (gradient norms scale with it, protocol 7.7)
     host_syncs: int = 0  # device -> host copies made by the analysis (one per batch)
 
     @property
@@ -135,7 +136,7 @@ def text_report(report: GradFlowReport) -> str:
         f"({notebook_healthy}/{len(report.notebook.hooked)})",
         f"Verdict: {_health_verdict(report.health_score)}",
         f"Thresholds: vanishing < {t.vanishing:.2e}, exploding > {t.exploding:.2e}; "
-        f"{report.batches} batches, {report.mode} mode",
+        f"{report.batches} batches of up to {report.batch_size}, {report.mode} mode",
         "",
         *_layer_lines("Vanishing Gradient Layers", report.vanishing, "No vanishing gradient issues detected"),
         *_layer_lines("Exploding Gradient Layers", report.exploding, "No exploding gradient issues detected"),
