@@ -110,6 +110,20 @@ def varying_settings(runs: pd.DataFrame) -> list[str]:
     return sorted(keys - set(ALWAYS_SHOWN))
 
 
+def _overrides(dataset: str, model: str, config: dict, shown: list[str]) -> str:
+    """The settings in which a configuration departs from its mode's defaults (those not already a
+    column), e.g. `preset=nope-small, d_model=32`: what a reader needs to know the row is not default."""
+    from bench.spec import RunSpec
+
+    try:
+        default = RunSpec(dataset, model, preprocessing=config["preprocessing"], splits=config["splits"],
+                          split_seed=int(config["split_seed"])).flat_params()
+    except BenchError:  # a model or dataset this installation does not know
+        return ""
+    keys = sorted(k for k in config if k not in shown and k not in ALWAYS_SHOWN and str(default.get(k)) != str(config[k]))
+    return ", ".join(f"{k.split('.', 1)[-1]}={config[k]}" for k in keys)
+
+
 def _baseline_key(settings: str) -> str:
     """The settings a ResNet-18 row shares with any model's: all but the model's own options
     (the initialisation policy is shared)."""
@@ -195,6 +209,7 @@ def comparison_table(runs: pd.DataFrame, predictions: _Predictions | None = None
         }
         row |= _versus_baseline(model, group, baselines.get((dataset, _baseline_key(settings))), predictions)
         row |= _published(config["preprocessing"], group, cells.get((dataset, model)))
+        row["other_settings"] = _overrides(dataset, model, config, varying)
         row["warnings"] = "; ".join(_warnings(dataset, model, config["splits"], mean, group))
         row["settings"] = settings
         rows.append(row)
@@ -339,10 +354,12 @@ def to_markdown(table: pd.DataFrame, health: pd.DataFrame) -> str:
     extra = _extra_columns(table, "n")
     head = ["dataset", "model", "mode", "splits", *extra, "n", "test top-1 % (mean ± 95% CI)", "best-val / last-epoch weights",
             "Δ vs ResNet-18 [95% CI]", "p (Holm)", "test", "published", "warnings"]
+    others = table.other_settings.astype(bool).any()
+    head += ["other settings (vs the mode's defaults)"] if others else []
     rows = [
         [r["dataset"], r["model"], r["mode"], r["splits"], *(str(r[c]) for c in extra), str(r["n"]), _mean_cell(r, "**"),
          f"{_fmt(r['top1_best_mean'])} / {_fmt(r['top1_last_mean'])}", _delta_cell(r), _p(r["p_holm"]), r["test"],
-         _published_cell(r), ("⚠ " + r["warnings"]) if r["warnings"] else ""]
+         _published_cell(r), ("⚠ " + r["warnings"]) if r["warnings"] else "", *([r["other_settings"]] if others else [])]
         for r in table.to_dict("records")
     ]
     lines = [*_markdown_table(head, rows), ""]

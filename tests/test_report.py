@@ -15,7 +15,7 @@ from scipy import stats
 from bench import significance, tracking
 from bench.report import collect_runs, comparison_table, health_table
 from bench.runner import run_tags
-from bench.spec import RunSpec, TrainConfig
+from bench.spec import ModelConfig, RunSpec, TrainConfig
 from conftest import bench
 
 N_TEST = 40
@@ -77,6 +77,10 @@ def report_store(tmp_path_factory):
              train_acc=(0.2, 0.4, 0.55), val_acc=(0.10, 0.11, 0.12), correct=BASE)
     _log_run(store, exp_id, RunSpec("cifar10", "gradattn-nope", seed=1, preprocessing="notebook"), 100 * NOPE.mean(), correct=NOPE)
     _log_run(store, exp_id, RunSpec("pad-ufes-20", "resnet18", seed=1), 58.0)
+    # another split seed, official splits and a preset: each its own configuration
+    _log_run(store, exp_id, RunSpec("cifar10", "resnet18", seed=1, split_seed=7), 79.0)
+    _log_run(store, exp_id, RunSpec("cifar10", "resnet18", seed=1, splits="official"), 82.0)
+    _log_run(store, exp_id, RunSpec("cifar10", "gradattn-nope", seed=1, model_config=ModelConfig(preset="nope-small")), 78.0)
     return store
 
 
@@ -98,11 +102,15 @@ def _row(table, model, mode="protocol", **settings):
 
 def test_every_configuration_is_its_own_row_with_the_differing_setting_as_a_column(table):
     runs, result = table
-    assert len(runs) == 12 and len(result) == 7
+    assert len(runs) == 15 and len(result) == 10
     assert set(result["train.max_epochs"].astype(str)) == {"100", "2"}
+    assert {"protocol, seed 7", "official, seed 42"} <= set(result.splits)
+    preset = _row(result, "gradattn-nope")  # the protocol-mode preset run says what it changed
+    assert preset.n == 1 and preset.other_settings == "d_model=32, dim_feedforward=2, nhead=16, preset=nope-small"
+    assert _row(result, "gradattn-rope", **{"train.max_epochs": 100}).other_settings == ""
     assert _row(result, "gradattn-rope", **{"train.max_epochs": 2}).n == 1
     assert _row(result, "gradattn-rope", **{"train.max_epochs": 100}).n == 3
-    assert set(result["mode"]) == {"protocol", "notebook"} and result.splits.str.contains("seed 42").all()
+    assert set(result["mode"]) == {"protocol", "notebook"} and result.splits.str.fullmatch(r"\w+, seed \d+").all()
 
 
 def test_intervals_and_paired_t_with_holm_at_three_seeds(table):
@@ -151,7 +159,7 @@ def test_the_broken_baseline_and_the_leaky_split_are_flagged(table):
     _, result = table
     broken = _row(result, "resnet18", mode="notebook")
     assert "far below the literature" in broken.warnings and "at chance" in broken.warnings
-    assert _row(result, "resnet18", **{"train.max_epochs": 100, "dataset": "cifar10"}).warnings == ""
+    assert _row(result, "resnet18", dataset="cifar10", splits="protocol, seed 42", **{"train.max_epochs": 100}).warnings == ""
     pad = result[result.dataset == "pad-ufes-20"].iloc[0]
     assert "leaky" in pad.warnings
 
@@ -173,5 +181,5 @@ def test_bench_report_writes_every_file_without_crashing(report_store):
     markdown = (out / "results.md").read_text()
     assert "train.max_epochs" in markdown and "(12.51) †" in markdown and "12.12 (row 2)" in markdown
     assert "exact McNemar" in markdown and "Holm" in markdown and "⚠" in markdown
-    assert len(pd.read_csv(out / "results.csv")) == 7
+    assert len(pd.read_csv(out / "results.csv")) == 10
 
