@@ -145,7 +145,7 @@ def in_paper_order(table: pd.DataFrame, between: tuple[str, ...] = ()) -> pd.Dat
     return ranked.drop(columns=["_dataset", "_model"]).reset_index(drop=True)
 
 
-class _Predictions:
+class Predictions:
     """Per-example test correctness of a run's headline weights, read from its artifact once."""
 
     def __init__(self, uri: str, folder: Path) -> None:
@@ -169,7 +169,7 @@ class _Predictions:
         return labels, table[column].to_numpy() == labels
 
 
-def _single_pair(predictions: _Predictions | None, ours, base) -> significance.Comparison | None:
+def _single_pair(predictions: Predictions | None, ours, base) -> significance.Comparison | None:
     if predictions is None:
         return None
     mine, theirs = predictions.correct(ours), predictions.correct(base)
@@ -178,7 +178,18 @@ def _single_pair(predictions: _Predictions | None, ours, base) -> significance.C
     return significance.paired_over_examples(mine[1], theirs[1])
 
 
-def comparison_table(runs: pd.DataFrame, predictions: _Predictions | None = None) -> pd.DataFrame:
+def _leading_columns(dataset: str, model: str, config: dict, varying: list[str]) -> dict:
+    """What names a configuration in both tables: dataset, model, mode, splits, differing settings."""
+    return {
+        "dataset": dataset,
+        "model": model,
+        "mode": config["preprocessing"],
+        "splits": f"{config['splits']}, split seed {config['split_seed']}",
+        **{key: config.get(key, "") for key in varying},
+    }
+
+
+def comparison_table(runs: pd.DataFrame, predictions: Predictions | None = None) -> pd.DataFrame:
     """One row per configuration: statistics, the difference to ResNet-18, published figure, warnings."""
     varying = varying_settings(runs)
     groups = list(runs.groupby(["dataset", "model", "settings"], sort=False))
@@ -193,11 +204,7 @@ def comparison_table(runs: pd.DataFrame, predictions: _Predictions | None = None
         config = json.loads(settings)
         mean, half = significance.t_interval(group.top1)
         row = {
-            "dataset": dataset,
-            "model": model,
-            "mode": config["preprocessing"],
-            "splits": f"{config['splits']}, seed {config['split_seed']}",
-            **{key: config.get(key, "") for key in varying},
+            **_leading_columns(dataset, model, config, varying),
             "n": len(group),
             "seeds": ",".join(str(s) for s in sorted(group.seed)),
             "top1_mean": mean,
@@ -280,11 +287,7 @@ def health_table(runs: pd.DataFrame) -> pd.DataFrame:
         config = json.loads(settings)
         rows.append(
             {
-                "dataset": dataset,
-                "model": model,
-                "mode": config["preprocessing"],
-                "splits": f"{config['splits']}, seed {config['split_seed']}",
-                **{key: config.get(key, "") for key in varying},
+                **_leading_columns(dataset, model, config, varying),
                 "analysed": _analysed(config, group),
                 "health_mean": group.health.mean(),
                 "health_notebook_mean": group.health_notebook.mean(),
@@ -428,7 +431,7 @@ def write_report(uri: str, experiment: str, out: Path) -> ReportFiles:
 
     runs = collect_runs(uri, experiment)
     with tempfile.TemporaryDirectory() as folder:
-        table = comparison_table(runs, _Predictions(uri, Path(folder)))
+        table = comparison_table(runs, Predictions(uri, Path(folder)))
     health = health_table(runs)
     markdown = to_markdown(table, health)
     out = Path(out)

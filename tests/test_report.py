@@ -86,10 +86,10 @@ def report_store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def table(report_store):
-    from bench.report import _Predictions
+    from bench.report import Predictions
 
     runs = collect_runs(report_store["uri"], "mixed")
-    return runs, comparison_table(runs, _Predictions(report_store["uri"], report_store["root"] / "dl"))
+    return runs, comparison_table(runs, Predictions(report_store["uri"], report_store["root"] / "dl"))
 
 
 def _row(table, model, mode="protocol", **settings):
@@ -104,13 +104,13 @@ def test_every_configuration_is_its_own_row_with_the_differing_setting_as_a_colu
     runs, result = table
     assert len(runs) == 15 and len(result) == 10
     assert set(result["train.max_epochs"].astype(str)) == {"100", "2"}
-    assert {"protocol, seed 7", "official, seed 42"} <= set(result.splits)
+    assert {"protocol, split seed 7", "official, split seed 42"} <= set(result.splits)
     preset = _row(result, "gradattn-nope")  # the protocol-mode preset run says what it changed
     assert preset.n == 1 and preset.other_settings == "d_model=32, dim_feedforward=2, nhead=16, preset=nope-small"
     assert _row(result, "gradattn-rope", **{"train.max_epochs": 100}).other_settings == ""
     assert _row(result, "gradattn-rope", **{"train.max_epochs": 2}).n == 1
     assert _row(result, "gradattn-rope", **{"train.max_epochs": 100}).n == 3
-    assert set(result["mode"]) == {"protocol", "notebook"} and result.splits.str.fullmatch(r"\w+, seed \d+").all()
+    assert set(result["mode"]) == {"protocol", "notebook"} and result.splits.str.fullmatch(r"\w+, split seed \d+").all()
 
 
 def test_intervals_and_paired_t_with_holm_at_three_seeds(table):
@@ -159,7 +159,7 @@ def test_the_broken_baseline_and_the_leaky_split_are_flagged(table):
     _, result = table
     broken = _row(result, "resnet18", mode="notebook")
     assert "far below the literature" in broken.warnings and "at chance" in broken.warnings
-    assert _row(result, "resnet18", dataset="cifar10", splits="protocol, seed 42", **{"train.max_epochs": 100}).warnings == ""
+    assert _row(result, "resnet18", dataset="cifar10", splits="protocol, split seed 42", **{"train.max_epochs": 100}).warnings == ""
     pad = result[result.dataset == "pad-ufes-20"].iloc[0]
     assert "leaky" in pad.warnings
 
