@@ -135,7 +135,7 @@ def execute(spec: RunSpec, ctx: RunContext, run_id: str, callbacks=(), should_st
         return bool(heartbeat.lost) or bool(should_stop and should_stop())
 
     try:
-        with heartbeat, checkpoint.exclusive(checkpoint_dir(ctx, run_id)):
+        with heartbeat, checkpoint.exclusive(checkpoint_dir(ctx, run_id)), tracking.system_metrics(ctx.tracking_uri, run_id):
             outcome = _execute(spec, ctx, logger, callbacks, stop_requested)
         if heartbeat.lost:  # another process owns the run now: leave its status and checkpoints to it
             return RunOutcome(run_id, HELD, epochs=outcome.epochs)
@@ -168,6 +168,7 @@ def _execute(spec, ctx, logger: tracking.RunLogger, callbacks, should_stop) -> R
     bundle = data.get(spec.dataset).load(
         ctx.data_dir, preprocessing=spec.preprocessing, splits=spec.splits, seed=spec.split_seed
     )
+    _log_dataset(logger, spec, bundle, ctx.data_dir)
     checkpoint.seed_everything(spec.seed)  # the model's initial weights depend on the seed alone
     info = models.info(spec.model)
     model = models.build(
@@ -291,6 +292,18 @@ def _predictions_csv(evaluations) -> str:
     lines = [",".join(columns)]
     lines += [",".join(str(int(v)) for v in row) for row in zip(*columns.values())]
     return "\n".join(lines) + "\n"
+
+
+def _log_dataset(logger: tracking.RunLogger, spec: RunSpec, bundle, data_dir: Path) -> None:
+    """The decoded data as an MLflow dataset input: where it came from, its digest, its split sizes."""
+    from bench.data.base import bundle_digest
+
+    dataset = data.get(spec.dataset)
+    files = dataset.expected_files(data_dir)
+    profile = {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test)}
+    profile |= {"splits": spec.splits, "seed": bundle.seed, "preprocessing": spec.preprocessing}
+    source = ", ".join(str(Path(f).resolve()) for f in files) or dataset.homepage or spec.dataset
+    logger.log_dataset(spec.dataset, bundle_digest(bundle), source, profile)
 
 
 def _summary_metrics(fit: FitResult, flow) -> dict[str, float]:

@@ -522,6 +522,31 @@ class Outbox:
             self.directory.rmdir()
 
 
+SYSTEM_METRICS_ENV = "BENCH_SYSTEM_METRICS"  # "0": --no-system-metrics (reaches every worker)
+
+
+@contextlib.contextmanager
+def system_metrics(uri: str, run_id: str, resumed: bool = True):
+    """Sample CPU, memory, disk, network (and GPU where pynvml sees one) into the run's `system/`
+    metrics with MLflow's own monitor, while the block runs; off when $BENCH_SYSTEM_METRICS is 0."""
+    if os.environ.get(SYSTEM_METRICS_ENV, "1") == "0":
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    try:  # cosmetic: a store that cannot answer now must not fail the run
+        monitor = SystemMetricsMonitor(run_id, tracking_uri=uri, resume_logging=resumed)
+        monitor.start()
+    except Exception as error:
+        log.warning("system metrics are off for run %s (%s)", run_id, _one_line(error))
+        yield
+        return
+    try:
+        yield
+    finally:
+        monitor.finish()
+
+
 class RunLogger:
     """Logs one run's parameters, per-epoch metrics and artifacts; an engine callback.
 
@@ -646,6 +671,14 @@ class RunLogger:
                     logged.setdefault(metric.key, set()).add(metric.step)
         elif kind == "history":  # epochs a checkpoint holds that the store may have missed
             self._deliver("metrics", {"metrics": [row for r in payload["records"] for row in _epoch_metrics(r)]})
+        elif kind == "dataset":
+            from mlflow.entities import Dataset, DatasetInput, InputTag
+
+            dataset = Dataset(
+                name=payload["name"], digest=payload["digest"], source_type="local",
+                source=json.dumps({"uri": payload["source"]}), profile=json.dumps(payload["profile"]),
+            )
+            self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
         elif kind == "clear_failure":
             self._clear_failure()
         elif kind == "artifact":
@@ -686,6 +719,10 @@ class RunLogger:
         batch = [[k, float(v), now, step] for k, v in metrics.items() if v is not None]
         if batch:
             self._send("metrics", {"metrics": batch})
+
+    def log_dataset(self, name: str, digest: str, source: str, profile: dict[str, Any]) -> None:
+        """The run's data as an MLflow dataset input (the runs table's Dataset column)."""
+        self._send("dataset", {"name": name, "digest": digest, "source": source, "profile": profile})
 
     # -- artifacts -----------------------------------------------------------------------------------
     def log_file(self, path: Path, artifact_dir: str | None = None) -> None:

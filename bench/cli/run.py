@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from pathlib import Path
 from typing import List, Optional
@@ -110,6 +111,7 @@ def run(
     slurm_mem_gb: Optional[float] = typer.Option(None, "--slurm-mem-gb", help="Memory per job (default: the partition's)."),
     slurm_folder: Optional[Path] = typer.Option(None, "--slurm-folder", help="submitit's job files and logs (default: <checkpoint dir>/slurm)."),
     slurm_executor: str = typer.Option("slurm", "--slurm-executor", help="slurm, or local: the same jobs as processes here."),
+    system_metrics: bool = typer.Option(True, "--system-metrics/--no-system-metrics", help="Sample CPU, memory and GPU use into each run's system/ metrics (MLflow's monitor)."),
     force: bool = typer.Option(False, "--force", help="Rerun configurations that already finished."),
     prune_checkpoints: bool = typer.Option(False, "--prune-checkpoints", help="Remove the checkpoint folders of runs deleted in MLflow."),
     skip_missing: bool = typer.Option(False, "--skip-missing", help="Run the datasets that are present, skip the rest."),
@@ -124,6 +126,7 @@ def run(
     from bench.runner import default_checkpoint_root
 
     plugins.use(plugin or [])
+    os.environ[tracking.SYSTEM_METRICS_ENV] = "1" if system_metrics else "0"  # read in every worker
     check_text_option(tracking_uri, "--tracking-uri")
     check_text_option(experiment, "--experiment")
     grid = studyfile.load(study) if study else studyfile.Grid(pairs=studyfile.pairs_from(datasets, models))

@@ -137,6 +137,19 @@ class Split:
             return self.images[index]
         return self.images.take(index)
 
+    def digest(self) -> "hashlib._Hash":
+        """sha256 of this split's decoded content: labels, and images (or, for an HDF5 view, its
+        file, key and rows), so two runs on different data are told apart."""
+        h = hashlib.sha256(self.labels.numpy().tobytes())
+        if isinstance(self.images, torch.Tensor):
+            images = self.images if self.index is None else self.images[self.index]
+            h.update(images.contiguous().numpy().tobytes())
+        else:
+            h.update(f"{self.images.path}:{self.images.key}:{self.images.shape}".encode())
+            if self.index is not None:
+                h.update(self.index.numpy().tobytes())
+        return h
+
     def materialize(self) -> torch.Tensor:
         """All of this split's images as one uint8 tensor."""
         if isinstance(self.images, torch.Tensor) and self.index is None:
@@ -164,6 +177,14 @@ class DataBundle:
     preprocessing: str = "protocol"
     splits: str = "protocol"
     seed: int = 42
+
+
+def bundle_digest(bundle: DataBundle) -> str:
+    """One digest of the three decoded splits (the MLflow dataset input's digest)."""
+    h = hashlib.sha256()
+    for split in (bundle.train, bundle.val, bundle.test):
+        h.update(split.digest().digest())
+    return h.hexdigest()[:16]
 
 
 @dataclass

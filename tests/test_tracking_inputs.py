@@ -1,0 +1,51 @@
+"""What a run records in MLflow beyond metrics: its dataset as a dataset input, and system metrics
+sampled by MLflow's own monitor (off with an option)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from bench import data, tracking
+from conftest import bench, store_args
+
+
+@pytest.mark.slow
+def test_each_run_logs_its_dataset_input_and_system_metrics(store):
+    result = bench(
+        "run", "--datasets", "synthetic,digits", "--models", "resnet18", "--max-epochs", "1",
+        "--gradflow-batches", "1", *store_args(store), env={"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    experiment = tracking.client(store["uri"]).get_experiment_by_name("test")
+    runs = {r.data.tags["dataset"]: r for r in tracking.runs_of(store["uri"], experiment.experiment_id)}
+    digests = set()
+    for name, run in runs.items():
+        (entry,) = run.inputs.dataset_inputs
+        dataset = entry.dataset
+        bundle = data.get(name).load(store["data"])
+        profile = json.loads(dataset.profile)
+        assert dataset.name == name and len(dataset.digest) == 16
+        assert (profile["train"], profile["val"], profile["test"]) == (len(bundle.train), len(bundle.val), len(bundle.test))
+        assert [t.value for t in entry.tags if t.key == "mlflow.data.context"] == ["training"]
+        digests.add(dataset.digest)
+        system = [k for k in run.data.metrics if k.startswith("system/")]
+        assert "system/cpu_utilization_percentage" in system and "system/system_memory_usage_megabytes" in system
+    assert set(runs) == {"synthetic", "digits"} and len(digests) == 2  # different data, different digests
+
+
+def test_system_metrics_are_sampled_while_a_run_trains_and_not_when_switched_off(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id = tracking.prepare(uri, "system")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    sampled = {}
+    for switch in ("1", "0"):
+        monkeypatch.setenv(tracking.SYSTEM_METRICS_ENV, switch)
+        run_id = tracking.create_run(uri, experiment_id, f"run-{switch}", {})
+        with tracking.system_metrics(uri, run_id):
+            time.sleep(1.5)
+        sampled[switch] = [k for k in tracking.client(uri).get_run(run_id).data.metrics if k.startswith("system/")]
+    assert "system/cpu_utilization_percentage" in sampled["1"]
+    assert sampled["0"] == []
