@@ -301,7 +301,7 @@ def _log_dataset(logger: tracking.RunLogger, spec: RunSpec, bundle, data_dir: Pa
     dataset = data.get(spec.dataset)
     files = dataset.expected_files(data_dir)
     profile = {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test)}
-    profile |= {"splits": spec.splits, "seed": bundle.seed, "preprocessing": spec.preprocessing}
+    profile |= {"splits": spec.splits, "split_seed": bundle.seed, "preprocessing": spec.preprocessing}
     source = ", ".join(str(Path(f).resolve()) for f in files) or dataset.homepage or spec.dataset
     logger.log_dataset(spec.dataset, bundle_digest(bundle), source, profile)
 
