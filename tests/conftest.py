@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,17 +26,36 @@ def bench(*args: str, cwd: Path | None = None, env: dict | None = None, timeout:
     )
 
 
-@pytest.fixture
-def store(tmp_path) -> dict:
-    """A fresh sqlite MLflow store, checkpoint folder and data folder in a temporary directory."""
-    root = tmp_path / "bench"
-    root.mkdir()
+@pytest.fixture(scope="session")
+def migrated_store(tmp_path_factory) -> Path:
+    """An empty sqlite MLflow store, created and migrated once per session by `tracking.prepare`.
+
+    Creating MLflow's schema takes seconds on a loaded 2-core machine; tests copy this file (the same
+    empty, migrated store a first `bench run` would create) instead of migrating a store each.
+    """
+    from bench import tracking
+
+    path = tmp_path_factory.mktemp("migrated") / "mlflow.db"
+    tracking.prepare(f"sqlite:///{path}", "Default")  # MLflow's own experiment: the store stays empty
+    return path
+
+
+def new_store(root: Path, migrated: Path) -> dict:
+    """A sqlite MLflow store (a copy of `migrated`), checkpoint folder and data folder under `root`."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(migrated, root / "mlflow.db")
     return {
         "uri": f"sqlite:///{root / 'mlflow.db'}",
         "checkpoints": root / "checkpoints",
         "data": root / "data",
         "root": root,
     }
+
+
+@pytest.fixture
+def store(tmp_path, migrated_store) -> dict:
+    """A fresh sqlite MLflow store, checkpoint folder and data folder in a temporary directory."""
+    return new_store(tmp_path / "bench", migrated_store)
 
 
 def store_args(store: dict, experiment: str = "test") -> list[str]:
@@ -46,3 +66,20 @@ def store_args(store: dict, experiment: str = "test") -> list[str]:
         "--experiment", experiment,
         "--devices", "cpu",
     ]
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    """The real entry point (`bench.cli.main`) in this process: exit status, stdout and stderr."""
+    from bench.cli import main
+
+    argv = sys.argv
+    sys.argv = ["bench", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        sys.argv = argv
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -24,6 +24,8 @@ from typing import Callable
 
 import pytest
 
+from conftest import new_store
+
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 180.0  # a shared 2-core machine can take a minute to import MLflow and migrate a store
 
@@ -221,10 +223,10 @@ class PostgresCluster:
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
+def mlflow_server(tmp_path_factory, migrated_store):
     """A real MLflow server with a sqlite backend store and proxied artifacts, for the whole module."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    server = MlflowServer(f"sqlite:///{root / 'mlflow.db'}", root).start()
+    server = MlflowServer(new_store(root, migrated_store)["uri"], root).start()
     yield server
     server.stop()
 

@@ -68,6 +68,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_runs_a_digits_grid_isolates_a_failure_and_resumes_by_config_hash(local_ray, store, monkeypatch):
     monkeypatch.setenv("BENCH_OUTBOX_DIR", str(store["root"] / "outbox"))
     grid = [_spec("digits", model, seed) for model in ("resnet18", "senet18") for seed in (1, 2)]
@@ -95,6 +96,7 @@ def test_ray_refuses_a_run_bigger_than_the_cluster(local_ray):
 # -- Slurm (submitit) --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_slurm_jobs_on_the_local_executor_run_each_run_and_isolate_a_failure(store, monkeypatch):
     pytest.importorskip("submitit", reason="submitit is not installed; pip install 'gradattn-bench[slurm]'")
     monkeypatch.setenv("BENCH_OUTBOX_DIR", str(store["root"] / "outbox"))

@@ -117,8 +117,9 @@ def test_medmnist_official_splits_resized_to_64_and_gray_repeated(tmp_path, name
     assert np.array_equal(bundle.val.take(torch.arange(6)).numpy(), stored.transpose(0, 3, 1, 2))
     model_input = bundle.eval_transform(bundle.val.take(torch.arange(2)))
     assert model_input.shape == (2, 3, 64, 64)
-    if channels == 1:
-        assert torch.allclose(model_input[:, 0] * 0.229 + 0.485, model_input[:, 1] * 0.224 + 0.456, atol=1e-5)
+    # a gray image is repeated into three equal channels (before each channel's normalisation); colour stays colour
+    repeated = torch.allclose(model_input[:, 0] * 0.229 + 0.485, model_input[:, 1] * 0.224 + 0.456, atol=1e-5)
+    assert repeated is (channels == 1)
     assert dataset.sizes(tmp_path) == {"train": 20, "val": 6, "test": 8}
 
 

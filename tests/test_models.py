@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import math
+from importlib import resources
 
 import pytest
 import torch
@@ -12,8 +14,8 @@ import bench.models as models
 from bench.errors import BenchError
 from bench.models.rope import RotaryEmbedding
 
-NAMES = ["resnet18", "senet18", "cbam18", "gradattn-nope", "gradattn-lpe", "gradattn-rope"]
-GRADATTN = NAMES[3:]
+NAMES = models.names()  # every registered model
+GRADATTN = models.names("gradattn-*")
 NUM_CLASSES = 7
 
 
@@ -48,10 +50,10 @@ def same_weights(a: nn.Module, b: nn.Module) -> bool:
 
 
 def test_names_in_registration_order_and_wildcards():
-    assert models.names() == NAMES
-    assert models.names("gradattn-*") == GRADATTN
-    assert models.expand("all") == NAMES
-    assert models.expand("cbam18, gradattn-*,resnet18") == ["cbam18", *GRADATTN, "resnet18"]
+    assert models.names() == ["resnet18", "senet18", "cbam18", "gradattn-nope", "gradattn-lpe", "gradattn-rope"]
+    assert models.names("gradattn-*") == ["gradattn-nope", "gradattn-lpe", "gradattn-rope"]
+    assert models.expand("all") == models.names()
+    assert models.expand("cbam18, gradattn-*,resnet18") == ["cbam18", "gradattn-nope", "gradattn-lpe", "gradattn-rope", "resnet18"]
 
 
 def test_info_describes_each_model():
@@ -63,7 +65,9 @@ def test_info_describes_each_model():
     assert set(models.info("gradattn-rope").options) == {
         "num_layers", "d_model", "nhead", "dim_feedforward", "dropout", "init", "encoder", "preset"
     }
-    assert [models.info(n).protocol_section for n in NAMES] == ["1.2", "1.3", "1.4", "1.6", "1.7", "1.8"]
+    assert {n: models.info(n).protocol_section for n in NAMES} == {
+        "resnet18": "1.2", "senet18": "1.3", "cbam18": "1.4", "gradattn-nope": "1.6", "gradattn-lpe": "1.7", "gradattn-rope": "1.8"
+    }
 
 
 @pytest.mark.parametrize("spec", ["resnet50", "gradattn-*,vit", ""])
@@ -83,11 +87,33 @@ REFERENCES = [
 ]
 
 
-def test_issue_reference_counts_are_stored():
-    table = {"resnet18": 11_181_642, "senet18": 11_268_682, "cbam18": 11_269_466,
-             "gradattn-nope": 12_849_994, "gradattn-lpe": 12_851_274, "gradattn-rope": 12_847_690}
-    assert {name: models.info(name).reference_params[(3, 10)] for name in NAMES} == table
-    assert all(models.info(name).reference_params[(1, 10)] for name in NAMES)  # FashionMNIST
+# The notebooks' names, and their datasets' (in_channels, num_classes), for their printed results.
+NOTEBOOK_MODEL = {"ResNet-18": "resnet18", "SE-ResNet-18": "senet18", "CBAM-ResNet-18": "cbam18",
+                  "GradAttn-NoPE": "gradattn-nope", "GradAttn-LPE": "gradattn-lpe", "GradAttn-RoPE": "gradattn-rope"}
+NOTEBOOK_SHAPE = {"CIFAR-10": (3, 10), "FashionMNIST": (1, 10), "SVHN": (3, 10), "BloodMNIST": (3, 8),
+                  "TissueMNIST": (3, 8), "PCam": (3, 2), "PAD-UFES-20": (3, 6), "Tiny-ImageNet": (3, 200)}
+
+
+def printed_counts() -> list[tuple[str, int, int, int]]:
+    """(model, in_channels, num_classes, total parameters) of the notebooks' printed results
+    (bench/resources/notebook_results.csv) at the published default sizes (no 32/16/2 No PE)."""
+    with resources.files("bench").joinpath("resources/notebook_results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    return [
+        (NOTEBOOK_MODEL[row["model"]], *NOTEBOOK_SHAPE[row["dataset"]], int(row["params"]))
+        for row in rows
+        if row["transformer_d_h_ff"] in ("", "256/8/512")
+    ]
+
+
+def test_stored_reference_counts_are_the_printed_ones():
+    printed = printed_counts()
+    stored = {(name, c, k): count for name, c, k, count in REFERENCES}
+    assert len(printed) >= 25
+    assert [row for row in printed if stored.get(row[:3]) != row[3]] == []
+    assert set(stored) == {row[:3] for row in printed}  # and nothing stored that was not printed
+    # every model has the two shapes of the three-dataset comparison (CIFAR-10 / SVHN and FashionMNIST)
+    assert all({(3, 10), (1, 10)} <= set(models.info(name).reference_params) for name in NAMES)
 
 
 @pytest.mark.parametrize(("name", "in_channels", "num_classes", "count"), REFERENCES)
@@ -301,10 +327,12 @@ def test_se_and_cbam_protocol_init(name):
     assert torch.count_nonzero(model.fc.bias) == 0
     conv = model.layer1[0].conv1  # kaiming normal, fan_out = 64 * 3 * 3
     assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / (64 * 9)), rel=0.1)
-    if name == "senet18":
-        excitation = model.layer4[0].se.excitation
-        assert isinstance(excitation[0], nn.Flatten)
-        assert excitation[1].weight.std().item() == pytest.approx(0.01, rel=0.15)
+
+
+def test_se_excitation_protocol_init():
+    excitation = seeded("senet18").layer4[0].se.excitation
+    assert isinstance(excitation[0], nn.Flatten)
+    assert excitation[1].weight.std().item() == pytest.approx(0.01, rel=0.15)
 
 
 @pytest.mark.parametrize("name", ["senet18", "cbam18"])

@@ -15,7 +15,7 @@ from bench.errors import BenchError
 from bench.perf.grid import GridScaling, grid_specs
 from bench.perf.grid import run_benchmark as run_grid_benchmark
 from bench.perf.train import TrackingStore, Workload, bare_epoch, build_model, leftover_hooks, synthetic_batches
-from conftest import REPO, bench
+from conftest import REPO, bench, new_store
 
 TINY = ["--image-size", "8", "--batch-size", "4", "--steps", "1", "--warmup", "1", "--repeats", "1", "--threads", "1"]
 MODEL_FIGURES = {
@@ -46,9 +46,9 @@ def assert_all_positive(document) -> None:
 
 
 @pytest.fixture(scope="module")
-def perf_store(tmp_path_factory) -> str:
-    """One migrated sqlite store for the module (creating one costs seconds); the harness logs here."""
-    uri = f"sqlite:///{tmp_path_factory.mktemp('perf') / 'mlflow.db'}"
+def perf_store(tmp_path_factory, migrated_store) -> str:
+    """One sqlite store for the module; the harness logs here."""
+    uri = new_store(tmp_path_factory.mktemp("perf"), migrated_store)["uri"]
     tracking.prepare(uri, TrackingStore.EXPERIMENT)
     return uri
 
@@ -139,12 +139,14 @@ def test_gpu_script_runs_on_cpu_with_tiny_sizes(tmp_path, capsys, perf_store):
     assert "bf16+cl" in capsys.readouterr().out
 
 
-def test_gpu_script_refuses_an_absent_cuda_device_or_unknown_config(capsys):
-    script = _gpu_script()
-    if not torch.cuda.is_available():
-        assert script.main(["--device", "cuda", "--models", "resnet18", "--sizes", "8", "--steps", "1"]) == 2
-        assert "CUDA is not available" in capsys.readouterr().err
-    assert script.main(["--device", "cpu", "--configs", "fp64"]) == 2
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_gpu_script_refuses_an_absent_cuda_device(capsys):
+    assert _gpu_script().main(["--device", "cuda", "--models", "resnet18", "--sizes", "8", "--steps", "1"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_gpu_script_refuses_an_unknown_config(capsys):
+    assert _gpu_script().main(["--device", "cpu", "--configs", "fp64"]) == 2
     assert "Unknown --configs fp64" in capsys.readouterr().err
 
 

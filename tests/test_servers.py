@@ -18,6 +18,7 @@ import pytest
 
 from bench import tracking
 from bench.errors import BenchError
+from conftest import new_store
 from servers import MlflowServer, free_port, mlflow_server, postgres, postgres_mlflow_server  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,10 +31,11 @@ def _env(root: Path, **extra: str) -> dict:
     return os.environ | {"PYTHONUNBUFFERED": "1", "BENCH_OUTBOX_DIR": str(root / "outbox")} | extra
 
 
-def _run_args(url: str, root: Path, experiment: str, *extra: str, dataset: str = "digits") -> list[str]:
+def _run_args(url: str, root: Path, experiment: str, *extra: str) -> list[str]:
+    # The small synthetic set: what these tests check is the tracking, not the data.
     return [
         sys.executable, "-m", "bench", "run",
-        "--datasets", dataset, "--gradflow-batches", "1", "--devices", "cpu",
+        "--datasets", "synthetic", "--gradflow-batches", "1", "--devices", "cpu",
         "--tracking-uri", url, "--experiment", experiment,
         "--checkpoint-dir", str(root / "checkpoints"), "--data-dir", str(root / "data"),
         *extra,
@@ -73,9 +75,9 @@ def _assert_complete(server, run, epochs: int, tmp: Path) -> None:
     assert len(list(csv.DictReader(history.open()))) == epochs
 
 
-def _grid_over_http(server, tmp_path: Path, dataset: str) -> None:
+def _grid_over_http(server, tmp_path: Path) -> None:
     """Two models on two worker slots, logging over HTTP at once."""
-    args = _run_args(server.url, tmp_path, "grid", "--models", "resnet18,senet18", "--max-epochs", "1", "--jobs-per-device", "2", dataset=dataset)
+    args = _run_args(server.url, tmp_path, "grid", "--models", "resnet18,senet18", "--max-epochs", "1", "--jobs-per-device", "2")
     result = _bench(args, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "cpu#0" in result.stdout and "cpu#1" in result.stdout
@@ -87,13 +89,13 @@ def _grid_over_http(server, tmp_path: Path, dataset: str) -> None:
 
 
 def test_grid_logs_every_run_metric_and_artifact_through_an_mlflow_server(mlflow_server, tmp_path):
-    _grid_over_http(mlflow_server, tmp_path, "digits")
+    _grid_over_http(mlflow_server, tmp_path)
 
 
 def test_grid_through_an_mlflow_server_backed_by_postgresql(postgres_mlflow_server, tmp_path):
-    # The same grid on the small synthetic set (this machine has two cores); the store is what differs.
+    # The same grid; the store is what differs.
     assert postgres_mlflow_server.backend_uri.startswith("postgresql")
-    _grid_over_http(postgres_mlflow_server, tmp_path, "synthetic")
+    _grid_over_http(postgres_mlflow_server, tmp_path)
 
 
 def test_optuna_study_stored_in_postgresql_is_shared_between_storages(postgres):
@@ -159,14 +161,14 @@ def test_a_web_server_that_is_not_mlflow_is_a_clear_error(not_mlflow_url):
         tracking.prepare(not_mlflow_url, "x")
 
 
-def test_basic_auth_config_shipped_for_compose_asks_for_credentials(tmp_path, monkeypatch):
+def test_basic_auth_config_shipped_for_compose_asks_for_credentials(tmp_path, monkeypatch, migrated_store):
     """docker/basic_auth.ini with this MLflow: no credentials is a clear error, the admin account works."""
     pytest.importorskip("flask_wtf", reason="MLflow's basic-auth app needs mlflow[auth] (Flask-WTF)")
     shipped = (REPO / "docker" / "basic_auth.ini").read_text()
     config = tmp_path / "basic_auth.ini"
     config.write_text(shipped.replace("sqlite:////var/lib/mlflow-auth/", f"sqlite:///{tmp_path}/"))
     env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only", "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-Pw-for-tests-1"}
-    server = MlflowServer(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path, extra_args=("--app-name", "basic-auth"), env=env).start()
+    server = MlflowServer(new_store(tmp_path, migrated_store)["uri"], tmp_path, extra_args=("--app-name", "basic-auth"), env=env).start()
     try:
         for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
             monkeypatch.delenv(name, raising=False)
@@ -228,7 +230,7 @@ def test_server_stopped_mid_run_loses_no_run_or_epoch(mlflow_server, tmp_path):
     """Kill the server once epoch 1 is logged, keep it down past the end of the run, restart it on
     the same port and store, and run the same command again: the run completes with every epoch."""
     url = mlflow_server.url
-    args = _run_args(url, tmp_path, "restart", "--models", "resnet18", "--max-epochs", "2", dataset="synthetic")
+    args = _run_args(url, tmp_path, "restart", "--models", "resnet18", "--max-epochs", "2")
     first = subprocess.Popen(args, cwd=tmp_path, env=_env(tmp_path, BENCH_TRACKING_WAIT_S="3"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 400

@@ -3,7 +3,7 @@ real training runs as trials, pruning, resuming, and two worker processes on one
 
 from __future__ import annotations
 
-import sys
+import json
 from types import SimpleNamespace
 
 import optuna
@@ -12,7 +12,8 @@ import pytest
 from bench import tracking
 from bench.studies import depth_width as dw
 from bench.studies import storage as study_storage
-from conftest import REPO, bench, store_args
+from bench.studies import summary
+from conftest import REPO, bench, cli, new_store, store_args
 
 # A tiny space with a fixed dropout. With this sampler seed the first four (random) trials are
 # (layers, d_model, heads, ff) = (2,16,2,1), (2,16,2,2), (1,16,2,2), (2,32,4,2); pruning after
@@ -41,22 +42,6 @@ ENV = {"OMP_NUM_THREADS": "1", "COLUMNS": "200", "NO_COLOR": "1"}
 NAME = "depth-width-digits-gradattn-rope"
 
 
-def cli(capsys, *args: str) -> tuple[int, str]:
-    """The real entry point in this process: exit status and stderr."""
-    from bench.cli import main
-
-    argv = sys.argv
-    sys.argv = ["bench", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        sys.argv = argv
-    return code, capsys.readouterr().err
-
-
 def _trial_runs(uri: str, experiment: str = "test") -> dict[int, object]:
     exp = tracking.client(uri).get_experiment_by_name(experiment)
     runs = tracking.runs_of(uri, exp.experiment_id)
@@ -69,10 +54,10 @@ def _parent_runs(uri: str, experiment: str = "test") -> list:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(tmp_path_factory, migrated_store):
     """The 4-trial study, run once through the real CLI; a snapshot of it before other tests extend it."""
     root = tmp_path_factory.mktemp("depth_width")
-    store = {"uri": f"sqlite:///{root / 'mlflow.db'}", "checkpoints": root / "checkpoints", "data": root / "data", "root": root}
+    store = new_store(root, migrated_store)
     config = root / "tiny.toml"
     config.write_text(TINY_STUDY)
     args = ["study", "depth-width", "--dataset", "digits", "--config", str(config), *store_args(store)]
@@ -89,6 +74,7 @@ def study(tmp_path_factory):
 # -- the first invocation --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_four_trials_each_a_tracked_run_nested_under_the_study(study):
     assert [t.number for t in study.trials] == [0, 1, 2, 3]
     assert sorted(study.runs) == [0, 1, 2, 3]
@@ -116,25 +102,27 @@ def test_four_trials_each_a_tracked_run_nested_under_the_study(study):
         assert trial.intermediate_values == pytest.approx(history)
 
 
+@pytest.mark.slow
 def test_poor_trials_are_pruned_and_marked_in_mlflow(study):
-    states = [t.state for t in study.trials]
-    assert optuna.trial.TrialState.PRUNED in states and optuna.trial.TrialState.COMPLETE in states
-    for trial in study.trials:
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert pruned and complete and len(pruned) + len(complete) == len(study.trials)
+    for trial in pruned:
         run = study.runs[trial.number]
-        epochs = sorted(trial.intermediate_values)
-        if trial.state == optuna.trial.TrialState.PRUNED:
-            # stopped gracefully after its first epoch: the run ends KILLED, tagged PRUNED
-            assert run.info.status == tracking.KILLED and run.data.tags["optuna_state"] == "PRUNED"
-            assert epochs == [1] and "test_top1" not in run.data.metrics
-            completed_first_epochs = [t.intermediate_values[1] for t in study.trials if t.number < trial.number and t.state.name == "COMPLETE"]
-            assert trial.intermediate_values[1] < max(completed_first_epochs)
-        else:
-            assert run.info.status == tracking.FINISHED and epochs == [1, 2]
-            # objective = best validation accuracy
-            assert trial.value == pytest.approx(max(trial.intermediate_values.values()))
-            assert trial.value == pytest.approx(run.data.metrics["best_val_acc"])
+        # stopped gracefully after its first epoch: the run ends KILLED, tagged PRUNED
+        assert run.info.status == tracking.KILLED and run.data.tags["optuna_state"] == "PRUNED"
+        assert sorted(trial.intermediate_values) == [1] and "test_top1" not in run.data.metrics
+        completed_first_epochs = [t.intermediate_values[1] for t in complete if t.number < trial.number]
+        assert trial.intermediate_values[1] < max(completed_first_epochs)
+    for trial in complete:
+        run = study.runs[trial.number]
+        assert run.info.status == tracking.FINISHED and sorted(trial.intermediate_values) == [1, 2]
+        # objective = best validation accuracy
+        assert trial.value == pytest.approx(max(trial.intermediate_values.values()))
+        assert trial.value == pytest.approx(run.data.metrics["best_val_acc"])
 
 
+@pytest.mark.slow
 def test_parent_run_holds_the_summary_artifacts(study):
     (parent,) = study.parents
     uri = study.store["uri"]
@@ -147,17 +135,24 @@ def test_parent_run_holds_the_summary_artifacts(study):
     assert parent.data.tags["best_trial"] == str(best.number)
     assert parent.data.metrics["best_val_acc"] == pytest.approx(best.value)
     assert f"best trial {best.number}" in study.output
-    # importances need two completed trials; with fewer, importances.json says why
+    # two or more completed trials (this sampler seed gives them): importances, and their figure
+    assert len(complete) >= 2
     importances = tracking.download_artifact(uri, parent.info.run_id, "study/importances.json", study.store["root"] / "dl")
-    if len(complete) >= 2:
-        assert "study/param_importances.png" in files
-    else:
-        assert "at least 2 completed trials" in importances.read_text()
+    document = json.loads(importances.read_text())
+    assert document["note"] is None and set(document["importances"]) == {"num_layers", "d_model", "nhead", "ff_multiplier", "dropout"}
+    assert "study/param_importances.png" in files
+
+
+def test_importances_of_a_study_with_one_completed_trial_say_why_there_are_none():
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    assert summary.importances(study) == ({}, "parameter importances need at least 2 completed trials; the study has 1")
 
 
 # -- continuing the study -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_running_again_with_two_workers_adds_distinct_trials_to_the_same_study(study):
     args = [*study.args, "--n-trials", "2", "--max-epochs", "1", "--jobs-per-device", "2"]
     result = bench(*args, cwd=study.store["root"], env=ENV)
@@ -237,7 +232,7 @@ def test_journal_storage_holds_a_study(tmp_path):
     ],
 )
 def test_user_errors_exit_2_with_one_line(capsys, tmp_path, args, fragment):
-    code, err = cli(capsys, "study", "depth-width", *args, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+    code, _, err = cli(capsys, "study", "depth-width", *args, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
                     "--devices", "cpu", "--experiment", "test")
     assert code == 2
     assert fragment in err and err.startswith("error:")

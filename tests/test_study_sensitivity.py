@@ -4,7 +4,6 @@ recomputed from the stored gradient-flow records, results logged to a real MLflo
 from __future__ import annotations
 
 import json
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,33 +14,16 @@ import pytest
 from bench import tracking
 from bench.errors import BenchError
 from bench.studies.sensitivity import ThresholdGrid
-from conftest import bench, store_args
+from conftest import bench, cli, new_store, store_args
 
 MODELS = ["resnet18", "gradattn-rope"]
 
 
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    """The real entry point in this process: exit status, stdout and stderr."""
-    from bench.cli import main
-
-    argv = sys.argv
-    sys.argv = ["bench", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        sys.argv = argv
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 @pytest.fixture(scope="module")
-def digits_runs(tmp_path_factory):
+def digits_runs(tmp_path_factory, migrated_store):
     """Finished digits runs of two models, trained by the real `bench run` (one epoch each, side by side)."""
     root = tmp_path_factory.mktemp("sensitivity")
-    store = {"uri": f"sqlite:///{root / 'mlflow.db'}", "checkpoints": root / "checkpoints", "data": root / "data", "root": root}
+    store = new_store(root, migrated_store)
     result = bench(
         "run", "--datasets", "digits", "--models", ",".join(MODELS), "--max-epochs", "1", "--gradflow-batches", "2",
         "--jobs-per-device", "2", *store_args(store), cwd=root, env={"OMP_NUM_THREADS": "1"},
@@ -58,6 +40,7 @@ def _sensitivity_runs(store) -> list:
     return [r for r in tracking.runs_of(store["uri"], exp.experiment_id) if r.data.tags.get("study_kind") == "sensitivity"]
 
 
+@pytest.mark.slow
 def test_default_grid_reproduces_the_logged_scores_at_the_protocol_pair(digits_runs, capsys, tmp_path):
     out = tmp_path / "out"
     code, stdout, err = cli(capsys, "sensitivity", "digits", *digits_runs.args, "--out", str(out))
@@ -106,6 +89,7 @@ def _mean_norms(store, run) -> dict[str, float]:
     return {name: float(np.mean(norms)) for name, norms in records.items() if norms}
 
 
+@pytest.mark.slow
 def test_verdicts_move_with_the_thresholds_for_the_named_run(digits_runs, capsys, tmp_path):
     run = digits_runs.runs["gradattn-rope"]
     norms = _mean_norms(digits_runs.store, run)
@@ -130,6 +114,7 @@ def test_verdicts_move_with_the_thresholds_for_the_named_run(digits_runs, capsys
     assert protocol.health == run.data.metrics["gradient_health"]
 
 
+@pytest.mark.slow
 def test_a_dataset_without_finished_runs_says_which_run_to_start(digits_runs, capsys, tmp_path):
     code, _, err = cli(capsys, "sensitivity", "synthetic", *digits_runs.args, "--out", str(tmp_path))
     assert code == 2
@@ -146,12 +131,15 @@ def test_a_dataset_without_finished_runs_says_which_run_to_start(digits_runs, ca
         (["--run-id", "0123456789abcdef"], "not in the tracking store"),
     ],
 )
-def test_bad_thresholds_and_runs_exit_2(digits_runs, capsys, tmp_path, options, fragment):
-    code, _, err = cli(capsys, "sensitivity", "digits", *options, *digits_runs.args, "--out", str(tmp_path))
+def test_bad_thresholds_and_runs_exit_2(store, capsys, tmp_path, options, fragment):
+    # checked before any run is read: an empty store will do
+    args = ["--tracking-uri", store["uri"], "--experiment", "test", "--out", str(tmp_path)]
+    code, _, err = cli(capsys, "sensitivity", "digits", *options, *args)
     assert code == 2
     assert fragment in err
 
 
+@pytest.mark.slow
 def test_a_run_of_another_dataset_is_refused(digits_runs, capsys, tmp_path):
     run = digits_runs.runs["resnet18"]
     code, _, err = cli(capsys, "sensitivity", "svhn", "--run-id", run.info.run_id, *digits_runs.args, "--out", str(tmp_path))
