@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench import models
+
 COUNTS_3CH_10 = {
     "resnet18": "11,181,642",
     "senet18": "11,268,682",
@@ -48,6 +50,7 @@ def test_models_lists_the_six_models_with_reference_counts():
     # as protocol mode builds them: the shared encoder layer gives RoPE No PE's count (only the PE differs)
     protocol = {name: cells[2] for name, cells in table.items() if name in COUNTS_3CH_10}
     assert protocol == COUNTS_3CH_10 | {"gradattn-rope": COUNTS_3CH_10["gradattn-nope"]}
+    assert [name for name in table if name in models.names()] == models.names()  # every registered model, in order
 
 
 def test_models_for_fashionmnist_shape_and_a_wildcard():
