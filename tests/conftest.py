@@ -40,10 +40,9 @@ def migrated_store(tmp_path_factory) -> Path:
     return path
 
 
-def new_store(root: Path, migrated: Path) -> dict:
-    """A sqlite MLflow store (a copy of `migrated`), checkpoint folder and data folder under `root`."""
+def store_paths(root: Path) -> dict:
+    """Where a test's sqlite MLflow store, checkpoint folder and data folder go (nothing created)."""
     root.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(migrated, root / "mlflow.db")
     return {
         "uri": f"sqlite:///{root / 'mlflow.db'}",
         "checkpoints": root / "checkpoints",
@@ -52,9 +51,22 @@ def new_store(root: Path, migrated: Path) -> dict:
     }
 
 
+def new_store(root: Path, migrated: Path) -> dict:
+    """store_paths(root) with the sqlite store already there: a copy of the empty `migrated` one."""
+    paths = store_paths(root)
+    shutil.copyfile(migrated, root / "mlflow.db")
+    return paths
+
+
 @pytest.fixture
-def store(tmp_path, migrated_store) -> dict:
-    """A fresh sqlite MLflow store, checkpoint folder and data folder in a temporary directory."""
+def store(tmp_path) -> dict:
+    """Paths for a sqlite MLflow store that does not exist yet: the command under test creates it."""
+    return store_paths(tmp_path / "bench")
+
+
+@pytest.fixture
+def ready_store(tmp_path, migrated_store) -> dict:
+    """The paths of `store`, with an empty, migrated sqlite store already there."""
     return new_store(tmp_path / "bench", migrated_store)
 
 

@@ -22,6 +22,12 @@ ONE_BATCH = GradFlowConfig(num_batches=1)
 GRID_FLAGS = ["--datasets", "digits", "--max-epochs", "1", "--gradflow-batches", "1"]
 
 
+@pytest.fixture
+def store(ready_store) -> dict:
+    """Each test here starts from an empty, migrated store: creating one is not what they test."""
+    return ready_store
+
+
 def _spec(dataset: str, model: str, seed: int) -> RunSpec:
     # The spec `bench run` builds from GRID_FLAGS, so the CLI finds these runs by their config hash.
     return RunSpec(dataset, model, seed, train=ONE_EPOCH, gradflow=ONE_BATCH).validate()

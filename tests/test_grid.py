@@ -17,6 +17,12 @@ from conftest import bench, cli, store_args
 SYNTH = ["--datasets", "synthetic", "--gradflow-batches", "1"]
 
 
+@pytest.fixture
+def store(ready_store) -> dict:
+    """Each test here starts from an empty, migrated store: creating one is not what they test."""
+    return ready_store
+
+
 def _runs(store, experiment="test"):
     exp = tracking.client(store["uri"]).get_experiment_by_name(experiment)
     return [] if exp is None else tracking.runs_of(store["uri"], exp.experiment_id)

@@ -53,6 +53,7 @@ def perf_store(tmp_path_factory, migrated_store) -> str:
     return uri
 
 
+@pytest.mark.slow
 def test_bench_perf_json_has_every_figure_positive_and_prints_three_ratios(tmp_path, perf_store):
     out = tmp_path / "perf.json"
     result = bench(

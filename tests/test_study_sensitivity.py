@@ -131,9 +131,9 @@ def test_a_dataset_without_finished_runs_says_which_run_to_start(digits_runs, ca
         (["--run-id", "0123456789abcdef"], "not in the tracking store"),
     ],
 )
-def test_bad_thresholds_and_runs_exit_2(store, capsys, tmp_path, options, fragment):
+def test_bad_thresholds_and_runs_exit_2(ready_store, capsys, tmp_path, options, fragment):
     # checked before any run is read: an empty store will do
-    args = ["--tracking-uri", store["uri"], "--experiment", "test", "--out", str(tmp_path)]
+    args = ["--tracking-uri", ready_store["uri"], "--experiment", "test", "--out", str(tmp_path)]
     code, _, err = cli(capsys, "sensitivity", "digits", *options, *args)
     assert code == 2
     assert fragment in err
