@@ -450,7 +450,8 @@ def _transient(error: BaseException) -> bool:
     return status is None or status >= 500 or status in (408, 429)
 
 
-ENTRY_KINDS = ("params", "tags", "metrics", "history", "artifact", "clear_failure", "end")
+# Every kind `RunLogger._deliver` handles; an entry of any other kind is damaged and moved aside.
+ENTRY_KINDS = ("params", "tags", "metrics", "history", "dataset", "artifact", "clear_failure", "end")
 
 
 class Outbox:

@@ -29,7 +29,9 @@ def test_one_folder_is_split_by_the_seed_with_size_channels_and_statistics_infer
     assert not torch.equal(other.train.labels, bundle.train.labels)  # a different split seed
 
 
-def test_train_val_test_folders_are_the_splits_and_settings_override_inference(tmp_path):
+def test_train_val_test_folders_are_the_splits_and_settings_override_inference(tmp_path, monkeypatch):
+    # The named folder is registered for this test only: other tests read the shipped catalogue.
+    monkeypatch.setattr(data.DATASETS, "_entries", dict(data.DATASETS._entries))
     write_image_folder(tmp_path / "scans", per_class=6, size=20, splits=("train", "val", "test"))
     from bench.data.imagefolder import register_folder
 
