@@ -54,11 +54,15 @@ def resolve_uri(uri: str | None) -> str:
 def client(uri: str):
     from mlflow.tracking import MlflowClient
 
+    _quiet_mlflow()  # here because every process (the parent, each worker) comes through here first
     return MlflowClient(tracking_uri=uri)
 
 
 def _quiet_mlflow() -> None:
-    # The store's schema-migration chatter and the per-request retry warnings hide our own output.
+    # The store's schema-migration chatter, the per-request retry warnings and the system-metrics
+    # monitor's start/stop lines hide our own output. After `import mlflow`, which sets its levels.
+    import mlflow  # noqa: F401
+
     for name in ("mlflow", "alembic", "urllib3"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -85,19 +89,31 @@ def prepare(uri: str, experiment: str) -> str:
 
 
 # What a second creator of the same store or experiment sees while the first is at work.
-_CREATION_RACES = ("duplicate column name", "already exists", "RESOURCE_ALREADY_EXISTS", "duplicate key value", "database is locked")
+_CREATION_RACES = (
+    "duplicate column name", "already exists", "RESOURCE_ALREADY_EXISTS", "duplicate key value", "UNIQUE constraint failed",
+    "database is locked",
+)
 
 
-def _prepare_retrying(uri: str, experiment: str, attempts: int = 5) -> str:
+def _creation_race(error: BaseException | None) -> bool:
+    return error is not None and any(marker in str(error) for marker in _CREATION_RACES)
+
+
+def _retry_creation_race(action, attempts: int = 5):
+    """`action()`, again after a pause while it loses a race with another creator of the same row."""
     for attempt in range(attempts):
         try:
-            return _prepare_once(uri, experiment)
-        except BenchError as error:
-            cause = error.__cause__
-            if cause is None or attempt == attempts - 1 or not any(m in str(cause) for m in _CREATION_RACES):
+            return action()
+        except Exception as error:
+            cause = error.__cause__ if isinstance(error, BenchError) else error
+            if attempt == attempts - 1 or not _creation_race(cause):
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _prepare_retrying(uri: str, experiment: str) -> str:
+    return _retry_creation_race(lambda: _prepare_once(uri, experiment))
 
 
 def _prepare_once(uri: str, experiment: str) -> str:
@@ -535,6 +551,7 @@ def system_metrics(uri: str, run_id: str, resumed: bool = True):
         return
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
+    _quiet_mlflow()
     try:  # cosmetic: a store that cannot answer now must not fail the run
         monitor = SystemMetricsMonitor(run_id, tracking_uri=uri, resume_logging=resumed)
         monitor.start()
@@ -679,7 +696,9 @@ class RunLogger:
                 name=payload["name"], digest=payload["digest"], source_type="local",
                 source=json.dumps({"uri": payload["source"]}), profile=json.dumps(payload["profile"]),
             )
-            self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+            inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])]
+            # Runs of one grid log the same dataset at once: the store's first writer creates its row.
+            _retry_creation_race(lambda: self.client.log_inputs(self.run_id, datasets=inputs))
         elif kind == "clear_failure":
             self._clear_failure()
         elif kind == "artifact":

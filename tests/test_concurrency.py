@@ -90,3 +90,34 @@ def test_two_commands_on_an_mlflow_server(mlflow_server, tmp_path, delay_s):  # 
 def test_two_commands_on_postgresql(postgres, tmp_path, delay_s):  # noqa: F811
     uri = postgres.createdb(f"race{delay_s}")  # a fresh store: the two also race to create its schema
     _assert_once(uri, tmp_path, _race(uri, tmp_path, delay_s, "race"), "race")
+
+
+_LOG_ONE_DATASET = """
+import sys, time
+from bench import tracking
+uri, run_id, start, rounds = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+logger = tracking.RunLogger(uri, run_id, retries=0)
+for n in range(rounds):  # all processes log round n's dataset at the same moment
+    time.sleep(max(0.0, start + n - time.time()))
+    logger.log_dataset(f"digits-{n}", f"digest{n}", "sklearn://digits", {"train": 1})
+"""
+
+
+def test_runs_of_one_grid_log_one_dataset_at_once(ready_store):
+    """Every run of a grid logs the same dataset input as it starts: the store's first writer creates
+    the dataset's row, the others (which lost the race to insert it) link their runs to it."""
+    uri, rounds = ready_store["uri"], 4
+    experiment = tracking.prepare(uri, "datasets")
+    run_ids = [tracking.create_run(uri, experiment, f"run-{i}", {}) for i in range(4)]
+    start = time.time() + 8  # after every process has imported MLflow and opened the store
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _LOG_ONE_DATASET, uri, run_id, str(start), str(rounds)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for run_id in run_ids
+    ]
+    outputs = [w.communicate(timeout=120)[0] for w in writers]
+    assert [w.returncode for w in writers] == [0] * len(writers), "\n".join(outputs)
+    c = tracking.client(uri)
+    for run_id in run_ids:
+        names = sorted(d.dataset.name for d in c.get_run(run_id).inputs.dataset_inputs)
+        assert names == [f"digits-{n}" for n in range(rounds)]
