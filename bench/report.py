@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import published, references, significance, tracking
+from bench import metric_names, published, references, significance, tracking
 from bench.checkpoint import atomic_write_bytes
 from bench.errors import BenchError
 from bench.spec import PREPROCESSING_MODES
@@ -47,7 +47,7 @@ def collect_runs(uri: str, experiment: str) -> pd.DataFrame:
     rows = []
     for run in tracking.runs_of(uri, exp_id, status=tracking.FINISHED):
         tags, metrics = run.data.tags, run.data.metrics
-        if "test_top1" not in metrics or "dataset" not in tags or "trial_number" in tags:
+        if not metric_names.has(metrics, "test/top1") or "dataset" not in tags or "trial_number" in tags:
             continue  # not a grid run (a study's parent run or one of its trials)
         settings = {k: v for k, v in tracking.iter_params(run) if k not in NOT_SETTINGS}
         settings.setdefault("preprocessing", tags.get("preprocessing", "protocol"))
@@ -65,20 +65,20 @@ def collect_runs(uri: str, experiment: str) -> pd.DataFrame:
                 "splits": settings["splits"],
                 "split_seed": int(settings["split_seed"]),
                 "settings": json.dumps(settings, sort_keys=True),
-                "top1": 100 * metrics["test_top1"],
-                "top1_best": 100 * metrics.get("test_best_top1", math.nan),
-                "top1_last": 100 * metrics.get("test_last_top1", math.nan),
-                "best_val_acc": metrics.get("best_val_acc", math.nan),
+                "top1": 100 * metric_names.read(metrics, "test/top1"),
+                "top1_best": 100 * metric_names.read(metrics, "test/best_top1"),
+                "top1_last": 100 * metric_names.read(metrics, "test/last_top1"),
+                "best_val_acc": metric_names.read(metrics, "val/best_acc"),
                 "num_classes": int(tags.get("num_classes", 0)),
                 "final_weights": tags.get("final_weights", ""),
                 "published_cell": int(tags["published_cell"]) if tags.get("published_cell") else None,
                 "published_deviations": tags.get("published_deviations", ""),
-                "health": 100 * metrics.get("gradient_health", math.nan),
-                "health_notebook": 100 * metrics.get("gradient_health_notebook", math.nan),
-                "vanishing": metrics.get("gradient_vanishing_layers", math.nan),
-                "exploding": metrics.get("gradient_exploding_layers", math.nan),
-                "gradflow_batches": metrics.get("gradflow_batches", math.nan),
-                "gradflow_batch_size": metrics.get("gradflow_batch_size", math.nan),
+                "health": 100 * metric_names.read(metrics, "gradflow/health"),
+                "health_notebook": 100 * metric_names.read(metrics, "gradflow/health_notebook"),
+                "vanishing": metric_names.read(metrics, "gradflow/vanishing_layers"),
+                "exploding": metric_names.read(metrics, "gradflow/exploding_layers"),
+                "gradflow_batches": metric_names.read(metrics, "gradflow/batches"),
+                "gradflow_batch_size": metric_names.read(metrics, "gradflow/batch_size"),
             }
         )
     if not rows:
@@ -92,7 +92,7 @@ def collect_runs(uri: str, experiment: str) -> pd.DataFrame:
 def _at_chance(uri: str, run) -> bool:
     if not run.num_classes or math.isnan(run.best_val_acc):
         return False
-    train_acc = [value for _, value in sorted(tracking.metric_history(uri, run.run_id, "train_acc"))]
+    train_acc = [value for _, value in sorted(tracking.metric_history(uri, run.run_id, "train/acc"))]
     return references.at_chance_while_training(run.best_val_acc, train_acc, run.num_classes)
 
 

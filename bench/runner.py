@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from bench import __version__, checkpoint, data, models, published, tracking
+from bench import __version__, checkpoint, data, metric_names, models, published, tracking
 from bench.engine import FitResult, Trainer, predict
 from bench.errors import BenchError
 from bench.scheduler import CLAIM_HEARTBEAT_S, HELD
@@ -279,9 +279,8 @@ def _evaluate_both(spec: RunSpec, model, best_state, test_loader, bundle):
 
 
 def _test_metrics(scalars: dict[str, float], weights: str | None = None) -> dict[str, float]:
-    """`test_<metric>` for the headline, `test_best_<metric>` / `test_last_<metric>` per weight set."""
-    prefix = "test_" if weights is None else f"test_{weights}_"
-    return {prefix + k.removeprefix("test_"): v for k, v in scalars.items()}
+    """`test/<metric>` for the headline, `test/best_<metric>` / `test/last_<metric>` per weight set."""
+    return {metric_names.test_key(k.removeprefix("test_"), weights): v for k, v in scalars.items()}
 
 
 def _predictions_csv(evaluations) -> str:
@@ -308,17 +307,17 @@ def _log_dataset(logger: tracking.RunLogger, spec: RunSpec, bundle, data_dir: Pa
 
 def _summary_metrics(fit: FitResult, flow) -> dict[str, float]:
     return {
-        "best_val_acc": fit.best_val_acc,
-        "best_epoch": float(fit.best_epoch),
-        "epochs_run": float(fit.epochs_run),
-        "stopped_early": float(fit.stopped_early),
-        "train_time_s": sum(r.epoch_time_s for r in fit.history),
-        "gradient_health": flow.health_score,
-        "gradient_health_notebook": flow.health_score_notebook,
-        "gradient_vanishing_layers": float(flow.n_vanishing),
-        "gradient_exploding_layers": float(flow.n_exploding),
-        "gradflow_batches": float(flow.batches),
-        "gradflow_batch_size": float(flow.batch_size),
+        "val/best_acc": fit.best_val_acc,
+        "val/best_epoch": float(fit.best_epoch),
+        "train/epochs_run": float(fit.epochs_run),
+        "train/stopped_early": float(fit.stopped_early),
+        "train/time_s": sum(r.epoch_time_s for r in fit.history),
+        "gradflow/health": flow.health_score,
+        "gradflow/health_notebook": flow.health_score_notebook,
+        "gradflow/vanishing_layers": float(flow.n_vanishing),
+        "gradflow/exploding_layers": float(flow.n_exploding),
+        "gradflow/batches": float(flow.batches),
+        "gradflow/batch_size": float(flow.batch_size),
     }
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import urlparse
 
+from bench import metric_names
 from bench.errors import BenchError
 from bench.locks import file_lock
 
@@ -810,7 +811,7 @@ def _epoch_metrics(record: dict[str, Any]) -> list[list]:
     now = int(time.time() * 1000)
     epoch = record["epoch"]
     return [
-        [key, float(value), now, epoch]
+        [metric_names.sectioned(key), float(value), now, epoch]
         for key, value in record.items()
         if key != "epoch" and value is not None
     ]
@@ -833,7 +834,13 @@ def list_artifacts(uri: str, run_id: str, path: str | None = None) -> list[str]:
 
 
 def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
-    return [(m.step, m.value) for m in client(uri).get_metric_history(run_id, key)]
+    """(step, value) of `key`, from a run logged with metric sections or before them."""
+    c = client(uri)
+    for name in metric_names.history_keys(key):
+        history = [(m.step, m.value) for m in c.get_metric_history(run_id, name)]
+        if history:
+            return history
+    return []
 
 
 def iter_params(run) -> Iterable[tuple[str, str]]:

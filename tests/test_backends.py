@@ -46,8 +46,8 @@ def _assert_finished(store, run_id: str) -> None:
     run = tracking.client(store["uri"]).get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["device"] == "cpu"  # set by the worker, not the parent's "ray"/"slurm" label
-    assert [step for step, _ in tracking.metric_history(store["uri"], run_id, "val_acc")] == [1]
-    assert "test_top1" in run.data.metrics
+    assert [step for step, _ in tracking.metric_history(store["uri"], run_id, "val/acc")] == [1]
+    assert "test/top1" in run.data.metrics
     assert {"history.csv", "checkpoint", "gradflow", "evaluation"} <= set(tracking.list_artifacts(store["uri"], run_id))
 
 

@@ -61,7 +61,7 @@ def _assert_once(uri: str, root: Path, logs: list[str], experiment: str) -> None
         for key in run.data.metrics:
             steps = Counter(m.step for m in c.get_metric_history(run.info.run_id, key))
             assert all(n == 1 for n in steps.values()), (run.info.run_name, key, steps)
-        assert sorted(step for step, _ in tracking.metric_history(uri, run.info.run_id, "val_acc")) == [1]
+        assert sorted(step for step, _ in tracking.metric_history(uri, run.info.run_id, "val/acc")) == [1]
     trained = [_trained_by(log) for log in logs]
     assert not trained[0] & trained[1], trained  # no configuration (and so no checkpoint folder) trained twice
     assert trained[0] | trained[1] == set(names), logs

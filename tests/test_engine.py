@@ -53,21 +53,21 @@ def reference(context):
 
 def test_same_spec_twice_gives_identical_test_metrics(context, reference):
     again = _run(context, SPEC)
-    test_keys = [k for k in reference if k.startswith("test_")]
+    test_keys = [k for k in reference if k.startswith("test/")]
     assert len(test_keys) >= 10
     assert {k: again[k] for k in test_keys} == {k: reference[k] for k in test_keys}
 
 
 def test_gradient_flow_during_training_leaves_the_trajectory_untouched(context, reference):
     analysed = _run(context, dataclasses.replace(SPEC, gradflow=GradFlowConfig(num_batches=1, every=1)))
-    for key in ("test_top1", "test_loss", "val_acc", "train_loss", "best_val_acc"):
+    for key in ("test/top1", "test/loss", "val/acc", "train/loss", "val/best_acc"):
         assert analysed[key] == reference[key], key
-    assert "gradient_health" in analysed
+    assert "gradflow/health" in analysed
 
 
 def test_a_different_seed_gives_a_different_run(context, reference):
     other = _run(context, dataclasses.replace(SPEC, seed=4))
-    assert other["test_loss"] != reference["test_loss"]
+    assert other["test/loss"] != reference["test/loss"]
 
 
 class TinyNet(nn.Module):

@@ -40,7 +40,7 @@ def test_killed_after_the_test_metrics_then_resumed_logs_each_metric_once(store)
         [sys.executable, "-m", "bench", *ARGS, *store_args(store)],
         env=os.environ | env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    wait_until(lambda: _logged(store["root"] / "mlflow.db", "test_top1") or process.poll() is not None, 600, "test metrics logged", 0.05)
+    wait_until(lambda: _logged(store["root"] / "mlflow.db", "test/top1") or process.poll() is not None, 600, "test metrics logged", 0.05)
     os.killpg(process.pid, signal.SIGKILL)  # during the artifacts that follow the test metrics
     process.wait()
     uri = store["uri"]
@@ -72,7 +72,7 @@ def test_killed_after_the_test_metrics_then_resumed_logs_each_metric_once(store)
     for key in run.data.metrics:
         steps = Counter(m.step for m in c.get_metric_history(run_id, key))
         assert set(steps.values()) == {1}, (key, steps)
-    assert "test_top1" in run.data.metrics and "failure" not in run.data.tags
+    assert "test/top1" in run.data.metrics and "failure" not in run.data.tags
     assert not tracking.list_artifacts(uri, run_id, "failure")
     assert "checkpoint/best.pt" in tracking.list_artifacts(uri, run_id, "checkpoint")
     assert not store["checkpoints"].exists()  # the finished run's folder, then the deleted run's, are gone

@@ -28,7 +28,7 @@ def _runs(store, experiment="test"):
     return [] if exp is None else tracking.runs_of(store["uri"], exp.experiment_id)
 
 
-def _steps(store, run_id, key="val_acc"):
+def _steps(store, run_id, key="val/acc"):
     return sorted(step for step, _ in tracking.metric_history(store["uri"], run_id, key))
 
 
@@ -113,7 +113,7 @@ def test_worker_killed_mid_training_resumes_to_the_same_final_metrics(store):
     assert reference.returncode == 0, reference.stderr
     expected = _runs(store, "uninterrupted")[0].data.metrics
     got = run.data.metrics
-    for key in ("test_top1", "test_loss", "test_f1_macro", "best_val_acc", "val_acc"):
+    for key in ("test/top1", "test/loss", "test/f1_macro", "val/best_acc", "val/acc"):
         assert got[key] == expected[key], key
 
 

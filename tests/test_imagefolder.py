@@ -70,4 +70,4 @@ def test_a_folder_named_in_a_study_file_trains(tmp_path, store):
     experiment = tracking.client(store["uri"]).get_experiment_by_name("test")
     (run,) = tracking.runs_of(store["uri"], experiment.experiment_id)
     assert run.info.status == "FINISHED" and run.data.tags["dataset"] == "pets"
-    assert 0.0 <= run.data.metrics["test_top1"] <= 1.0
+    assert 0.0 <= run.data.metrics["test/top1"] <= 1.0

@@ -69,7 +69,7 @@ def test_bench_run_refuses_a_crafted_or_damaged_checkpoint_before_training(store
     assert not marker.exists()
     run = tracking.client(store["uri"]).get_run(run_id)
     assert run.info.status == tracking.KILLED  # released, resumable once the file is dealt with
-    assert "val_acc" not in run.data.metrics  # nothing trained
+    assert "val/acc" not in run.data.metrics  # nothing trained
 
 
 def test_checkpoint_round_trip_and_flipped_bytes(tmp_path):

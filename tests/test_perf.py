@@ -88,7 +88,7 @@ def test_bench_perf_json_has_every_figure_positive_and_prints_three_ratios(tmp_p
         run_id = figures["harness_run_id"]
         assert tracking.run_status(perf_store, run_id) == tracking.FINISHED
         assert tracking.client(perf_store).get_run(run_id).info.run_name == f"perf/{name}"
-        assert [step for step, _ in tracking.metric_history(perf_store, run_id, "train_loss")] == [1, 2]
+        assert [step for step, _ in tracking.metric_history(perf_store, run_id, "train/loss")] == [1, 2]
 
 
 def test_leftover_hooks_sees_hooks_and_analysis_leaves_none():

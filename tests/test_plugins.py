@@ -41,8 +41,8 @@ def _runs(store, experiment="test"):
 
 def _finished_with_test_metrics(run) -> None:
     assert run.info.status == "FINISHED"
-    assert 0.0 <= run.data.metrics["test_top1"] <= 1.0
-    assert "gradient_health" in run.data.metrics  # the gradient-flow analysis ran on the plugin's model
+    assert 0.0 <= run.data.metrics["test/top1"] <= 1.0
+    assert "gradflow/health" in run.data.metrics  # the gradient-flow analysis ran on the plugin's model
 
 
 def test_installed_plugin_is_found_with_no_option(example_site):

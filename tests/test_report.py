@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bench import significance, tracking
+from bench import metric_names, significance, tracking
 from bench.report import collect_runs, comparison_table, health_table
 from bench.runner import run_tags
 from bench.spec import ModelConfig, RunSpec, TrainConfig
@@ -27,23 +27,24 @@ def _predictions(correct: np.ndarray) -> str:
     return "label,pred_best,pred_last\n" + "".join(f"{l},{p},{p}\n" for l, p in zip(labels, predicted))
 
 
-def _log_run(store, exp_id, spec: RunSpec, top1: float, *, train_acc=(0.3, 0.6, 0.8), val_acc=(0.3, 0.5, 0.6), correct=None):
+def _log_run(store, exp_id, spec: RunSpec, top1: float, *, train_acc=(0.3, 0.6, 0.8), val_acc=(0.3, 0.5, 0.6), correct=None,
+             flat_names=False):
+    """A finished grid run as the runner logs it; `flat_names`: as runs logged before metric sections."""
+    named = metric_names.legacy if flat_names else (lambda key: key)
     tags = run_tags(spec, "cpu", parameters=1) | {"num_classes": "6" if spec.dataset == "pad-ufes-20" else "10"}
     tags["final_weights"] = "best" if spec.restore_best else "last"
     run_id = tracking.create_run(store["uri"], exp_id, spec.run_name, tags)
     logger = tracking.RunLogger(store["uri"], run_id, outbox_dir=store["root"] / "outbox" / run_id)
     logger.log_params(spec.flat_params())
     for epoch, (train, val) in enumerate(zip(train_acc, val_acc), start=1):
-        logger.log_metrics({"train_acc": train, "val_acc": val}, step=epoch)
-    logger.log_metrics(
-        {
-            "test_top1": top1 / 100, "test_best_top1": top1 / 100, "test_last_top1": top1 / 100 - 0.01,
-            "best_val_acc": max(val_acc), "gradient_health": 1.0, "gradient_health_notebook": 0.9,
-            "gradient_vanishing_layers": 0.0, "gradient_exploding_layers": 0.0,
-            "gradflow_batches": 20.0, "gradflow_batch_size": 128.0,
-        },
-        step=len(train_acc),
-    )
+        logger.log_metrics({named("train/acc"): train, named("val/acc"): val}, step=epoch)
+    summary = {
+        "test/top1": top1 / 100, "test/best_top1": top1 / 100, "test/last_top1": top1 / 100 - 0.01,
+        "val/best_acc": max(val_acc), "gradflow/health": 1.0, "gradflow/health_notebook": 0.9,
+        "gradflow/vanishing_layers": 0.0, "gradflow/exploding_layers": 0.0,
+        "gradflow/batches": 20.0, "gradflow/batch_size": 128.0,
+    }
+    logger.log_metrics({named(key): value for key, value in summary.items()}, step=len(train_acc))
     if correct is not None:
         logger.log_text(_predictions(correct), "evaluation/test_predictions.csv")
     logger.end(tracking.FINISHED)
@@ -67,8 +68,8 @@ def report_store(tmp_path_factory):
         _log_run(store, exp_id, RunSpec("cifar10", "resnet18", seed=seed), top1)
     for seed, top1 in PROTOCOL_ROPE.items():
         _log_run(store, exp_id, RunSpec("cifar10", "gradattn-rope", seed=seed), top1)
-    for seed, top1 in PROTOCOL_LPE.items():
-        _log_run(store, exp_id, RunSpec("cifar10", "gradattn-lpe", seed=seed), top1)
+    for seed, top1 in PROTOCOL_LPE.items():  # logged before metric sections: the report reads them alike
+        _log_run(store, exp_id, RunSpec("cifar10", "gradattn-lpe", seed=seed), top1, flat_names=True)
     # the same seed under another max-epochs setting is another configuration
     short = RunSpec("cifar10", "gradattn-rope", seed=1, train=TrainConfig(max_epochs=2))
     _log_run(store, exp_id, short, 60.0)
@@ -111,6 +112,14 @@ def test_every_configuration_is_its_own_row_with_the_differing_setting_as_a_colu
     assert _row(result, "gradattn-rope", **{"train.max_epochs": 2}).n == 1
     assert _row(result, "gradattn-rope", **{"train.max_epochs": 100}).n == 3
     assert set(result["mode"]) == {"protocol", "notebook"} and result.splits.str.fullmatch(r"\w+, split seed \d+").all()
+
+
+def test_runs_logged_before_metric_sections_are_read_like_new_ones(table):
+    runs, result = table
+    lpe = runs[runs.model == "gradattn-lpe"]
+    assert sorted(lpe.top1) == sorted(PROTOCOL_LPE.values())
+    assert (lpe.top1_last == lpe.top1 - 1).all() and (lpe.health == 100).all() and (lpe.gradflow_batches == 20).all()
+    assert _row(result, "gradattn-lpe").n == 2
 
 
 def test_intervals_and_paired_t_with_holm_at_three_seeds(table):

@@ -93,13 +93,13 @@ def test_both_weight_sets_are_measured_on_test_and_the_headline_follows_the_mode
         run = runs[name]
         metrics = run.data.metrics
         for key in ("top1", "loss", "f1_macro", "ece"):
-            assert f"test_best_{key}" in metrics and f"test_last_{key}" in metrics
-        assert metrics["test_top1"] == metrics[f"test_{headline}_top1"]
+            assert f"test/best_{key}" in metrics and f"test/last_{key}" in metrics
+        assert metrics["test/top1"] == metrics[f"test/{headline}_top1"]
         assert run.data.tags["final_weights"] == headline
         rows = list(csv.DictReader(io.StringIO(_artifact(store, run, "evaluation/test_predictions.csv"))))
         assert len(rows) == 8 and set(rows[0]) == {"label", "pred_best", "pred_last"}  # 50 - 35 - 7
         accuracy = sum(r["label"] == r[f"pred_{headline}"] for r in rows) / len(rows)
-        assert accuracy == pytest.approx(metrics["test_top1"])
+        assert accuracy == pytest.approx(metrics["test/top1"])
 
 
 def test_every_run_records_its_environment_and_gradflow_sample(grid):

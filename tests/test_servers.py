@@ -23,7 +23,7 @@ from servers import MlflowServer, free_port, mlflow_server, postgres, postgres_m
 
 REPO = Path(__file__).resolve().parents[1]
 
-EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "improved")
+EPOCH_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "train/lr", "train/epoch_time_s", "val/improved")
 ARTIFACTS = ("gradflow/gradflow.json", "checkpoint/best.pt", "evaluation/confusion_matrix.csv", "history.csv")
 
 
@@ -64,7 +64,7 @@ def _assert_complete(server, run, epochs: int, tmp: Path) -> None:
     assert run.info.status == "FINISHED", run.data.tags.get("failure")
     for key in EPOCH_METRICS:
         assert sorted(step for step, _ in tracking.metric_history(url, run_id, key)) == list(range(1, epochs + 1)), key
-    assert "test_top1" in run.data.metrics and "gradient_health" in run.data.metrics
+    assert "test/top1" in run.data.metrics and "gradflow/health" in run.data.metrics
     assert set(ARTIFACTS) <= _all_artifacts(url, run_id)
     # Proxied: the run points at the server's artifact store, and the files are in the server's folder.
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")
@@ -223,7 +223,7 @@ def _val_steps(url: str, experiment: str) -> set[int]:
         runs = _runs(url, experiment)
     except Exception:
         return set()
-    return {step for run in runs for step, _ in tracking.metric_history(url, run.info.run_id, "val_acc")}
+    return {step for run in runs for step, _ in tracking.metric_history(url, run.info.run_id, "val/acc")}
 
 
 def test_server_stopped_mid_run_loses_no_run_or_epoch(mlflow_server, tmp_path):
@@ -247,7 +247,7 @@ def test_server_stopped_mid_run_loses_no_run_or_epoch(mlflow_server, tmp_path):
     assert "NOT SYNCED" in out and "run the same command again" in out.replace("\n", " ")
     assert (tmp_path / "checkpoints" / run_id / "last.pt").exists()
     queued = [json.loads(p.read_text()) for p in sorted((tmp_path / "outbox" / run_id).glob("*.json"))]
-    queued_epochs = {row[3] for e in queued if e["kind"] == "metrics" for row in e["payload"]["metrics"] if row[0] == "val_acc"}
+    queued_epochs = {row[3] for e in queued if e["kind"] == "metrics" for row in e["payload"]["metrics"] if row[0] == "val/acc"}
     assert 2 in queued_epochs  # the last epoch was trained while the server was down; it waits on disk
     assert any(entry["kind"] == "artifact" for entry in queued)
 

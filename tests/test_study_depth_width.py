@@ -98,7 +98,7 @@ def test_four_trials_each_a_tracked_run_nested_under_the_study(study):
         assert trial.user_attrs["parameters"] == int(tags["parameters"])
         assert trial.user_attrs["epoch_time_s"] > 0
         # per-epoch validation accuracy: reported to the trial and logged to the run
-        history = dict(tracking.metric_history(study.store["uri"], run.info.run_id, "val_acc"))
+        history = dict(tracking.metric_history(study.store["uri"], run.info.run_id, "val/acc"))
         assert trial.intermediate_values == pytest.approx(history)
 
 
@@ -111,7 +111,7 @@ def test_poor_trials_are_pruned_and_marked_in_mlflow(study):
         run = study.runs[trial.number]
         # stopped gracefully after its first epoch: the run ends KILLED, tagged PRUNED
         assert run.info.status == tracking.KILLED and run.data.tags["optuna_state"] == "PRUNED"
-        assert sorted(trial.intermediate_values) == [1] and "test_top1" not in run.data.metrics
+        assert sorted(trial.intermediate_values) == [1] and "test/top1" not in run.data.metrics
         completed_first_epochs = [t.intermediate_values[1] for t in complete if t.number < trial.number]
         assert trial.intermediate_values[1] < max(completed_first_epochs)
     for trial in complete:
@@ -119,7 +119,7 @@ def test_poor_trials_are_pruned_and_marked_in_mlflow(study):
         assert run.info.status == tracking.FINISHED and sorted(trial.intermediate_values) == [1, 2]
         # objective = best validation accuracy
         assert trial.value == pytest.approx(max(trial.intermediate_values.values()))
-        assert trial.value == pytest.approx(run.data.metrics["best_val_acc"])
+        assert trial.value == pytest.approx(run.data.metrics["val/best_acc"])
 
 
 @pytest.mark.slow
@@ -133,7 +133,7 @@ def test_parent_run_holds_the_summary_artifacts(study):
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     best = max(complete, key=lambda t: t.value)
     assert parent.data.tags["best_trial"] == str(best.number)
-    assert parent.data.metrics["best_val_acc"] == pytest.approx(best.value)
+    assert parent.data.metrics["study/best_val_acc"] == pytest.approx(best.value)
     assert f"best trial {best.number}" in study.output
     # two or more completed trials (this sampler seed gives them): importances, and their figure
     assert len(complete) >= 2

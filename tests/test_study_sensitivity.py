@@ -54,8 +54,8 @@ def test_default_grid_reproduces_the_logged_scores_at_the_protocol_pair(digits_r
         logged = run.data.metrics
         row = at_protocol.loc[model]
         # exactly what the runs logged (both formulas and the verdict counts), without retraining
-        assert row["health"] == logged["gradient_health"]
-        assert row["health_notebook"] == logged["gradient_health_notebook"]
+        assert row["health"] == logged["gradflow/health"]
+        assert row["health_notebook"] == logged["gradflow/health_notebook"]
         assert row["n_vanishing"] == logged["gradient_vanishing_layers"]
         assert row["n_exploding"] == logged["gradient_exploding_layers"]
     # the grid is an Optuna study (GridSampler) in the default storage beside the MLflow store
@@ -66,7 +66,7 @@ def test_default_grid_reproduces_the_logged_scores_at_the_protocol_pair(digits_r
     assert len(study.trials) == 16 and pairs == set(ThresholdGrid().pairs)
     assert all(t.state.name == "COMPLETE" for t in study.trials)
     protocol_trial = next(t for t in study.trials if (t.params["vanishing"], t.params["exploding"]) == (1e-6, 10.0))
-    assert protocol_trial.user_attrs["models"]["resnet18"]["health"] == digits_runs.runs["resnet18"].data.metrics["gradient_health"]
+    assert protocol_trial.user_attrs["models"]["resnet18"]["health"] == digits_runs.runs["resnet18"].data.metrics["gradflow/health"]
     # the sensitivity run links its sources and holds the table and figures
     assert run.info.status == tracking.FINISHED
     assert set(run.data.tags["source_run_ids"].split(",")) == {r.info.run_id for r in digits_runs.runs.values()}
@@ -111,7 +111,7 @@ def test_verdicts_move_with_the_thresholds_for_the_named_run(digits_runs, capsys
     assert n_vanishing > 0 and n_exploding > 0
     assert row.health == pytest.approx((len(norms) - n_vanishing - n_exploding) / len(norms))
     protocol = table[(table.vanishing == 1e-6) & (table.exploding == 10)].iloc[0]
-    assert protocol.health == run.data.metrics["gradient_health"]
+    assert protocol.health == run.data.metrics["gradflow/health"]
 
 
 @pytest.mark.slow

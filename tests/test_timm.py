@@ -30,4 +30,4 @@ def test_a_timm_model_trains_one_epoch_on_digits(store):
     experiment = tracking.client(store["uri"]).get_experiment_by_name("test")
     (run,) = tracking.runs_of(store["uri"], experiment.experiment_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "digits/timm/resnet10t/42"
-    assert 0.0 <= run.data.metrics["test_top1"] <= 1.0 and "gradient_health" in run.data.metrics
+    assert 0.0 <= run.data.metrics["test/top1"] <= 1.0 and "gradflow/health" in run.data.metrics

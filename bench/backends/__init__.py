@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from bench import tracking
+from bench import metric_names, tracking
 from bench.errors import BenchError
 from bench.registry import Registry
 from bench.scheduler import Plan, TaskState, apply_event
@@ -218,7 +218,7 @@ class ProgressReader:
         for index in active:
             state = states[index]
             try:
-                history = tracking.metric_history(self.uri, state.task.run_id, "val_acc")
+                history = tracking.metric_history(self.uri, state.task.run_id, "val/acc")
                 latest = tracking.client(self.uri).get_run(state.task.run_id).data.metrics if history else {}
             except Exception:  # progress is cosmetic; a store hiccup must not stop the grid
                 return
@@ -228,4 +228,6 @@ class ProgressReader:
                 state.status, state.started_at = "running", time.time()
             state.epoch, state.val_acc = max(history)
             state.best_val_acc = max(value for _, value in history)
-            state.train_loss, state.val_loss, state.lr = (latest.get(k) for k in ("train_loss", "val_loss", "lr"))
+            state.train_loss, state.val_loss, state.lr = (
+                metric_names.read(latest, k, None) for k in ("train/loss", "val/loss", "train/lr")
+            )

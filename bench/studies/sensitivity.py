@@ -28,7 +28,7 @@ from statistics import fmean
 import optuna
 import pandas as pd
 
-from bench import tracking
+from bench import metric_names, tracking
 from bench.errors import BenchError
 from bench.studies import storage as study_storage
 from bench.studies.tables import to_markdown
@@ -99,7 +99,7 @@ class SourceRun:
 def _is_training_run(run) -> bool:
     # Trials of a study and the studies' own runs are not the dataset's model runs.
     tags = run.data.tags
-    return "trial_number" not in tags and "study_kind" not in tags and "gradient_health" in run.data.metrics
+    return "trial_number" not in tags and "study_kind" not in tags and metric_names.has(run.data.metrics, "gradflow/health")
 
 
 def _named_runs(uri: str, dataset: str, run_ids: list[str]) -> list:
@@ -169,8 +169,8 @@ def find_sources(uri: str, experiment_id: str, experiment: str, dataset: str, ru
                     seed=tags.get("seed", ""),
                     preprocessing=tags.get("preprocessing", "protocol"),
                     report=report,
-                    logged_health=metrics.get("gradient_health"),
-                    logged_health_notebook=metrics.get("gradient_health_notebook"),
+                    logged_health=metric_names.read(metrics, "gradflow/health", None),
+                    logged_health_notebook=metric_names.read(metrics, "gradflow/health_notebook", None),
                 )
             )
     if not sources:
@@ -408,6 +408,6 @@ def run_sensitivity(
     )
     for path in files:
         logger.log_file(path, "sensitivity")
-    logger.log_metrics(metrics)
+    logger.log_metrics({metric_names.study_key(name): value for name, value in metrics.items()})
     logger.end(tracking.FINISHED)
     return SensitivityResult(dataset, table, sources, name, storage_url, run_id, files, metrics)

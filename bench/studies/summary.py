@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from bench import tracking
+from bench import metric_names, tracking
 from bench.studies.tables import to_markdown
 
 TOP_K = 10
@@ -145,8 +145,8 @@ def log_to_run(logger: tracking.RunLogger, study: optuna.Study, summary: StudySu
             logger.log_text(f"{error.__class__.__name__}: {error}\n", f"study/{name}.error.txt")
             continue
         summary.artifacts.append(f"study/{name}.png")
-    metrics = {f"trials_{state.lower()}": float(n) for state, n in summary.counts.items()}
+    metrics = {metric_names.study_key(f"trials_{state.lower()}"): float(n) for state, n in summary.counts.items()}
     if summary.best is not None:
-        metrics["best_val_acc"] = summary.best["value"]
+        metrics[metric_names.study_key("best_val_acc")] = summary.best["value"]
         logger.set_tags({"best_trial": str(summary.best["number"]), **{f"best.{k}": str(v) for k, v in summary.best["params"].items()}})
     logger.log_metrics(metrics, step=len(summary.trials))

@@ -1,0 +1,86 @@
+"""What the metrics a run logs are called: a section, a slash and a name, so MLflow's charts group.
+
+`train/` (the training pass, the schedule and time), `val/` (validation, the best epoch), `test/`
+(the test split: the headline weights, then `best_` and `last_` per weight set), `gradflow/` (the
+gradient-flow analysis), `study/` (a study's own run); MLflow's system-metrics monitor adds
+`system/`. Runs logged before sections used flat names (`val_acc`, `test_top1`,
+`gradient_health`): `read` and `history_keys` find a metric under either name, so every reader keeps
+reading old runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+# The flat name each run logged before sections -> its sectioned name. Test metrics follow a rule
+# (`test_<m>` -> `test/<m>`, `test_best_<m>` -> `test/best_<m>`), as their set depends on the dataset.
+_SECTIONED = {
+    "train_loss": "train/loss",
+    "train_acc": "train/acc",
+    "lr": "train/lr",
+    "lr_reduced": "train/lr_reduced",
+    "epoch_time_s": "train/epoch_time_s",
+    "images_per_s": "train/images_per_s",
+    "epochs_run": "train/epochs_run",
+    "stopped_early": "train/stopped_early",
+    "train_time_s": "train/time_s",
+    "val_loss": "val/loss",
+    "val_acc": "val/acc",
+    "best_val_acc": "val/best_acc",
+    "best_epoch": "val/best_epoch",
+    "improved": "val/improved",
+    "gradient_health": "gradflow/health",
+    "gradient_health_notebook": "gradflow/health_notebook",
+    "gradient_vanishing_layers": "gradflow/vanishing_layers",
+    "gradient_exploding_layers": "gradflow/exploding_layers",
+    "gradflow_batches": "gradflow/batches",
+    "gradflow_batch_size": "gradflow/batch_size",
+}
+_FLAT = {sectioned: flat for flat, sectioned in _SECTIONED.items()}
+
+SECTIONS = ("train", "val", "test", "gradflow", "study", "system")
+
+
+def sectioned(flat: str) -> str:
+    """The key under which a run logs what its record (EpochRecord, summary, test scalars) calls `flat`."""
+    if flat in _SECTIONED:
+        return _SECTIONED[flat]
+    if flat.startswith("test_"):
+        return "test/" + flat.removeprefix("test_")
+    raise KeyError(f"no section for metric {flat!r}: add it to bench/metric_names.py")
+
+
+def test_key(metric: str, weights: str | None = None) -> str:
+    """`test/<metric>` for the headline weights, `test/<weights>_<metric>` for one weight set."""
+    return f"test/{metric}" if weights is None else f"test/{weights}_{metric}"
+
+
+def study_key(name: str) -> str:
+    return f"study/{name}"
+
+
+def legacy(key: str) -> str:
+    """The flat name a run logged before sections used for `key` (the key itself when there was none)."""
+    if key in _FLAT:
+        return _FLAT[key]
+    if key.startswith("test/"):
+        return "test_" + key.removeprefix("test/")
+    return key
+
+
+def history_keys(key: str) -> tuple[str, ...]:
+    """The names to look `key` up under, newest first."""
+    return tuple(dict.fromkeys((key, legacy(key))))
+
+
+def read(metrics: Mapping[str, float], key: str, default: float = math.nan) -> float:
+    """A run's latest value of `key`, from a run logged with sections or before them."""
+    for name in history_keys(key):
+        if name in metrics:
+            return metrics[name]
+    return default
+
+
+def has(metrics: Mapping[str, float], key: str) -> bool:
+    return any(name in metrics for name in history_keys(key))
