@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +29,9 @@ def default_checkpoint_root() -> Path:
     return Path(os.environ.get("BENCH_CHECKPOINT_DIR", "checkpoints"))
 
 
+LOG_MODEL_ENV = "BENCH_LOG_MODEL"
+
+
 @dataclass(frozen=True)
 class RunContext:
     """Where a run reads data, writes checkpoints, logs, and on which device it trains."""
@@ -38,6 +41,9 @@ class RunContext:
     checkpoint_root: Path
     device: str = "cpu"
     owner: str | None = None  # the claim this run was planned under; None: unclaimed (direct calls)
+    # False: no weights are kept in MLflow (--no-log-model, e.g. for study trials); the CLI sets the
+    # environment variable, so the choice reaches every worker on every backend.
+    log_model: bool = field(default_factory=lambda: os.environ.get(LOG_MODEL_ENV, "1") != "0")
 
 
 @dataclass
@@ -242,7 +248,7 @@ def _execute(spec, ctx, logger: tracking.RunLogger, callbacks, should_stop) -> R
     summary = _summary_metrics(fit, flow)
     logger.log_metrics(test_metrics | summary, step=fit.epochs_run)
     _log_artifacts(logger, fit, report, flow)
-    _log_weights(logger, model, fit, headline)
+    _log_model(logger, spec, ctx, model, bundle, fit, headline)
     logger.log_text(_predictions_csv(evaluations), "evaluation/test_predictions.csv")
     logger.set_tags({"final_weights": headline, "num_classes": str(bundle.num_classes), "notes": "; ".join(bundle.notes)[:4000]})
     logger.clear_failure()  # an earlier attempt's failure marks no longer describe this run
@@ -338,8 +344,27 @@ def _log_artifacts(logger: tracking.RunLogger, fit: FitResult, report, flow) -> 
     logger.log_text(pd.DataFrame([asdict(r) for r in fit.history]).to_csv(index=False), "history.csv")
 
 
-def _log_weights(logger: tracking.RunLogger, model: torch.nn.Module, fit: FitResult, headline: str) -> None:
-    """The weights the headline test metrics came from, as `checkpoint/best.pt` or `checkpoint/last.pt`."""
-    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+MODEL_NAME = "model"
+
+
+def _log_model(
+    logger: tracking.RunLogger, spec: RunSpec, ctx: RunContext, model: torch.nn.Module, bundle, fit: FitResult, headline: str
+) -> None:
+    """The weights the headline test metrics came from, as the run's MLflow model (with the evaluation
+    transform in front: bench.models.packaged); as `checkpoint/<best|last>.pt` when the store cannot
+    take a model now; not at all under --no-log-model. The run's `weights` tag says which."""
+    from bench.models.packaged import packaged
+
     epoch = fit.best_epoch if headline == "best" else fit.epochs_run
+    if not ctx.log_model:
+        logger.set_tags({"weights": "not logged (--no-log-model)"})
+        return
+    requirements = [f"torch=={torch.__version__}", f"gradattn-bench=={__version__}"]
+    tags = {"dataset": spec.dataset, "model": spec.model, "weights": headline, "epoch": str(epoch)}
+    model_id = logger.log_model(packaged(model, bundle.eval_transform), MODEL_NAME, fit.epochs_run, tags, requirements)
+    if model_id is not None:
+        logger.set_tags({"weights": f"logged model {model_id}"})
+        return
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     logger.log_written(f"checkpoint/{headline}.pt", lambda path: checkpoint.save({"epoch": epoch, "model": weights}, path))
+    logger.set_tags({"weights": f"checkpoint/{headline}.pt (the store could take no model when the run ended)"})

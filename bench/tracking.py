@@ -767,6 +767,48 @@ class RunLogger:
         """`draw(path)` writes an image; it is logged under `artifact_file`."""
         self.log_written(artifact_file, draw)
 
+    def log_model(self, model, name: str, step: int, tags: dict[str, str], requirements: list[str]) -> str | None:
+        """`model` (a torch module) as the run's MLflow model: listed under "Logged models", registrable,
+        and loaded back by `mlflow.pytorch.load_model`. Returns its model id, or None when the store
+        is unreachable (the caller keeps the weights another way).
+
+        Once per run: a model this run already logged under `name` stands; one a kill left half
+        logged is deleted first.
+        """
+        import mlflow.pytorch
+
+        def log_once() -> str:
+            experiment_id = self.client.get_run(self.run_id).info.experiment_id
+            existing = self._logged_models(experiment_id, name)
+            ready = [m for m in existing if str(m.status).endswith("READY")]
+            if ready:
+                return ready[0].model_id
+            for stale in existing:
+                self.client.delete_logged_model(stale.model_id)
+            # Created here: left to itself, MLflow files a model with no active run under experiment 0.
+            created = self.client.create_logged_model(experiment_id, name=name, source_run_id=self.run_id, tags=tags)
+            mlflow.set_tracking_uri(self.uri)  # MLflow's model logging reads the process-wide URI
+            # pickle: any module tree loads back (torch.export's "pt2" traces only some); loading
+            # it runs its code, as for every pickled MLflow model: load models you trust.
+            mlflow.pytorch.log_model(
+                model, name=name, model_id=created.model_id, run_id=self.run_id, step=step,
+                pip_requirements=requirements, serialization_format="pickle",
+            )
+            return created.model_id
+
+        try:
+            return self._retry(log_once)
+        except Exception as error:
+            if _network_reason(error) is None and "API request to" not in str(error):
+                raise  # an answer, or a failure of our own: not a store that is away
+            log.warning("MLflow at %s is unreachable (%s); the weights of run %s are queued as a file instead of a logged model",
+                        shown_uri(self.uri), _network_reason(error) or _one_line(error), self.run_id)
+            return None
+
+    def _logged_models(self, experiment_id: str, name: str) -> list:
+        found = self.client.search_logged_models(experiment_ids=[experiment_id], filter_string=f"source_run_id = '{self.run_id}'")
+        return [m for m in found if m.name == name]
+
     def end(self, status: str) -> None:
         """Set the final status once everything queued before it is delivered.
 
@@ -831,6 +873,14 @@ def download_artifact(uri: str, run_id: str, artifact_path: str, dst: Path) -> P
 
 def list_artifacts(uri: str, run_id: str, path: str | None = None) -> list[str]:
     return [f.path for f in client(uri).list_artifacts(run_id, path)]
+
+
+def logged_models(uri: str, run_id: str) -> list:
+    """The MLflow models a run logged (its "Logged models"), oldest first."""
+    c = client(uri)
+    experiment_id = c.get_run(run_id).info.experiment_id
+    found = c.search_logged_models(experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    return sorted(found, key=lambda m: m.creation_timestamp)
 
 
 def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:

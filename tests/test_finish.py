@@ -74,7 +74,8 @@ def test_killed_after_the_test_metrics_then_resumed_logs_each_metric_once(store)
         assert set(steps.values()) == {1}, (key, steps)
     assert "test/top1" in run.data.metrics and "failure" not in run.data.tags
     assert not tracking.list_artifacts(uri, run_id, "failure")
-    assert "checkpoint/best.pt" in tracking.list_artifacts(uri, run_id, "checkpoint")
+    [model] = tracking.logged_models(uri, run_id)  # one model, however often finishing was cut short
+    assert str(model.status).endswith("READY") and not tracking.list_artifacts(uri, run_id, "checkpoint")
     assert not store["checkpoints"].exists()  # the finished run's folder, then the deleted run's, are gone
 
 

@@ -96,6 +96,8 @@ def test_both_weight_sets_are_measured_on_test_and_the_headline_follows_the_mode
             assert f"test/best_{key}" in metrics and f"test/last_{key}" in metrics
         assert metrics["test/top1"] == metrics[f"test/{headline}_top1"]
         assert run.data.tags["final_weights"] == headline
+        [model] = tracking.logged_models(store["uri"], run.info.run_id)  # the weights the headline came from
+        assert model.tags["weights"] == headline
         rows = list(csv.DictReader(io.StringIO(_artifact(store, run, "evaluation/test_predictions.csv"))))
         assert len(rows) == 8 and set(rows[0]) == {"label", "pred_best", "pred_last"}  # 50 - 35 - 7
         accuracy = sum(r["label"] == r[f"pred_{headline}"] for r in rows) / len(rows)

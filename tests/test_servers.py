@@ -24,7 +24,7 @@ from servers import MlflowServer, free_port, mlflow_server, postgres, postgres_m
 REPO = Path(__file__).resolve().parents[1]
 
 EPOCH_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "train/lr", "train/epoch_time_s", "val/improved")
-ARTIFACTS = ("gradflow/gradflow.json", "checkpoint/best.pt", "evaluation/confusion_matrix.csv", "history.csv")
+ARTIFACTS = ("gradflow/gradflow.json", "evaluation/confusion_matrix.csv", "history.csv")
 
 
 def _env(root: Path, **extra: str) -> dict:
@@ -66,6 +66,9 @@ def _assert_complete(server, run, epochs: int, tmp: Path) -> None:
         assert sorted(step for step, _ in tracking.metric_history(url, run_id, key)) == list(range(1, epochs + 1)), key
     assert "test/top1" in run.data.metrics and "gradflow/health" in run.data.metrics
     assert set(ARTIFACTS) <= _all_artifacts(url, run_id)
+    [model] = tracking.logged_models(url, run_id)  # the weights, as the run's MLflow model, stored by the server
+    assert str(model.status).endswith("READY") and model.artifact_location.startswith("mlflow-artifacts:")
+    assert "data/model.pth" in {f.path for f in tracking.client(url).list_logged_model_artifacts(model.model_id, "data")}
     # Proxied: the run points at the server's artifact store, and the files are in the server's folder.
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")
     assert list(server.artifacts.rglob(f"{run_id}/artifacts/history.csv"))

@@ -112,6 +112,7 @@ def run(
     slurm_folder: Optional[Path] = typer.Option(None, "--slurm-folder", help="submitit's job files and logs (default: <checkpoint dir>/slurm)."),
     slurm_executor: str = typer.Option("slurm", "--slurm-executor", help="slurm, or local: the same jobs as processes here."),
     system_metrics: bool = typer.Option(True, "--system-metrics/--no-system-metrics", help="Sample CPU, memory and GPU use into each run's system/ metrics (MLflow's monitor)."),
+    log_model: bool = typer.Option(True, "--log-model/--no-log-model", help="Keep each run's weights as its MLflow model (--no-log-model: no weights kept)."),
     force: bool = typer.Option(False, "--force", help="Rerun configurations that already finished."),
     prune_checkpoints: bool = typer.Option(False, "--prune-checkpoints", help="Remove the checkpoint folders of runs deleted in MLflow."),
     skip_missing: bool = typer.Option(False, "--skip-missing", help="Run the datasets that are present, skip the rest."),
@@ -123,10 +124,11 @@ def run(
     """Train the dataset x model x seed grid and log every run to MLflow."""
     from bench import backends, data, plugins, scheduler, studyfile, tracking
     from bench.progress import GridDisplay, print_problems, summary_table
-    from bench.runner import default_checkpoint_root
+    from bench.runner import LOG_MODEL_ENV, default_checkpoint_root
 
     plugins.use(plugin or [])
     os.environ[tracking.SYSTEM_METRICS_ENV] = "1" if system_metrics else "0"  # read in every worker
+    os.environ[LOG_MODEL_ENV] = "1" if log_model else "0"
     check_text_option(tracking_uri, "--tracking-uri")
     check_text_option(experiment, "--experiment")
     grid = studyfile.load(study) if study else studyfile.Grid(pairs=studyfile.pairs_from(datasets, models))

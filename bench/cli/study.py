@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -64,15 +65,17 @@ def depth_width(
     checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Default: $BENCH_CHECKPOINT_DIR or ./checkpoints."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Default: $MLFLOW_TRACKING_URI or MLflow's default."),
     experiment: str = typer.Option("gradattn-bench", "--experiment"),
+    log_model: bool = typer.Option(True, "--log-model/--no-log-model", help="Keep each trial's weights as its MLflow model (--no-log-model saves the disk)."),
 ) -> None:
     """Search GradAttn's transformer depth and width with Optuna; each trial is a tracked run."""
     from bench import data, plugins, tracking
-    from bench.runner import default_checkpoint_root
+    from bench.runner import LOG_MODEL_ENV, default_checkpoint_root
     from bench.scheduler import resolve_slots
     from bench.studies import depth_width as dw
     from bench.studies.tables import to_markdown
 
     plugins.use(plugin or [])
+    os.environ[LOG_MODEL_ENV] = "1" if log_model else "0"  # read by every trial's run
     config = dw.load_config(config_file) if config_file else dw.DepthWidthStudy()
     config = dw.override(
         config,
