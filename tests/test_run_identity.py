@@ -110,7 +110,7 @@ def test_every_run_records_its_environment_and_gradflow_sample(grid):
     assert run.data.tags["env.python"].count(".") == 2 and run.data.tags["env.torch_version"] == torch.__version__
     assert run.data.tags["env.cpu"] and int(run.data.tags["env.torch_threads"]) >= 1
     assert run.data.params["gradflow.split"] == "train"  # protocol 7.7: seeded training batches
-    assert run.data.metrics["gradflow_batches"] == 1 and run.data.metrics["gradflow_batch_size"] == 35  # the whole 35-image train split
+    assert run.data.metrics["gradflow/batches"] == 1 and run.data.metrics["gradflow/batch_size"] == 35  # the whole 35-image train split
     assert runs["cifar10/gradattn-nope/1"].data.params["gradflow.split"] == "test"
 
 

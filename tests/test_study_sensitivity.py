@@ -56,8 +56,8 @@ def test_default_grid_reproduces_the_logged_scores_at_the_protocol_pair(digits_r
         # exactly what the runs logged (both formulas and the verdict counts), without retraining
         assert row["health"] == logged["gradflow/health"]
         assert row["health_notebook"] == logged["gradflow/health_notebook"]
-        assert row["n_vanishing"] == logged["gradient_vanishing_layers"]
-        assert row["n_exploding"] == logged["gradient_exploding_layers"]
+        assert row["n_vanishing"] == logged["gradflow/vanishing_layers"]
+        assert row["n_exploding"] == logged["gradflow/exploding_layers"]
     # the grid is an Optuna study (GridSampler) in the default storage beside the MLflow store
     (run,) = _sensitivity_runs(digits_runs.store)
     storage = f"sqlite:///{digits_runs.store['root'] / 'optuna.db'}"
