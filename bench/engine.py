@@ -13,18 +13,19 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from bench import checkpoint
+from bench.callbacks import Callback, GradFlowAtEpochs, StopRequest
 from bench.checkpoint import BEST, LAST
 from bench.errors import BenchError
 from bench.monitors import EarlyStopping, PlateauScheduler
 from bench.spec import TrainConfig
 
-__all__ = ["BEST", "LAST", "Diverged", "EpochRecord", "FitResult", "Trainer", "predict"]
+__all__ = ["BEST", "LAST", "Callback", "Diverged", "EpochRecord", "FitResult", "GradFlowAtEpochs", "StopRequest", "Trainer", "predict"]
 
 
 class Diverged(BenchError):
@@ -63,22 +64,6 @@ class FitResult:
         return self.history[-1].epoch if self.history else 0
 
 
-class Callback(Protocol):
-    """Every method is optional; the engine calls those a callback defines."""
-
-    def on_fit_start(self, start_epoch: int, history: list[EpochRecord]) -> None: ...
-    def on_epoch_end(self, record: EpochRecord) -> None: ...
-    def on_gradflow(self, epoch: int, report: Any) -> None: ...
-    def should_stop(self) -> bool: ...
-
-
-def _call(callbacks: Sequence[object], method: str, *args) -> None:
-    for callback in callbacks:
-        handler = getattr(callback, method, None)
-        if handler is not None:
-            handler(*args)
-
-
 def autocast(device: torch.device, precision: str):
     """fp32 runs as the original did; bf16/fp16 autocast are opt-in speed options."""
     if precision == "fp32":
@@ -104,8 +89,18 @@ def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) 
     )
 
 
-def _prepare_input(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+def forward_batches(model: nn.Module, loader: Iterable, device: torch.device, precision: str, channels_last: bool):
+    """The one batch loop of training, evaluation and prediction: (float32 logits, labels) per batch.
+
+    Under autocast the loss is computed in float32 anyway, so the caller's loss on the float32
+    logits is the loss autocast would have computed; gradients flow through the cast when enabled.
+    """
+    for x, y in loader:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            logits = model(x)
+        yield logits.float(), y
 
 
 @torch.no_grad()
@@ -115,13 +110,8 @@ def predict(
     """Logits (float32) and labels of a whole split, in eval mode, gathered on the CPU."""
     was_training = model.training
     model.eval()
-    logits, labels = [], []
     device = next(model.parameters()).device
-    for x, y in loader:
-        with autocast(device, precision):
-            out = model(_prepare_input(x, channels_last))
-        logits.append(out.float())
-        labels.append(y)
+    logits, labels = zip(*forward_batches(model, loader, device, precision, channels_last))
     model.train(was_training)
     return torch.cat(logits).cpu(), torch.cat(labels).cpu()
 
@@ -138,10 +128,7 @@ class Trainer:
         *,
         device: torch.device,
         checkpoint_dir: Path,
-        restore_best: bool = True,
-        callbacks: Sequence[object] = (),
-        gradflow_every: int = 0,
-        analyze_gradflow: Callable[[nn.Module], Any] | None = None,
+        callbacks: Sequence[Callback] = (),
     ) -> None:
         self.model = model
         self.train_loader = train_loader
@@ -149,10 +136,7 @@ class Trainer:
         self.config = config
         self.device = device
         self.checkpoint_dir = Path(checkpoint_dir)
-        self.restore_best = restore_best
         self.callbacks = list(callbacks)
-        self.gradflow_every = gradflow_every
-        self.analyze_gradflow = analyze_gradflow
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(model, config, device)
@@ -165,45 +149,39 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
 
     # -- one epoch -------------------------------------------------------------------------------
+    def _pass(self, loader, train: bool) -> tuple[float, float, int]:
+        """One pass over a split: optimiser steps when `train`, else eval mode without gradients.
+        Returns (mean loss, accuracy, images); losses and counts stay on the device until the end."""
+        self.model.train(train)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        with torch.set_grad_enabled(train):
+            self.optimizer.zero_grad(set_to_none=True)
+            for logits, y in forward_batches(self.step_model, loader, self.device, self.config.precision, self.config.channels_last):
+                loss = self.loss_fn(logits, y)
+                if train:
+                    self.scaler.scale(loss).backward()
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                    self.optimizer.zero_grad(set_to_none=True)
+                loss_sum += loss.detach() * y.shape[0]
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += y.shape[0]
+        seen = max(seen, 1)
+        totals = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()  # the pass's one sync
+        return totals[0] / seen, totals[1] / seen, seen
+
     def train_epoch(self) -> tuple[float, float, int, float]:
         """One pass over the training split; returns (loss, accuracy, images, seconds)."""
-        self.model.train()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        seen = 0
         start = time.perf_counter()
-        for x, y in self.train_loader:
-            x = _prepare_input(x, self.config.channels_last)
-            self.optimizer.zero_grad(set_to_none=True)
-            with autocast(self.device, self.config.precision):
-                logits = self.step_model(x)
-                loss = self.loss_fn(logits, y)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            loss_sum += loss.detach().float() * y.shape[0]
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += y.shape[0]
-        seen = max(seen, 1)
-        totals = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()  # the epoch's one sync
-        return totals[0] / seen, totals[1] / seen, seen, time.perf_counter() - start
+        loss, accuracy, images = self._pass(self.train_loader, train=True)
+        return loss, accuracy, images, time.perf_counter() - start
 
-    @torch.no_grad()
     def evaluate(self, loader) -> tuple[float, float]:
         """Mean cross-entropy and accuracy over a split in eval mode (protocol 3.2)."""
-        self.model.eval()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        seen = 0
-        for x, y in loader:
-            with autocast(self.device, self.config.precision):
-                logits = self.step_model(_prepare_input(x, self.config.channels_last))
-            loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
-            correct += (logits.argmax(1) == y).sum()
-            seen += y.shape[0]
-        seen = max(seen, 1)
-        totals = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
-        return totals[0] / seen, totals[1] / seen
+        loss, accuracy, _ = self._pass(loader, train=False)
+        return loss, accuracy
 
     # -- checkpoint --------------------------------------------------------------------------------
     def _checkpoint_state(self, epoch: int) -> dict[str, Any]:
@@ -243,7 +221,8 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------------
     def fit(self) -> FitResult:
         start_epoch = self._resume()
-        _call(self.callbacks, "on_fit_start", start_epoch, list(self.history))
+        for callback in self.callbacks:
+            callback.on_fit_start(start_epoch, list(self.history))
         stopped_early = bool(self.history) and self.early.wait >= self.early.patience
         interrupted = False
         epoch = start_epoch
@@ -263,11 +242,6 @@ class Trainer:
             improved, stopped_early = self.early.step(val_acc, epoch)
             if improved:
                 self._remember_best(epoch)
-            health = None
-            report = None
-            if self.analyze_gradflow is not None and self.gradflow_every and epoch % self.gradflow_every == 0:
-                report = self.analyze_gradflow(self.model)
-                health = float(report.health_score)
             record = EpochRecord(
                 epoch=epoch,
                 train_loss=train_loss,
@@ -281,19 +255,17 @@ class Trainer:
                 best_epoch=self.early.best_epoch,
                 improved=improved,
                 lr_reduced=lr_reduced,
-                gradient_health=health,
             )
+            for callback in self.callbacks:
+                callback.on_epoch_end(record)
             self.history.append(record)
             checkpoint.save(self._checkpoint_state(epoch), self.checkpoint_dir / LAST)
-            if report is not None:
-                _call(self.callbacks, "on_gradflow", epoch, report)
-            _call(self.callbacks, "on_epoch_end", record)
-            if any(getattr(c, "should_stop", lambda: False)() for c in self.callbacks):
+            if any(callback.should_stop() for callback in self.callbacks):
                 interrupted = not stopped_early and epoch < self.config.max_epochs
                 if interrupted:
                     break
         final = "last"
-        if self.restore_best and self.best_state is not None:
+        if self.config.restore_best is not False and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
             final = "best"
         return FitResult(

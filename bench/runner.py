@@ -12,14 +12,14 @@ import shutil
 import subprocess
 import tempfile
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from bench import __version__, checkpoint, data, metric_names, models, published, tracking
-from bench.engine import FitResult, Trainer, predict
+from bench.engine import FitResult, GradFlowAtEpochs, StopRequest, Trainer, predict
 from bench.errors import BenchError
 from bench.scheduler import CLAIM_HEARTBEAT_S, HELD
 from bench.spec import RunSpec
@@ -164,96 +164,113 @@ def execute(spec: RunSpec, ctx: RunContext, run_id: str, callbacks=(), should_st
 
 
 def _execute(spec, ctx, logger: tracking.RunLogger, callbacks, should_stop) -> RunOutcome:
-    from bench import gradflow
-    from bench.data.pipeline import BatchLoader
-
-    device = torch.device(ctx.device)
     spec = spec.resolved()
+    device = torch.device(ctx.device)
     configure_determinism(spec.train.deterministic, spec.train.strict_determinism)
-    checkpoint.seed_everything(spec.seed)
-    bundle = data.get(spec.dataset).load(
-        ctx.data_dir, preprocessing=spec.preprocessing, splits=spec.splits, seed=spec.split_seed
-    )
-    _log_dataset(logger, spec, bundle, ctx.data_dir)
-    checkpoint.seed_everything(spec.seed)  # the model's initial weights depend on the seed alone
-    info = models.info(spec.model)
-    model = models.build(
-        spec.model, bundle.num_classes, bundle.in_channels, **spec.model_config.for_model(info.options)
-    ).to(device)
-    parameters = models.count_parameters(model)
-    logger.set_tags(run_tags(spec, ctx.device, parameters) | environment_tags(device))
-    logger.log_params(spec.flat_params())
-
-    batch_size = spec.train.batch_size
-    loaders = {
-        name: BatchLoader(
-            getattr(bundle, name),
-            batch_size=batch_size,
-            transform=bundle.train_transform if name == "train" and shuffle else bundle.eval_transform,
-            device=device,
-            shuffle=shuffle,
-            seed=spec.seed,
-        )
-        for name, shuffle in (("train", True), ("val", False), ("test", False))
-    }
-    gradflow_source = loaders[spec.gradflow_split]
-    if spec.gradflow_split == "train":
-        # protocol 7.7: a seeded sample of training batches, read with the eval transform so the
-        # analysed images are the same at every epoch and, under one split seed, for every model.
-        gradflow_source = BatchLoader(
-            bundle.train, batch_size=batch_size, transform=bundle.eval_transform, device=device,
-            shuffle=True, seed=spec.split_seed,
-        )
-    thresholds = gradflow.GradFlowThresholds(spec.gradflow.vanishing, spec.gradflow.exploding)
-
-    def analyze(net):
-        return gradflow.analyze(
-            net,
-            _gradflow_batches(gradflow_source, spec.gradflow.num_batches),
-            thresholds=thresholds,
-            mode=spec.gradflow.mode,
-        )
-
-    class _StopRequest:
-        def should_stop(self) -> bool:
-            return bool(should_stop and should_stop())
-
+    bundle = _load_data(spec, ctx, logger)
+    model = _build_model(spec, ctx, bundle, logger, device)
+    loaders = _loaders(spec, bundle, device)
+    analyze = _gradflow_analysis(spec, bundle, loaders, device)
     ckpt_dir = checkpoint_dir(ctx, logger.run_id)
-    if bundle.split_indices is not None:  # protocol 7.8: the seeded re-split, so results can be re-checked
-        logger.log_json(bundle.split_indices, "data/split_indices.json")
     trainer = Trainer(
         model,
         loaders["train"],
         loaders["val"],
-        spec.train,
+        replace(spec.train, restore_best=False),  # both weight sets are evaluated below; the headline follows the spec
         device=device,
         checkpoint_dir=ckpt_dir,
-        restore_best=False,  # both weight sets are evaluated below; the headline follows the spec
-        callbacks=[logger, *callbacks, _StopRequest()],
-        gradflow_every=spec.gradflow.every,
-        analyze_gradflow=analyze,
+        callbacks=[
+            GradFlowAtEpochs(model, analyze, spec.gradflow.every, logger.on_gradflow),  # completes the record first
+            logger,
+            *callbacks,
+            StopRequest(should_stop),
+        ],
     )
     fit = trainer.fit()
     if fit.resumed_from_epoch:
         logger.set_tags({"resumed_from_epoch": fit.resumed_from_epoch})
     if fit.interrupted:  # ended KILLED by `execute`, unless the run was lost to another owner
         return RunOutcome(logger.run_id, tracking.KILLED, epochs=fit.epochs_run)
+    outcome = _finish(spec, ctx, logger, model, trainer.best_state, fit, bundle, loaders["test"], analyze)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished runs never resume; the weights are in MLflow
+    return outcome
 
-    evaluations, headline = _evaluate_both(spec, model, trainer.best_state, loaders["test"], bundle)
+
+def _load_data(spec: RunSpec, ctx: RunContext, logger: tracking.RunLogger):
+    """The decoded splits, logged as the run's dataset input (and the seeded re-split's indices)."""
+    checkpoint.seed_everything(spec.seed)
+    bundle = data.get(spec.dataset).load(ctx.data_dir, preprocessing=spec.preprocessing, splits=spec.splits, seed=spec.split_seed)
+    _log_dataset(logger, spec, bundle, ctx.data_dir)
+    if bundle.split_indices is not None:  # protocol 7.8: the seeded re-split, so results can be re-checked
+        logger.log_json(bundle.split_indices, "data/split_indices.json")
+    return bundle
+
+
+def _build_model(spec: RunSpec, ctx: RunContext, bundle, logger: tracking.RunLogger, device: torch.device) -> torch.nn.Module:
+    """The seeded model on its device; the run's tags and resolved parameters logged."""
+    checkpoint.seed_everything(spec.seed)  # the model's initial weights depend on the seed alone
+    info = models.info(spec.model)
+    model = models.build(spec.model, bundle.num_classes, bundle.in_channels, **spec.model_config.for_model(info.options))
+    model = model.to(device)
+    logger.set_tags(run_tags(spec, ctx.device, models.count_parameters(model)) | environment_tags(device))
+    logger.log_params(spec.flat_params())
+    return model
+
+
+def _loaders(spec: RunSpec, bundle, device: torch.device) -> dict:
+    """Device-side loaders of the three splits: training shuffled and augmented, the others not."""
+    from bench.data.pipeline import BatchLoader
+
+    return {
+        name: BatchLoader(
+            getattr(bundle, name),
+            batch_size=spec.train.batch_size,
+            transform=bundle.train_transform if name == "train" else bundle.eval_transform,
+            device=device,
+            shuffle=name == "train",
+            seed=spec.seed,
+        )
+        for name in ("train", "val", "test")
+    }
+
+
+def _gradflow_analysis(spec: RunSpec, bundle, loaders: dict, device: torch.device) -> Callable:
+    """`analyze(model)`: the gradient-flow report over the spec's fixed set of batches."""
+    from bench import gradflow
+    from bench.data.pipeline import BatchLoader
+
+    source = loaders[spec.gradflow_split]
+    if spec.gradflow_split == "train":
+        # protocol 7.7: a seeded sample of training batches, read with the eval transform so the
+        # analysed images are the same at every epoch and, under one split seed, for every model.
+        source = BatchLoader(
+            bundle.train, batch_size=spec.train.batch_size, transform=bundle.eval_transform, device=device,
+            shuffle=True, seed=spec.split_seed,
+        )
+    thresholds = gradflow.GradFlowThresholds(spec.gradflow.vanishing, spec.gradflow.exploding)
+
+    def analyze(net):
+        batches = _gradflow_batches(source, spec.gradflow.num_batches)
+        return gradflow.analyze(net, batches, thresholds=thresholds, mode=spec.gradflow.mode)
+
+    return analyze
+
+
+def _finish(spec: RunSpec, ctx: RunContext, logger: tracking.RunLogger, model, best_state, fit: FitResult, bundle, test_loader, analyze) -> RunOutcome:
+    """Both weight sets on test, the headline's gradient flow, every result logged; the run FINISHED."""
+    evaluations, headline = _evaluate_both(spec, model, best_state, test_loader, bundle)
     report = evaluations[headline]
     test_metrics = _test_metrics(report.scalars)
     for weights, evaluation in evaluations.items():
         test_metrics |= _test_metrics(evaluation.scalars, weights)
     flow = analyze(model)  # the headline weights, as evaluated
-    summary = _summary_metrics(fit, flow)
-    logger.log_metrics(test_metrics | summary, step=fit.epochs_run)
+    logger.log_metrics(test_metrics | _summary_metrics(fit, flow), step=fit.epochs_run)
     _log_artifacts(logger, fit, report, flow)
     _log_model(logger, spec, ctx, model, bundle, fit, headline)
     logger.log_text(_predictions_csv(evaluations), "evaluation/test_predictions.csv")
     logger.set_tags({"final_weights": headline, "num_classes": str(bundle.num_classes), "notes": "; ".join(bundle.notes)[:4000]})
     logger.clear_failure()  # an earlier attempt's failure marks no longer describe this run
     logger.end(tracking.FINISHED)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished runs never resume; the best weights are in MLflow
     return RunOutcome(
         logger.run_id,
         tracking.FINISHED,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from bench import tracking
+from bench.callbacks import Callback
 from bench.errors import BenchError
 from bench.spec import RunSpec
 
@@ -296,7 +297,7 @@ def watch_parent(parent_pid: int) -> None:
         time.sleep(1.0)
 
 
-class _EpochEvents:
+class _EpochEvents(Callback):
     """Engine callback that forwards progress to the parent's live table."""
 
     def __init__(self, events, task_index: int) -> None:

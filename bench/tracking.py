@@ -28,6 +28,7 @@ from typing import Any, Iterable
 from urllib.parse import urlparse
 
 from bench import metric_names
+from bench.callbacks import Callback
 from bench.errors import BenchError
 from bench.locks import file_lock
 
@@ -566,7 +567,7 @@ def system_metrics(uri: str, run_id: str, resumed: bool = True):
         monitor.finish()
 
 
-class RunLogger:
+class RunLogger(Callback):
     """Logs one run's parameters, per-epoch metrics and artifacts; an engine callback.
 
     A call the store cannot take because it is unreachable is retried `retries` times with backoff,

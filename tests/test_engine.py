@@ -92,8 +92,8 @@ def _tiny_trainer(tmp_path, restore_best: bool, max_epochs: int):
         for name, transform, shuffle in (("train", bundle.train_transform, True), ("val", bundle.eval_transform, False))
     }
     # lr 0.5 makes validation accuracy jump about: with these seeds it peaks at epoch 2 of 3, so best != last
-    config = TrainConfig(max_epochs=max_epochs, lr=0.5, early_stopping_patience=10)
-    return Trainer(model, loaders["train"], loaders["val"], config, device=torch.device("cpu"), checkpoint_dir=tmp_path, restore_best=restore_best)
+    config = TrainConfig(max_epochs=max_epochs, lr=0.5, early_stopping_patience=10, restore_best=restore_best)
+    return Trainer(model, loaders["train"], loaders["val"], config, device=torch.device("cpu"), checkpoint_dir=tmp_path)
 
 
 def test_best_weights_really_restored_and_last_kept_in_notebook_mode(tmp_path):

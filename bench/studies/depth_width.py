@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 
 from bench import plugins, tracking
+from bench.callbacks import Callback
 from bench.errors import BenchError
 from bench.spec import GradFlowConfig, ModelConfig, RunSpec, TrainConfig
 from bench.studies import storage as study_storage
@@ -261,7 +262,7 @@ class TrialInterrupted(Exception):
     """Ctrl-C stopped the trial's run after an epoch; the trial is FAIL and this worker stops."""
 
 
-class PruningMonitor:
+class PruningMonitor(Callback):
     """Engine callback: reports validation accuracy per epoch and asks the engine to stop when pruned."""
 
     def __init__(self, trial: optuna.Trial) -> None:
