@@ -1,0 +1,78 @@
+"""The MLflow adapter: the only package that imports MLflow.
+
+Runs are addressed by explicit run ids, so the parent process can create the store, the experiment
+and the runs once, and worker processes (or machines) attach to them. A run is found again by its
+`config_hash` tag: that is how a finished configuration is skipped and an interrupted one resumed
+in the same MLflow run.
+
+A tracking server that goes away mid-run does not stop training: `RunLogger` queues what it could not
+send in an on-disk outbox and replays it, in order, when the server answers again (see `Outbox`).
+
+- `store`: URIs, creating (or migrating) the store and the experiment, the UI's links
+- `claims`: which process trains a run, and its heartbeat
+- `outbox`, `logger`: `RunLogger` and the queue behind it
+- `queries`: what the rest of the project reads from the store
+"""
+
+from bench.tracking.claims import (
+    CLAIM_HEARTBEAT,
+    CLAIM_OWNER,
+    Heartbeat,
+    claim,
+    claim_of,
+    claim_owner,
+    claim_tags,
+    new_owner,
+    owner_gone,
+    release,
+)
+from bench.tracking.logger import (
+    DEFAULT_FINAL_WAIT_S,
+    SYSTEM_METRICS_ENV,
+    RunLogger,
+    TrackingUnavailable,
+    system_metrics,
+)
+from bench.tracking.outbox import ENTRY_KINDS, Outbox, outbox_root
+from bench.tracking.queries import (
+    create_run,
+    delete_run,
+    download_artifact,
+    experiment_id,
+    find_runs,
+    iter_params,
+    list_artifacts,
+    logged_models,
+    metric_history,
+    run_state,
+    run_status,
+    runs_of,
+)
+from bench.tracking.records import FAILED, FINISHED, KILLED, RUNNING
+from bench.tracking.store import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    LOCAL_UI,
+    SCHEMES,
+    UI_VIEW,
+    client,
+    experiment_url,
+    prepare,
+    resolve_uri,
+    shown_uri,
+    sqlite_path,
+    ui_hint,
+)
+
+DEFAULT_EXPERIMENT = "gradattn-bench"
+
+__all__ = [
+    "CLAIM_HEARTBEAT", "CLAIM_OWNER", "DEFAULT_EXPERIMENT", "DEFAULT_FINAL_WAIT_S", "ENTRY_KINDS",
+    "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "FAILED", "FINISHED", "Heartbeat", "KILLED", "LOCAL_UI",
+    "Outbox", "RUNNING", "RunLogger", "SCHEMES", "SYSTEM_METRICS_ENV", "TrackingUnavailable", "UI_VIEW",
+    "claim", "claim_of", "claim_owner", "claim_tags", "client", "create_run", "delete_run",
+    "download_artifact", "experiment_id", "experiment_url", "find_runs", "iter_params", "list_artifacts",
+    "logged_models", "metric_history", "new_owner", "outbox_root", "owner_gone", "prepare", "release",
+    "resolve_uri", "run_state", "run_status", "runs_of", "shown_uri", "sqlite_path", "system_metrics",
+    "ui_hint",
+]

@@ -1,0 +1,123 @@
+"""Claims: which process trains a run, kept on the run itself."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Iterable
+
+from bench.tracking.records import RUNNING
+from bench.tracking.store import client
+
+# Tags work alike on every store (sqlite, an MLflow server, PostgreSQL) and from every backend, so a
+# claim needs no shared file system and no extra service. MLflow has no compare-and-set, so a claim
+# is confirmed by reading it back after a pause longer than any store write takes (`claim_settle_s`).
+CLAIM_OWNER, CLAIM_HEARTBEAT = "claim_owner", "claim_heartbeat"
+
+
+def new_owner() -> str:
+    """A claimant's identity: host, process and a random part (pids repeat across machines)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def claim_of(run) -> tuple[str | None, float]:
+    """(owner, last heartbeat as Unix time) of a run; (None, 0) when it was never claimed."""
+    tags = run.data.tags
+    try:
+        beat = float(tags.get(CLAIM_HEARTBEAT, 0))
+    except ValueError:
+        beat = 0.0
+    return tags.get(CLAIM_OWNER), beat
+
+
+def owner_gone(owner: str) -> bool:
+    """True when the owner was a process on this host that no longer exists (killed, crashed):
+    its claim is dead at once, without waiting for its heartbeat to age."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def claim_tags(owner: str) -> dict[str, str]:
+    return {CLAIM_OWNER: owner, CLAIM_HEARTBEAT: f"{time.time():.3f}"}
+
+
+def claim(uri: str, run_id: str, owner: str) -> None:
+    """Take a run over: owner and heartbeat tags, status RUNNING."""
+    from mlflow.entities import RunTag
+
+    c = client(uri)
+    c.log_batch(run_id, tags=[RunTag(k, v) for k, v in claim_tags(owner).items()])
+    c.update_run(run_id, status=RUNNING)
+
+
+def claim_owner(uri: str, run_id: str) -> str | None:
+    return claim_of(client(uri).get_run(run_id))[0]
+
+
+def release(uri: str, run_id: str, owner: str, status: str | None = None) -> None:
+    """Give a claim up (heartbeat 0), and end the run with `status` if given, when it is still ours
+    and RUNNING: the next planner need not wait for the claim to age."""
+    try:
+        run = client(uri).get_run(run_id)
+        if claim_of(run)[0] == owner and run.info.status == RUNNING:
+            client(uri).set_tag(run_id, CLAIM_HEARTBEAT, "0")
+            if status:
+                client(uri).set_terminated(run_id, status)
+    except Exception:  # the store is away: the claim simply ages out
+        pass
+
+
+class Heartbeat:
+    """Stamps the heartbeat tag of every run `owner` holds, every `every_s` seconds, in a thread.
+
+    A run whose owner tag names someone else (it was taken over after our heartbeat stopped, e.g.
+    during a long store outage) is given up and listed in `lost`; a store that does not answer is
+    simply tried again at the next beat.
+    """
+
+    def __init__(self, uri: str, owner: str, run_ids: Iterable[str], every_s: float) -> None:
+        self.uri, self.owner, self.every_s = uri, owner, every_s
+        self.run_ids = set(run_ids)
+        self.lost: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="claim-heartbeat", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def drop(self, run_id: str) -> None:
+        self.run_ids.discard(run_id)
+
+    def _loop(self) -> None:
+        while True:  # a first beat at once: planning a long grid may have taken a while
+            self._beat()
+            if self._stop.wait(self.every_s):
+                return
+
+    def _beat(self) -> None:
+        for run_id in list(self.run_ids):
+            try:
+                if claim_owner(self.uri, run_id) != self.owner:
+                    self.lost.add(run_id)
+                    self.run_ids.discard(run_id)
+                    continue
+                client(self.uri).set_tag(run_id, CLAIM_HEARTBEAT, f"{time.time():.3f}")
+            except Exception:  # unreachable for now; the next beat tries again
+                pass
