@@ -28,11 +28,17 @@ def _dom(url: str) -> str:
     """The page as Chromium has rendered it after running its scripts."""
     result = subprocess.run(
         ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1600,1200",
-         "--virtual-time-budget=20000", "--dump-dom", url],
-        capture_output=True, text=True, timeout=240,
+         "--virtual-time-budget=60000", "--dump-dom", url],
+        capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
+
+
+def _text(page: str) -> str:
+    """The words a person reads on the rendered page."""
+    page = re.sub(r"<script.*?</script>|<style.*?</style>", "", page, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
 
 
 @pytest.mark.slow
@@ -52,5 +58,15 @@ def test_the_printed_link_lands_on_the_runs_table_in_a_real_browser(tmp_path):
         assert "Run Name" in page and "No data available" not in page  # not the GenAI traces overview
         plain = _dom(link.split("?")[0])  # what the same page shows without the view parameter
         assert "synthetic/resnet18/42" not in plain
+
+        experiment_id = tracking.experiment_id(server.url, "ui")
+        (run,) = tracking.runs_of(server.url, experiment_id)
+        base = f"{server.url}/#/experiments/{experiment_id}"
+        charts = _text(_dom(f"{base}/runs/{run.info.run_id}/model-metrics?workflowType=machine_learning"))
+        for section in ("train", "val", "test", "gradflow"):  # the metric charts, grouped by section
+            assert re.search(rf"\b{section} \(\d+\)", charts), charts[:2000]
+        assert "Model metrics (0)" in charts  # MLflow's section for unsectioned metrics stays empty
+        models = _text(_dom(f"{base}/models?workflowType=machine_learning"))
+        assert re.search(r"\bmodel Ready .* synthetic/resnet18/42", models), models[:2000]  # the run's logged model
     finally:
         server.stop()
