@@ -13,7 +13,6 @@ import hashlib
 import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,30 +20,12 @@ import numpy as np
 import torch
 
 from bench.errors import BenchError
+from bench.files import atomic_write_bytes
 from bench.locks import file_lock, holder
 
 LAST = "last.pt"  # everything a resumed run needs, written at the end of every epoch
 BEST = "best.pt"  # the weights of the best validation epoch so far
 FORMAT = "gradattn-bench-checkpoint/1"
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call `write(file)` on a temporary file beside `path`, then rename it into place.
-
-    A crash at any moment leaves either the old file or the new one, never a torn file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def payload_digest(obj: Any) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from bench import metric_names, published, references, significance, tracking
-from bench.checkpoint import atomic_write_bytes
+from bench.files import atomic_write_bytes
 from bench.errors import BenchError
 from bench.spec import PREPROCESSING_MODES
 

@@ -206,7 +206,7 @@ def test_default_storage_sits_beside_a_sqlite_tracking_store():
     assert study_storage.default_storage("sqlite:////data/runs/mlflow.db") == "sqlite:////data/runs/optuna.db"
     assert study_storage.default_storage("sqlite:///mlflow.db") == "sqlite:///optuna.db"
     assert study_storage.default_storage("http://mlflow:5000") == "sqlite:///optuna.db"
-    assert study_storage.shown("postgresql://bench:secret@db/optuna") == "postgresql://bench:***@db/optuna"
+    assert tracking.shown_uri("postgresql://bench:secret@db/optuna") == "postgresql://bench:***@db/optuna"  # one masking for both stores
 
 
 def test_journal_storage_holds_a_study(tmp_path):

@@ -9,11 +9,12 @@ import typer
 
 from bench.cli import app
 from bench.cli import console as make_console
+from bench.tracking import DEFAULT_EXPERIMENT
 
 
 @app.command("report")
 def report(
-    experiment: str = typer.Option("gradattn-bench", "--experiment"),
+    experiment: str = typer.Option(DEFAULT_EXPERIMENT, "--experiment", help="MLflow experiment."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="(default: $MLFLOW_TRACKING_URI or MLflow's default)"),
     out: Path = typer.Option(Path("bench-report"), "--out", help="Folder for results.{md,csv,tex,png}, gradient_health.csv and runs.csv."),
 ) -> None:

@@ -12,6 +12,7 @@ import typer
 
 from bench.cli import app
 from bench.cli import console as make_console
+from bench.tracking import DEFAULT_EXPERIMENT
 from bench.errors import BenchError
 
 
@@ -119,7 +120,7 @@ def run(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="(default: $BENCH_DATA_DIR or ./data)"),
     checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="(default: $BENCH_CHECKPOINT_DIR or ./checkpoints)"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="(default: $MLFLOW_TRACKING_URI or MLflow's default)"),
-    experiment: str = typer.Option("gradattn-bench", "--experiment"),
+    experiment: str = typer.Option(DEFAULT_EXPERIMENT, "--experiment", help="MLflow experiment."),
 ) -> None:
     """Train the dataset x model x seed grid and log every run to MLflow."""
     from bench import backends, data, plugins, scheduler, studyfile, tracking

@@ -10,6 +10,7 @@ import typer
 
 from bench.cli import app
 from bench.cli import console as make_console
+from bench.tracking import DEFAULT_EXPERIMENT
 from bench.errors import BenchError
 
 study_app = typer.Typer(help="Optuna studies over GradAttn, tracked in MLflow.", no_args_is_help=True)
@@ -64,7 +65,7 @@ def depth_width(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Default: $BENCH_DATA_DIR or ./data."),
     checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Default: $BENCH_CHECKPOINT_DIR or ./checkpoints."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Default: $MLFLOW_TRACKING_URI or MLflow's default."),
-    experiment: str = typer.Option("gradattn-bench", "--experiment"),
+    experiment: str = typer.Option(DEFAULT_EXPERIMENT, "--experiment", help="MLflow experiment."),
     log_model: bool = typer.Option(True, "--log-model/--no-log-model", help="Keep each trial's weights as its MLflow model (--no-log-model saves the disk)."),
 ) -> None:
     """Search GradAttn's transformer depth and width with Optuna; each trial is a tracked run."""
@@ -144,7 +145,7 @@ def sensitivity(
     vanishing: str = typer.Option("1e-8,1e-7,1e-6,1e-5", "--vanishing", help="Vanishing thresholds (mean norm below)."),
     exploding: str = typer.Option("1,10,100,1000", "--exploding", help="Exploding thresholds (mean norm above)."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Default: $MLFLOW_TRACKING_URI or MLflow's default."),
-    experiment: str = typer.Option("gradattn-bench", "--experiment"),
+    experiment: str = typer.Option(DEFAULT_EXPERIMENT, "--experiment", help="MLflow experiment."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage (default: optuna.db beside a sqlite tracking store, else ./optuna.db)."),
     out: Path = typer.Option(Path("bench-sensitivity"), "--out", help="Folder for the table and figures (a sub-folder per dataset)."),
 ) -> None:

@@ -24,9 +24,10 @@ import torch
 
 from bench.data.pipeline import BatchOp, BatchTransform, GrayToRGB, Normalize, Resize
 from bench.errors import BenchError
+from bench.files import atomic_write_bytes
 from bench.registry import Registry
+from bench.spec import PREPROCESSING_MODES
 
-PREPROCESSING = ("protocol", "notebook")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # protocol 2.1
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TRAIN_FRACTION, VAL_FRACTION = 0.70, 0.15  # protocol 2.2
@@ -282,14 +283,7 @@ def files_fingerprint(paths: list[Path], extra: str = "") -> str:
 
 def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write an uncompressed .npz beside the data; readers never see a half-written file."""
-    handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, lambda stream: np.savez(stream, **arrays))
 
 
 def cached_arrays(cache: Path, fingerprint: str, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -523,7 +517,7 @@ class Dataset:
     # -- loading -------------------------------------------------------------------------------
 
     def check_options(self, preprocessing: str, splits: str) -> None:
-        if preprocessing not in PREPROCESSING:
+        if preprocessing not in PREPROCESSING_MODES:
             raise BenchError(f"Unknown preprocessing {preprocessing!r}; choose protocol or notebook.")
         if splits not in self.split_choices:
             raise BenchError(

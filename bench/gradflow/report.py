@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.checkpoint import atomic_write_bytes
+from bench.files import atomic_write_bytes
 from bench.gradflow import stats
 from bench.gradflow.stats import EXPLODING, HEALTHY, VANISHING, FlowPatterns, GradFlowThresholds, LayerStats, NotebookScope
 

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from bench.environment import machine_info
+from bench.files import atomic_write_bytes
 
 
 def write_json(payload: dict[str, Any], path: Path) -> Path:
     """Write `payload` to `path` through a temporary file, so a crash never leaves half a report."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        json.dump(payload, tmp, indent=2, sort_keys=False)
-        tmp.write("\n")
-    os.replace(tmp.name, path)
-    return path
+    text = json.dumps(payload, indent=2, sort_keys=False) + "\n"
+    atomic_write_bytes(Path(path), lambda handle: handle.write(text.encode()))
+    return Path(path)
 
 
 SCHEMA = "gradattn-bench/perf/1"

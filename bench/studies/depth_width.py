@@ -393,7 +393,7 @@ def work(job: StudyJob, device: str, worker_index: int, stop) -> None:
 
 def _parent_run(uri: str, experiment_id: str, config: DepthWidthStudy, storage_url: str) -> str:
     """The study's MLflow run, created once and reused when the study is continued."""
-    shown_storage = study_storage.shown(storage_url)
+    shown_storage = tracking.shown_uri(storage_url)
     found = tracking.runs_of(
         uri, experiment_id, filter_string=f"tags.optuna_study = '{config.name}' and tags.study_kind = '{KIND}'"
     )

@@ -294,7 +294,7 @@ def _safe(label: str) -> str:
 
 def write_outputs(table: pd.DataFrame, grid: ThresholdGrid, dataset: str, out_dir: Path) -> list[Path]:
     """sensitivity.csv, sensitivity.md, heatmap_MODEL.png per model and ranking.png in `out_dir`."""
-    from bench.checkpoint import atomic_write_bytes
+    from bench.files import atomic_write_bytes
     from bench.studies import figures
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -362,7 +362,7 @@ def _sensitivity_run(uri: str, experiment_id: str, dataset: str, study_name: str
         "study_kind": KIND,
         "dataset": dataset,
         "optuna_study": study_name,
-        "optuna_storage": study_storage.shown(storage_url),
+        "optuna_storage": tracking.shown_uri(storage_url),
         "source_run_ids": ",".join(s.run_id for s in sources)[:5000],
         **{f"source_run.{_safe(label)}": ",".join(ids) for label, ids in by_label.items()},
     }

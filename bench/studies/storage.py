@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 
+from bench import tracking
 from bench.errors import BenchError
 
 JOURNAL_PREFIX = "journal:"
@@ -26,11 +27,6 @@ def default_storage(tracking_uri: str) -> str:
         folder = os.path.dirname(tracking_uri[len("sqlite:///") :])
         return "sqlite:///" + os.path.join(folder, DEFAULT_FILE)
     return "sqlite:///" + DEFAULT_FILE
-
-
-def shown(url: str) -> str:
-    """The URL without its password, for tags and messages."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
 def check_study_name(name: str) -> str:
@@ -67,7 +63,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         lines = str(error).strip().splitlines()
         detail = f"{error.__class__.__name__}: {lines[0][:160]}" if lines else error.__class__.__name__
         raise BenchError(
-            f"Cannot open the Optuna storage {shown(url)} ({detail}); "
+            f"Cannot open the Optuna storage {tracking.shown_uri(url)} ({detail}); "
             "pass --storage as a database URL (sqlite:///optuna.db, postgresql://user:pass@host/db) or journal:PATH."
         ) from error
 

@@ -9,6 +9,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from bench.files import atomic_write_bytes
+
 log = logging.getLogger(__name__)
 
 
@@ -64,9 +66,8 @@ class Outbox:
             files.mkdir(exist_ok=True)
             shutil.copy2(file, files / Path(file).name)  # the caller's file may be temporary
             payload = payload | {"file": str(files / Path(file).name)}
-        tmp = entry.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"kind": kind, "payload": payload}))
-        os.replace(tmp, entry)  # a crash leaves no half-written entry
+        text = json.dumps({"kind": kind, "payload": payload})
+        atomic_write_bytes(entry, lambda handle: handle.write(text.encode()))  # a crash leaves no half-written entry
 
     def read(self, entry: Path) -> tuple[str, dict[str, Any]] | None:
         """(kind, payload) of an entry; None, the entry moved aside, when it is not one we wrote."""
