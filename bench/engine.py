@@ -8,10 +8,9 @@ are read once per epoch.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from bench import metric_names, published, references, significance, tracking
-from bench.files import atomic_write_bytes
 from bench.errors import BenchError
+from bench.files import atomic_write_bytes
 from bench.spec import PREPROCESSING_MODES
 
 BASELINE = "resnet18"

@@ -10,7 +10,6 @@ import itertools
 import os
 import shutil
 import subprocess
-import tempfile
 import traceback
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -20,7 +19,6 @@ import torch
 
 from bench import __version__, checkpoint, data, metric_names, models, published, tracking
 from bench.engine import FitResult, GradFlowAtEpochs, StopRequest, Trainer, predict
-from bench.errors import BenchError
 from bench.scheduler import CLAIM_HEARTBEAT_S, HELD
 from bench.spec import RunSpec
 
@@ -54,7 +52,6 @@ class RunOutcome:
     epochs: int = 0
     health_score: float | None = None
     health_score_notebook: float | None = None
-    error: str | None = None
 
 
 def checkpoint_dir(ctx: RunContext, run_id: str) -> Path:

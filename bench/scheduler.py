@@ -31,7 +31,6 @@ from bench.callbacks import Callback
 from bench.errors import BenchError
 from bench.spec import RunSpec
 
-
 HELD = "HELD"  # a run outcome: another process holds the claim, so this one did not train it
 HELD_STATE = "another process"  # how the grid shows it
 

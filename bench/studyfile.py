@@ -19,10 +19,11 @@ Command-line options override what the file says.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from bench import plugins
 from bench.errors import BenchError

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-
 from conftest import new_store
 
 HOST = "127.0.0.1"

@@ -8,6 +8,7 @@ import os
 import shutil
 
 import pytest
+from conftest import store_args
 from typer.testing import CliRunner
 
 from bench import backends, tracking
@@ -15,7 +16,6 @@ from bench.cli import app
 from bench.errors import BenchError
 from bench.scheduler import plan_runs
 from bench.spec import GradFlowConfig, RunSpec, TrainConfig
-from conftest import store_args
 
 ONE_EPOCH = TrainConfig(max_epochs=1)
 ONE_BATCH = GradFlowConfig(num_batches=1)

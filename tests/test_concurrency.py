@@ -16,9 +16,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from servers import mlflow_server, postgres  # noqa: F401 (fixtures)
 
 from bench import tracking
-from servers import mlflow_server, postgres  # noqa: F401 (fixtures)
 
 MODELS = ("resnet18", "senet18")
 

@@ -5,7 +5,6 @@ build run where Docker offers them (no Docker engine runs on the development mac
 from __future__ import annotations
 
 import re
-import shlex
 import shutil
 import subprocess
 from pathlib import Path

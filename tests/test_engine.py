@@ -13,13 +13,13 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from conftest import new_store
 
 from bench import checkpoint, data, tracking
 from bench.data.pipeline import BatchLoader
 from bench.engine import BEST, LAST, Trainer
 from bench.runner import RunContext, execute
 from bench.spec import GradFlowConfig, RunSpec, TrainConfig
-from conftest import new_store
 
 SPEC = RunSpec(
     "synthetic",

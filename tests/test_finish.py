@@ -17,10 +17,10 @@ import time
 from collections import Counter
 
 import pytest
-
-from bench import scheduler, tracking
 from conftest import bench, store_args
 from servers import wait_until
+
+from bench import scheduler, tracking
 
 ARGS = ("run", "--datasets", "digits", "--models", "resnet18", "--max-epochs", "1", "--gradflow-batches", "1")
 

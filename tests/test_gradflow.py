@@ -17,7 +17,6 @@ from bench.gradflow import GradFlowReport, GradFlowThresholds, analyze, plot, sc
 from bench.gradflow.stats import flow_patterns, layer_statistics
 
 
-
 @pytest.fixture(autouse=True)
 def one_thread():
     # the machine is shared: keep this file to one intra-op thread, then put the setting back

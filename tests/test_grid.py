@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import bench, cli, store_args
 
 from bench import tracking
-from conftest import bench, cli, store_args
 
 SYNTH = ["--datasets", "synthetic", "--gradflow-batches", "1"]
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import bench, store_args
+from data_fixtures import write_image_folder
 
 from bench import data, tracking
 from bench.errors import BenchError
-from conftest import bench, store_args
-from data_fixtures import write_image_folder
 
 
 def test_one_folder_is_split_by_the_seed_with_size_channels_and_statistics_inferred(tmp_path):

@@ -12,13 +12,13 @@ import sqlite3
 
 import pytest
 import torch
+from conftest import bench, store_args
+from data_fixtures import write_cifar10
 
 from bench import checkpoint, scheduler, studyfile, tracking
 from bench.engine import Diverged, Trainer
 from bench.errors import BenchError
 from bench.spec import TrainConfig
-from conftest import bench, store_args
-from data_fixtures import write_cifar10
 
 
 class WritesMarker:

@@ -11,11 +11,11 @@ import mlflow.pytorch
 import pytest
 import torch
 import torch.nn as nn
+from conftest import new_store
 
 from bench import data, tracking
 from bench.runner import MODEL_NAME, RunContext, execute
 from bench.spec import GradFlowConfig, RunSpec, TrainConfig
-from conftest import new_store
 
 SPEC = RunSpec("digits", "resnet18", seed=1, train=TrainConfig(max_epochs=1), gradflow=GradFlowConfig(num_batches=1))
 

@@ -8,10 +8,10 @@ import shutil
 import subprocess
 
 import pytest
-
-from bench import tracking
 from conftest import bench
 from servers import MlflowServer
+
+from bench import tracking
 
 
 def test_experiments_carry_the_model_training_kind_and_links_the_runs_view(tmp_path):

@@ -9,13 +9,13 @@ import math
 
 import pytest
 import torch
+from conftest import REPO, bench, new_store
 
 from bench import gradflow, tracking
 from bench.errors import BenchError
 from bench.perf.grid import GridScaling, grid_specs
 from bench.perf.grid import run_benchmark as run_grid_benchmark
 from bench.perf.train import TrackingStore, Workload, bare_epoch, build_model, leftover_hooks, synthetic_batches
-from conftest import REPO, bench, new_store
 
 TINY = ["--image-size", "8", "--batch-size", "4", "--steps", "1", "--warmup", "1", "--repeats", "1", "--threads", "1"]
 MODEL_FIGURES = {

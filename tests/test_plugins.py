@@ -10,9 +10,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import REPO, bench, store_args
 
 from bench import tracking
-from conftest import REPO, bench, store_args
 
 EXAMPLE = REPO / "examples" / "bench-plugin-example"
 QUICK = ["--max-epochs", "1", "--gradflow-batches", "1"]

@@ -10,13 +10,13 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import bench
 from scipy import stats
 
 from bench import metric_names, significance, tracking
 from bench.report import collect_runs, comparison_table, health_table
 from bench.runner import run_tags
 from bench.spec import ModelConfig, RunSpec, TrainConfig
-from conftest import bench
 
 N_TEST = 40
 
@@ -24,7 +24,7 @@ N_TEST = 40
 def _predictions(correct: np.ndarray) -> str:
     labels = np.arange(N_TEST) % 10
     predicted = np.where(correct, labels, (labels + 1) % 10)
-    return "label,pred_best,pred_last\n" + "".join(f"{l},{p},{p}\n" for l, p in zip(labels, predicted))
+    return "label,pred_best,pred_last\n" + "".join(f"{label},{p},{p}\n" for label, p in zip(labels, predicted))
 
 
 def _log_run(store, exp_id, spec: RunSpec, top1: float, *, train_acc=(0.3, 0.6, 0.8), val_acc=(0.3, 0.5, 0.6), correct=None,

@@ -10,11 +10,11 @@ import json
 
 import pytest
 import torch
+from conftest import bench, store_args
+from data_fixtures import write_cifar10
 
 from bench import models, tracking
 from bench.spec import RunSpec
-from conftest import bench, store_args
-from data_fixtures import write_cifar10
 
 pytestmark = pytest.mark.slow  # seven real trainings through the CLI (about a minute on 2 cores)
 

@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import new_store
+from servers import MlflowServer, free_port, mlflow_server, postgres, postgres_mlflow_server  # noqa: F401 (fixtures)
 
 from bench import tracking
 from bench.errors import BenchError
-from conftest import new_store
-from servers import MlflowServer, free_port, mlflow_server, postgres, postgres_mlflow_server  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,12 +8,12 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
+from conftest import REPO, bench, cli, new_store, store_args
 
 from bench import tracking
 from bench.studies import depth_width as dw
 from bench.studies import storage as study_storage
 from bench.studies import summary
-from conftest import REPO, bench, cli, new_store, store_args
 
 # A tiny space with a fixed dropout. With this sampler seed the first four (random) trials are
 # (layers, d_model, heads, ff) = (2,16,2,1), (2,16,2,2), (1,16,2,2), (2,32,4,2); pruning after

@@ -10,11 +10,11 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from conftest import bench, cli, new_store, store_args
 
 from bench import tracking
 from bench.errors import BenchError
 from bench.studies.sensitivity import ThresholdGrid
-from conftest import bench, cli, new_store, store_args
 
 MODELS = ["resnet18", "gradattn-rope"]
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from conftest import bench, store_args
 
 from bench import models, tracking
 from bench.errors import BenchError
-from conftest import bench, store_args
 
 timm = pytest.importorskip("timm", reason="timm is not installed; pip install 'gradattn-bench[timm]'")
 

@@ -7,9 +7,9 @@ import json
 import time
 
 import pytest
+from conftest import bench, store_args
 
 from bench import data, tracking
-from conftest import bench, store_args
 
 
 @pytest.mark.slow

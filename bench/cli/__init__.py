@@ -49,12 +49,12 @@ def _root(
 
 
 # Command modules register themselves on `app` when imported.
-from bench.cli import models as _models  # noqa: E402,F401
-from bench.cli import run as _run  # noqa: E402,F401
-from bench.cli import report as _report  # noqa: E402,F401
-from bench.cli import study as _study  # noqa: E402,F401
 from bench.cli import data as _data  # noqa: E402,F401
+from bench.cli import models as _models  # noqa: E402,F401
 from bench.cli import perf as _perf  # noqa: E402,F401
+from bench.cli import report as _report  # noqa: E402,F401
+from bench.cli import run as _run  # noqa: E402,F401
+from bench.cli import study as _study  # noqa: E402,F401
 
 
 def main() -> None:

@@ -12,6 +12,8 @@ from bench.cli import console as make_console
 
 if TYPE_CHECKING:
 
+    from rich.console import Console
+
     from bench.data import DataBundle, Dataset
 
 data_app = typer.Typer(help="List, download and check the datasets.", no_args_is_help=True)

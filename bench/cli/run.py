@@ -12,9 +12,8 @@ import typer
 
 from bench.cli import app
 from bench.cli import console as make_console
-from bench.tracking import DEFAULT_EXPERIMENT
 from bench.errors import BenchError
-
+from bench.tracking import DEFAULT_EXPERIMENT
 
 MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
 
@@ -228,7 +227,6 @@ def _check_model_options(specs) -> None:
     import torch
 
     from bench import models
-
     from bench.spec import check_finite
 
     for spec in specs:

@@ -10,8 +10,8 @@ import typer
 
 from bench.cli import app
 from bench.cli import console as make_console
-from bench.tracking import DEFAULT_EXPERIMENT
 from bench.errors import BenchError
+from bench.tracking import DEFAULT_EXPERIMENT
 
 study_app = typer.Typer(help="Optuna studies over GradAttn, tracked in MLflow.", no_args_is_help=True)
 app.add_typer(study_app, name="study")

@@ -360,9 +360,6 @@ class BatchTransform:
         """Whether any step is random (an eval transform never is)."""
         return any(op.random for op in self.ops)
 
-    def then(self, *ops: BatchOp) -> BatchTransform:
-        return BatchTransform(*self.ops, *ops)
-
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise TypeError(

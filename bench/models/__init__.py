@@ -147,8 +147,8 @@ def _check_positive_int(what: str, value: object) -> None:
 
 # The family modules register their builders on import; resnet first keeps the catalogue order
 # resnet18, senet18, cbam18, gradattn-nope, gradattn-lpe, gradattn-rope.
-from bench.models import resnet as _resnet  # noqa: E402,F401
 from bench.models import gradattn as _gradattn  # noqa: E402,F401
+from bench.models import resnet as _resnet  # noqa: E402,F401
 from bench.models import timm_family as _timm_family  # noqa: E402
 
 _MODELS.add_prefix(_timm_family.PREFIX, lambda architecture: _Entry(*_timm_family.entry(architecture)))

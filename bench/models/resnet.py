@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from bench.models import ModelInfo, register_model
-from bench.models.init import InitPolicy, check_init, initialise, keep_pytorch_defaults, kaiming_fan_out
+from bench.models.init import InitPolicy, check_init, initialise, kaiming_fan_out, keep_pytorch_defaults
 
 STAGE_CHANNELS = (64, 128, 256, 512)
 STEM_CHANNELS = 64

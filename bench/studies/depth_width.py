@@ -13,12 +13,12 @@ same); command-line options override them.
 from __future__ import annotations
 
 import shutil
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
+import tomllib
 
 from bench import plugins, tracking
 from bench.callbacks import Callback
