@@ -3,13 +3,12 @@ the GPU script on the CPU and the grid benchmark's inputs. Speed itself is never
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 
 import pytest
 import torch
-from conftest import REPO, bench, new_store
+from conftest import bench, cli, new_store
 
 from bench import gradflow, tracking
 from bench.errors import BenchError
@@ -117,38 +116,20 @@ def test_bare_loop_trains_like_the_harness_even_after_an_evaluation():
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
-def _gpu_script():
-    spec = importlib.util.spec_from_file_location("gpu_benchmark", REPO / "scripts" / "gpu_benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_gpu_script_runs_on_cpu_with_tiny_sizes(tmp_path, capsys, perf_store):
+def test_perf_options_runs_on_cpu_with_tiny_sizes(tmp_path, capsys, perf_store):
     out = tmp_path / "gpu.json"
-    code = _gpu_script().main([
-        "--device", "cpu", "--models", "resnet18", "--sizes", "8", "--batch-size", "2",
+    code, stdout, err = cli(
+        capsys, "perf", "options", "--device", "cpu", "--models", "resnet18", "--sizes", "8", "--batch-size", "2",
         "--steps", "1", "--warmup", "1", "--repeats", "1", "--tracking-uri", perf_store, "--json", str(out),
-    ])
-    assert code == 0
+    )
+    assert code == 0, err
     document = json.loads(out.read_text())
     rows = document["results"]
     assert [(r["model"], r["image_size"], r["config"]) for r in rows] == [("resnet18", 8, "fp32"), ("resnet18", 8, "bf16+cl")]
     assert all("speedup_vs_bare_fp32" in r for r in rows)
     assert document["machine"]["device"] == "cpu"
     assert_all_positive(rows)
-    assert "bf16+cl" in capsys.readouterr().out
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
-def test_gpu_script_refuses_an_absent_cuda_device(capsys):
-    assert _gpu_script().main(["--device", "cuda", "--models", "resnet18", "--sizes", "8", "--steps", "1"]) == 2
-    assert "CUDA is not available" in capsys.readouterr().err
-
-
-def test_gpu_script_refuses_an_unknown_config(capsys):
-    assert _gpu_script().main(["--device", "cpu", "--configs", "fp64"]) == 2
-    assert "Unknown --configs fp64" in capsys.readouterr().err
+    assert "bf16+cl" in stdout
 
 
 def test_grid_benchmark_default_grid_is_four_distinct_digits_runs():
@@ -186,6 +167,9 @@ def test_workload_rejects_bad_settings_with_the_option_to_fix(changes, option):
     (["perf", "grid", "--seeds", "4x"], "--seeds must be a comma-separated list of integers"),
     (["perf", "grid", "--devices", "0"], "CUDA device [0] does not exist"),
     (["perf", "grid", "--devices", "gpu"], "--devices must be auto, cpu or CUDA indices"),
+    (["perf", "options", "--device", "cpu", "--configs", "fp64"], "Unknown --configs fp64"),
+    pytest.param(["perf", "options", "--device", "cuda", "--sizes", "8", "--steps", "1"], "CUDA is not available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")),
 ])
 def test_perf_user_errors_exit_2_with_one_line(tmp_path, args, message):
     result = bench(*args, cwd=tmp_path)

@@ -135,6 +135,40 @@ def perf(
         console.print(f"wrote {path}", highlight=False)
 
 
+@perf_app.command("options")
+def options_command(
+    device: str = typer.Option("cuda", "--device", help="cuda[:N] (or cpu, for a quick check)."),
+    models: str = typer.Option("resnet18,gradattn-rope", "--models", "-m", help="Comma list, wildcards or 'all'."),
+    sizes: str = typer.Option("32,64", "--sizes", help="Image sizes in pixels: 32 as CIFAR-10, 64 as MedMNIST and Tiny ImageNet."),
+    configs: str = typer.Option("fp32,bf16+cl", "--configs", help="Speed options: fp32 (the original's) and bf16+cl (bf16 autocast + channels-last)."),
+    batch_size: int = typer.Option(128, "--batch-size"),
+    steps: int = typer.Option(100, "--steps", help="Timed steps per repeat (one harness epoch)."),
+    warmup: int = typer.Option(10, "--warmup"),
+    repeats: int = typer.Option(3, "--repeats"),
+    deterministic: bool = typer.Option(True, "--deterministic/--fast", help="As `bench run`; --fast turns cudnn.benchmark on."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store the harness logs to (default: a temporary sqlite store)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write every figure, with the machine, to this JSON file."),
+) -> None:
+    """Training images/s per image size and speed option (fp32, bf16 + channels-last), beside the bare PyTorch loop."""
+    from bench import models as registry
+    from bench.perf import options, report
+
+    console = make_console()
+    names = registry.expand(models)
+    rows = options.run(
+        names, _positive_ints(sizes, "--sizes"), [c.strip() for c in configs.split(",") if c.strip()],
+        batch_size=batch_size, steps=steps, warmup=warmup, repeats=repeats, device=device, deterministic=deterministic,
+        tracking_uri=tracking_uri,
+        on_row=lambda r: console.print(f"  {r['model']} {r['image_size']} px {r['config']}: {r['train_images_per_s']:,.1f} img/s", highlight=False),
+    )
+    console.print(options.table(rows, device))
+    if json_path is not None:
+        settings = {"models": names, "sizes": sizes, "configs": configs, "batch_size": batch_size, "steps": steps,
+                    "warmup": warmup, "repeats": repeats, "deterministic": deterministic}
+        path = report.write_json(report.payload("options", device, settings, results=rows), json_path)
+        console.print(f"wrote {path}", highlight=False)
+
+
 @perf_app.command("grid")
 def grid_command(
     dataset: str = typer.Option("digits", "--dataset", "-d"),
