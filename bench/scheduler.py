@@ -1,10 +1,10 @@
-"""The grid on every device: run specs -> device slots -> long-lived worker processes.
+"""The grid's plan and its tasks' states: run specs -> claimed MLflow runs -> what the live table shows.
 
 The parent prepares the MLflow store and every run before a worker starts (a fresh sqlite store
-opened by several processes at once corrupts itself in its schema migration), hands one task at a
-time to each idle worker, and watches them: a run that raises or a worker that dies is marked FAILED
-and the grid goes on. Ctrl-C once asks workers to finish their epoch, checkpoint and stop (runs are
-marked KILLED and resume on the next invocation); Ctrl-C twice stops at once.
+opened by several processes at once corrupts itself in its schema migration), claims each run so two
+processes never train one configuration, and keeps the state of every task from the events its
+worker sends (`apply_event`). Where the tasks run is the backends' business (bench.backends);
+device slots for local workers are resolved here.
 
 This module imports no torch at import time: spawned workers set CUDA_VISIBLE_DEVICES and their
 thread count before torch is first imported.
@@ -13,21 +13,15 @@ thread count before torch is first imported.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
 import os
-import queue
 import re
 import shutil
-import signal
-import threading
 import time
-import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from bench import tracking
-from bench.callbacks import Callback
 from bench.errors import BenchError
 from bench.spec import RunSpec
 
@@ -96,6 +90,7 @@ class Task:
     spec: RunSpec
     run_id: str
     resumed: bool  # an earlier, unfinished MLflow run of the same config is continued
+    callbacks: tuple = ()  # picklable engine callbacks the worker adds to the run (a trial's pruning)
 
 
 @dataclass
@@ -285,74 +280,13 @@ def tidy_checkpoints(uri: str, checkpoint_root: Path, remove_deleted: bool = Fal
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
-# -- the worker process ------------------------------------------------------------------------------
-
-
-def watch_parent(parent_pid: int) -> None:
-    """Exit when the parent dies (e.g. SIGKILL), so no orphan keeps training; the run resumes later."""
-    while True:
-        if os.getppid() != parent_pid:
-            os._exit(3)
-        time.sleep(1.0)
-
-
-class _EpochEvents(Callback):
-    """Engine callback that forwards progress to the parent's live table."""
-
-    def __init__(self, events, task_index: int) -> None:
-        self.events, self.task_index = events, task_index
-
-    def on_fit_start(self, start_epoch: int, history) -> None:
-        self.events.put(("fit_start", self.task_index, {"start_epoch": start_epoch}))
-
-    def on_epoch_end(self, record) -> None:
-        self.events.put(("epoch", self.task_index, asdict(record)))
-
-
-def worker_main(slot: Slot, context: dict, tasks, events, stop, parent_pid: int) -> None:
-    """Body of one worker process: pin the device, then run tasks until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns Ctrl-C
-    if slot.cuda_index is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(slot.cuda_index)
-    if slot.threads:
-        os.environ["OMP_NUM_THREADS"] = str(slot.threads)
-    threading.Thread(target=watch_parent, args=(parent_pid,), daemon=True).start()
-    import torch
-
-    from bench.runner import RunContext, execute
-
-    if slot.threads:
-        torch.set_num_threads(slot.threads)
-    ctx = RunContext(
-        tracking_uri=context["tracking_uri"],
-        data_dir=Path(context["data_dir"]),
-        checkpoint_root=Path(context["checkpoint_root"]),
-        device=slot.device,
-        owner=context.get("owner"),
-    )
-    while True:
-        item = tasks.get()
-        if item is None:
-            return
-        index, spec_dict, run_id = item
-        spec = RunSpec.from_dict(spec_dict)
-        events.put(("start", index, {"slot": slot.name}))
-        try:
-            outcome = execute(spec, ctx, run_id, callbacks=[_EpochEvents(events, index)], should_stop=stop.is_set)
-            events.put(("done", index, asdict(outcome)))
-        except BaseException as error:  # reported, logged as FAILED by execute; the worker carries on
-            events.put(("failed", index, {"error": f"{error.__class__.__name__}: {error}", "traceback": traceback.format_exc()}))
-            if isinstance(error, (KeyboardInterrupt, SystemExit)):
-                return
-
-
 # -- the parent --------------------------------------------------------------------------------------
 
 
 @dataclass
 class TaskState:
     task: Task
-    status: str = "queued"  # queued, running, finished, failed, killed, skipped
+    status: str = "queued"  # queued, submitted, starting, running, then one of ENDED
     slot: str = ""
     epoch: int = 0
     start_epoch: int = 0
@@ -369,104 +303,19 @@ class TaskState:
     error: str | None = None
     wall_s: float = 0.0
     started_at: float | None = None
+    lost: bool = False  # its worker ended without saying how the run did (killed, out of memory)
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED
 
 
-class _Worker:
-    def __init__(self, ctx, slot: Slot, context: dict, events, stop) -> None:
-        self.slot = slot
-        self.tasks = ctx.Queue()
-        self.process = ctx.Process(
-            target=worker_main, args=(slot, context, self.tasks, events, stop, os.getpid()), daemon=True
-        )
-        self.process.start()
-        self.current: int | None = None
-
-
-def run_grid(
-    plan: Plan,
-    slots: list[Slot],
-    *,
-    tracking_uri: str,
-    data_dir: Path,
-    checkpoint_root: Path,
-    on_update: Callable[[list[TaskState]], None] = lambda states: None,
-) -> list[TaskState]:
-    """Run every task of the plan on the slots; returns the final state of each task."""
-    states = [TaskState(t) for t in plan.tasks]
-    if not states:
-        return states
-    ctx = mp.get_context("spawn")
-    events = ctx.Queue()
-    stop = ctx.Event()
-    context = {
-        "tracking_uri": tracking_uri, "data_dir": str(data_dir), "checkpoint_root": str(checkpoint_root), "owner": plan.owner,
-    }
-    pending = list(range(len(states)))
-    workers = [_Worker(ctx, slot, context, events, stop) for slot in slots[: len(states)]]
-    interrupts = {"count": 0}
-
-    def on_sigint(signum, frame):
-        interrupts["count"] += 1
-        stop.set()
-        if interrupts["count"] >= 2:
-            raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        while True:
-            for worker in workers:
-                if worker.current is None and pending and not stop.is_set():
-                    worker.current = pending.pop(0)
-                    task = states[worker.current].task
-                    worker.tasks.put((worker.current, task.spec.to_dict(), task.run_id))
-                    states[worker.current].status = "starting"
-                    states[worker.current].slot = worker.slot.name
-            if all(w.current is None for w in workers) and (not pending or stop.is_set()):
-                break
-            _drain(events, states, workers, timeout=0.5)
-            _reap_dead(workers, states, tracking_uri, ctx, context, events, stop)
-            on_update(states)
-    except KeyboardInterrupt:
-        for worker in workers:
-            if worker.process.is_alive():
-                worker.process.kill()
-        for state in states:
-            if state.status in ("running", "starting"):
-                state.status = "killed"
-                _mark(tracking_uri, state.task.run_id, tracking.KILLED)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        for worker in workers:
-            if worker.process.is_alive():
-                worker.tasks.put(None)
-        for worker in workers:
-            worker.process.join(timeout=10)
-            if worker.process.is_alive():
-                worker.process.kill()
-    for index in pending:
-        states[index].status = "not started"
-        _mark(tracking_uri, states[index].task.run_id, tracking.KILLED)  # resumable, not "running" forever
-    on_update(states)
-    return states
-
-
-def _drain(events, states: list[TaskState], workers: list[_Worker], timeout: float) -> None:
-    try:
-        kind, index, payload = events.get(timeout=timeout)
-    except queue.Empty:
-        return
-    while True:
-        apply_event(kind, index, payload, states, workers)
-        try:
-            kind, index, payload = events.get_nowait()
-        except queue.Empty:
-            return
-
-
-def apply_event(kind: str, index: int, payload: dict, states: list[TaskState], workers: list[_Worker]) -> None:
+def apply_event(kind: str, index: int, payload: dict, states: list[TaskState]) -> None:
+    """Update a task's state from one event its worker sent (bench.worker.run_task)."""
     state = states[index]
     if kind == "start":
-        state.status, state.slot, state.started_at = "running", payload["slot"], time.time()
+        state.status, state.started_at = "running", time.time()
+        state.slot = payload.get("slot") or state.slot
     elif kind == "fit_start":
         state.start_epoch = state.epoch = payload["start_epoch"]
     elif kind == "epoch":
@@ -476,6 +325,8 @@ def apply_event(kind: str, index: int, payload: dict, states: list[TaskState], w
         state.best_val_acc = payload["best_val_acc"]
         state.best_epoch = payload["best_epoch"]
         state.epoch_times.append(payload["epoch_time_s"])
+    elif kind == "not_started":
+        state.status = "not started"
     elif kind in ("done", "failed"):
         if kind == "done":
             state.status = {"FINISHED": "finished", "KILLED": "killed", HELD: HELD_STATE}.get(payload["status"], "failed")
@@ -487,32 +338,3 @@ def apply_event(kind: str, index: int, payload: dict, states: list[TaskState], w
             state.status, state.error = "failed", payload["error"]
         if state.started_at:
             state.wall_s = time.time() - state.started_at
-        for worker in workers:
-            if worker.current == index:
-                worker.current = None
-
-
-def _reap_dead(workers, states, uri, ctx, context, events, stop) -> None:
-    """A worker that died mid-run (out of memory, killed): mark its run FAILED, replace the worker."""
-    for position, worker in enumerate(workers):
-        if worker.process.is_alive():
-            continue
-        _drain(events, states, workers, timeout=0.05)  # its last words may still be in the queue
-        if worker.current is not None:
-            state = states[worker.current]
-            state.status = "failed"
-            state.error = f"worker process died (exit code {worker.process.exitcode})"
-            _mark(uri, state.task.run_id, tracking.FAILED, state.error)
-            worker.current = None
-        if not stop.is_set() and any(s.status == "queued" for s in states):
-            workers[position] = _Worker(ctx, worker.slot, context, events, stop)
-
-
-def _mark(uri: str, run_id: str, status: str, reason: str | None = None) -> None:
-    try:
-        logger = tracking.RunLogger(uri, run_id, retries=1)
-        if reason:
-            logger.log_text(reason + "\n", "failure/traceback.txt")
-        logger.end(status)
-    except Exception:  # the store is unreachable: the run stays RUNNING and resumes next time
-        pass

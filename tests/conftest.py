@@ -70,13 +70,15 @@ def ready_store(tmp_path, migrated_store) -> dict:
     return new_store(tmp_path / "bench", migrated_store)
 
 
-def store_args(store: dict, experiment: str = "test") -> list[str]:
+def store_args(store: dict, experiment: str = "test", devices: str | None = "cpu") -> list[str]:
+    """The options that point a command at the test's store; `devices` None for the ray and slurm
+    backends, which refuse the local backend's --devices."""
     return [
         "--tracking-uri", store["uri"],
         "--checkpoint-dir", str(store["checkpoints"]),
         "--data-dir", str(store["data"]),
         "--experiment", experiment,
-        "--devices", "cpu",
+        *(["--devices", devices] if devices else []),
     ]
 
 

@@ -1,17 +1,26 @@
-"""`--backend ray` and `--backend slurm`: the same plan, resume-by-config-hash and failure isolation
-as the local scheduler, on a real local Ray instance and submitit's local executor (real job
-processes), logging to a real sqlite MLflow store."""
+"""`--backend ray` and `--backend slurm`: the same plan, resume-by-config-hash, failure isolation,
+live table and studies as the local backend, on a real local Ray instance and submitit's local
+executor (real job processes), logging to a real sqlite MLflow store; and the rule that an option of
+another backend is refused."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
+import subprocess
+import sys
+import time
+import typing
+from pathlib import Path
 
+import optuna
 import pytest
-from conftest import store_args
+from conftest import bench, cli, store_args
 from typer.testing import CliRunner
 
 from bench import backends, tracking
+from bench.backends.driver import run_plan
 from bench.cli import app
 from bench.errors import BenchError
 from bench.scheduler import plan_runs
@@ -48,7 +57,8 @@ def _assert_finished(store, run_id: str) -> None:
     assert run.data.tags["device"] == "cpu"  # set by the worker, not the parent's "ray"/"slurm" label
     assert [step for step, _ in tracking.metric_history(store["uri"], run_id, "val/acc")] == [1]
     assert "test/top1" in run.data.metrics
-    assert {"history.csv", "checkpoint", "gradflow", "evaluation"} <= set(tracking.list_artifacts(store["uri"], run_id))
+    assert {"history.csv", "gradflow", "evaluation"} <= set(tracking.list_artifacts(store["uri"], run_id))
+    assert len(tracking.logged_models(store["uri"], run_id)) == 1  # the headline weights, as the run's model
 
 
 def _assert_failed_on_missing_cifar10(store, state) -> None:
@@ -58,7 +68,7 @@ def _assert_failed_on_missing_cifar10(store, state) -> None:
 
 
 def _rerun_is_a_no_op(store, experiment: str, *flags: str, finished: int) -> None:
-    result = CliRunner().invoke(app, ["run", *GRID_FLAGS, *flags, *store_args(store, experiment)])
+    result = CliRunner().invoke(app, ["run", *GRID_FLAGS, *flags, *store_args(store, experiment, devices=None)])
     assert result.exit_code == 0, result.output
     assert f"0 run(s) to do, {finished} already finished" in result.output
 
@@ -83,7 +93,7 @@ def test_ray_runs_a_digits_grid_isolates_a_failure_and_resumes_by_config_hash(lo
     backend = backends.create("ray", backends.Placement(cpus_per_run=1))
     assert "instance on this machine" in backend.description and backend.gpus == 0
     seen = []
-    states = backend.run(plan, _destination(store), lambda s: seen.append([x.status for x in s]))
+    states = run_plan(backend, plan, _destination(store), lambda s: seen.append([x.status for x in s]))
     assert [s.status for s in states] == ["finished"] * 4 + ["failed"]
     for state in states[:4]:
         _assert_finished(store, state.task.run_id)
@@ -109,7 +119,7 @@ def test_slurm_jobs_on_the_local_executor_run_each_run_and_isolate_a_failure(sto
     _, plan = _plan(store, "slurm", [_spec("digits", "resnet18", 3), _spec("cifar10", "resnet18", 3)], "slurm")
     placement = backends.Placement(slurm_executor="local", cpus_per_run=1, gpus_per_run=0, slurm_time_min=30)
     backend = backends.create("slurm", placement)
-    states = backend.run(plan, _destination(store), lambda s: None)
+    states = run_plan(backend, plan, _destination(store))
     assert [s.status for s in states] == ["finished", "failed"]
     assert all(s.slot.startswith("job ") for s in states)
     _assert_finished(store, states[0].task.run_id)
@@ -124,6 +134,69 @@ def test_slurm_backend_without_slurm_says_so():
     pytest.importorskip("submitit", reason="submitit is not installed; pip install 'gradattn-bench[slurm]'")
     with pytest.raises(BenchError, match="no sbatch on PATH.*--slurm-executor local"):
         backends.create("slurm", backends.Placement())
+
+
+# -- every backend like the local one: live progress, studies ----------------------------------------
+
+# The same command on each remote backend: one CPU per run, no GPU; ray joins the tests' local instance.
+BACKEND_FLAGS = {
+    "ray": ["--backend", "ray", "--ray-address", "auto", "--cpus-per-run", "1"],
+    "slurm": ["--backend", "slurm", "--slurm-executor", "local", "--cpus-per-run", "1", "--gpus-per-run", "0", "--slurm-time", "30"],
+}
+
+
+def _backend_ready(backend: str, request) -> None:
+    if backend == "ray":
+        request.getfixturevalue("local_ray")
+    else:
+        pytest.importorskip("submitit", reason="submitit is not installed; pip install 'gradattn-bench[slurm]'")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["ray", "slurm"])
+def test_each_epoch_reaches_the_live_table_while_the_run_still_trains(backend, store, request):
+    _backend_ready(backend, request)
+    grid = ["--datasets", "digits", "--models", "resnet18", "--max-epochs", "2", "--gradflow-batches", "1"]
+    args = ["run", *grid, *BACKEND_FLAGS[backend], *store_args(store, devices=None)]
+    process = subprocess.Popen([sys.executable, "-m", "bench", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    shown = {}  # "epoch N/2" -> when the parent printed it as a running run's figures
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        for epoch in (1, 2):
+            if f"running: epoch {epoch}/2 train loss" in line and "val acc" in line and "ETA" in line:
+                shown.setdefault(epoch, time.time())
+    assert process.wait(timeout=60) == 0, "".join(lines)
+    (run,) = tracking.runs_of(store["uri"], tracking.client(store["uri"]).get_experiment_by_name("test").experiment_id)
+    assert run.info.status == "FINISHED"
+    assert sorted(shown) == [1, 2], "".join(lines)
+    # the first epoch's figures were on screen before the worker ended its run (same clock)
+    assert shown[1] < run.info.end_time / 1000, "".join(lines)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["ray", "slurm"])
+def test_a_depth_width_study_trains_its_trials_on_the_backend(backend, store, request):
+    _backend_ready(backend, request)
+    shape = ["--num-layers", "1", "--d-model", "16", "--nhead", "2", "--ff-multiplier", "1"]
+    args = ["study", "depth-width", "--dataset", "digits", "--n-trials", "2", "--max-epochs", "1", "--gradflow-batches", "1",
+            *shape, *BACKEND_FLAGS[backend], *store_args(store, devices=None)]
+    result = bench(*args, cwd=store["root"], env={"NO_COLOR": "1"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    study = optuna.load_study(study_name="depth-width-digits-gradattn-rope", storage=f"sqlite:///{store['root'] / 'optuna.db'}")
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    experiment = tracking.client(store["uri"]).get_experiment_by_name("test").experiment_id
+    runs = {r.info.run_id: r for r in tracking.runs_of(store["uri"], experiment)}
+    (parent,) = [r for r in runs.values() if r.data.tags.get("study_kind") == "depth-width"]
+    assert parent.info.status == "FINISHED"
+    for trial in trials:
+        run = runs[trial.user_attrs["mlflow_run_id"]]
+        assert run.info.status == "FINISHED" and run.data.tags["optuna_state"] == "COMPLETE"
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.data.tags["device"] == "cpu"
+        assert trial.value == pytest.approx(run.data.metrics["val/best_acc"])
+    assert "running: epoch 1/1" in result.stdout  # the trials' epochs in the live table, as for bench run
 
 
 # -- options -----------------------------------------------------------------------------------------
@@ -143,6 +216,46 @@ def test_slurm_backend_without_slurm_says_so():
 def test_bad_backend_options_are_clear_errors(name, placement, says):
     with pytest.raises(BenchError, match=says.replace("(", r"\(").replace(")", r"\)")):
         backends.create(name, placement)
+
+
+def _misplaced_options():
+    """(flag, value, a backend the option does not belong to, the backends it belongs to) for every
+    Placement option: the rule is tested on all of them, so a new option is covered by declaring it."""
+    hints = typing.get_type_hints(backends.Placement)
+    values = {str: "x", int: "1", float: "1", Path: "folder"}
+    for setting in dataclasses.fields(backends.Placement):
+        value = values[next(t for t in typing.get_args(hints[setting.name]) if t is not type(None))]
+        owners = setting.metadata["backends"]
+        for backend in ("local", "ray", "slurm"):
+            if backend not in owners:
+                yield setting.metadata["flag"], value, backend, owners
+
+
+MISPLACED = list(_misplaced_options())
+
+
+def test_every_backend_option_is_declared_for_some_but_not_all_backends():
+    flags = {flag for flag, _, _, _ in MISPLACED}
+    assert flags == {f.metadata["flag"] for f in dataclasses.fields(backends.Placement)}
+    assert {"--cpus-per-run", "--ray-address", "--slurm-executor", "--devices", "--jobs-per-device"} <= flags
+
+
+@pytest.mark.parametrize("command", [["run"], ["study", "depth-width", "--dataset", "digits"]], ids=["run", "study"])
+def test_an_option_of_another_backend_is_refused_in_one_sentence(capsys, tmp_path, command):
+    for flag, value, backend, owners in MISPLACED:
+        code, out, err = cli(capsys, *command, "--backend", backend, flag, value, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        assert code == 2, (flag, backend, out)
+        assert err.startswith(f"error: {flag} belongs to the {' and '.join(owners)} backend"), err
+        assert f"under --backend {backend}" in err and err.count(". ") == 0 and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "mlflow.db").exists()  # refused before any work
+
+
+def test_the_rule_holds_for_backends_built_in_code_too():
+    with pytest.raises(BenchError, match="--jobs-per-device belongs to the local backend .* under --backend ray"):
+        backends.create("ray", backends.Placement(jobs_per_device=2))
+    # the defaults of options not given are not "given": --cpus-per-run has one, yet local accepts none
+    assert backends.Placement().cpus_per_run is None and backends.Placement().resolved().cpus_per_run == 2
+    backends.create("local", backends.Placement(devices="cpu"))
 
 
 def test_local_backend_is_the_scheduler_with_its_slots():

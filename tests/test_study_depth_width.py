@@ -16,8 +16,9 @@ from bench.studies import storage as study_storage
 from bench.studies import summary
 
 # A tiny space with a fixed dropout. With this sampler seed the first four (random) trials are
-# (layers, d_model, heads, ff) = (2,16,2,1), (2,16,2,2), (1,16,2,2), (2,32,4,2); pruning after
-# one trial and from the first epoch on stops at least one of the later three (checked below).
+# (layers, d_model, heads, ff) = (2,16,2,1), (2,16,2,2), (1,16,2,2), (2,32,4,2). On two CPU slots
+# trials 0 and 1 train together and complete; 2 and 3 start as they end and fall below the median
+# of the completed ones by epoch 2 of 3, so they are pruned before their last epoch (checked below).
 TINY_STUDY = """
 model = "gradattn-rope"
 n_trials = 4
@@ -34,7 +35,7 @@ seed = 0
 n_startup_trials = 1
 n_warmup_steps = 0
 [train]
-max_epochs = 2
+max_epochs = 3
 [gradflow]
 num_batches = 1
 """
@@ -60,7 +61,7 @@ def study(tmp_path_factory, migrated_store):
     store = new_store(root, migrated_store)
     config = root / "tiny.toml"
     config.write_text(TINY_STUDY)
-    args = ["study", "depth-width", "--dataset", "digits", "--config", str(config), *store_args(store)]
+    args = ["study", "depth-width", "--dataset", "digits", "--config", str(config), "--jobs-per-device", "2", *store_args(store)]
     result = bench(*args, cwd=root, env=ENV)
     assert result.returncode == 0, result.stdout + result.stderr
     storage = f"sqlite:///{root / 'optuna.db'}"  # beside the sqlite MLflow store
@@ -109,14 +110,15 @@ def test_poor_trials_are_pruned_and_marked_in_mlflow(study):
     assert pruned and complete and len(pruned) + len(complete) == len(study.trials)
     for trial in pruned:
         run = study.runs[trial.number]
-        # stopped gracefully after its first epoch: the run ends KILLED, tagged PRUNED
+        # stopped gracefully after an epoch before the last: the run ends KILLED, tagged PRUNED
         assert run.info.status == tracking.KILLED and run.data.tags["optuna_state"] == "PRUNED"
-        assert sorted(trial.intermediate_values) == [1] and "test/top1" not in run.data.metrics
-        completed_first_epochs = [t.intermediate_values[1] for t in complete if t.number < trial.number]
-        assert trial.intermediate_values[1] < max(completed_first_epochs)
+        last = max(trial.intermediate_values)
+        assert sorted(trial.intermediate_values) == list(range(1, last + 1)) and last < 3
+        assert trial.user_attrs["pruned_after_epoch"] == last and "test/top1" not in run.data.metrics
+        assert trial.intermediate_values[last] < max(t.intermediate_values[last] for t in complete)
     for trial in complete:
         run = study.runs[trial.number]
-        assert run.info.status == tracking.FINISHED and sorted(trial.intermediate_values) == [1, 2]
+        assert run.info.status == tracking.FINISHED and sorted(trial.intermediate_values) == [1, 2, 3]
         # objective = best validation accuracy
         assert trial.value == pytest.approx(max(trial.intermediate_values.values()))
         assert trial.value == pytest.approx(run.data.metrics["val/best_acc"])
@@ -154,7 +156,7 @@ def test_importances_of_a_study_with_one_completed_trial_say_why_there_are_none(
 
 @pytest.mark.slow
 def test_running_again_with_two_workers_adds_distinct_trials_to_the_same_study(study):
-    args = [*study.args, "--n-trials", "2", "--max-epochs", "1", "--jobs-per-device", "2"]
+    args = [*study.args, "--n-trials", "2", "--max-epochs", "1"]
     result = bench(*args, cwd=study.store["root"], env=ENV)
     assert result.returncode == 0, result.stdout + result.stderr
     trials = optuna.load_study(study_name=NAME, storage=study.storage).get_trials()

@@ -1,52 +1,38 @@
-"""The grid as Slurm jobs through submitit: one job per run, submitted as one job array.
+"""Runs as Slurm jobs through submitit: one job per run, each batch of runs submitted as one job array.
 
 Each job asks for `--gpus-per-run` GPUs, `--cpus-per-run` CPUs and `--slurm-time` minutes on
 `--slurm-partition`. A job that reaches its time limit or is preempted is requeued by submitit and
 resumes its run from the last epoch checkpoint (the run is `Checkpointable`). Jobs must see the
-package, the datasets under the same `--data-dir` and the checkpoint folder: a shared filesystem,
-as Slurm clusters have. `--slurm-executor local` runs the same jobs as processes on this machine
-(submitit's local executor), which is how the backend is tested.
-
-The parent waits for the jobs and follows their progress through MLflow; Ctrl-C cancels them (their
-runs are marked KILLED and resume on the next `bench run`).
+package, the datasets under the same `--data-dir` and the checkpoint folder (where the mailbox
+lives): a shared filesystem, as Slurm clusters have. `--slurm-executor local` runs the same jobs
+as processes on this machine (submitit's local executor), which is how the backend is tested.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-import signal
-import time
-from typing import Callable
+from pathlib import Path
 
-from bench import tracking
-from bench.backends import (
-    Destination,
-    Placement,
-    ProgressReader,
-    execute_remote,
-    job_context,
-    record_failure,
-    record_outcome,
-)
+from bench import worker
+from bench.backends import CANCELLED, Placement
 from bench.errors import BenchError
-from bench.scheduler import Plan, TaskState
 
 try:
     import submitit
 except ImportError:  # the optional extra is missing; SlurmBackend says how to add it
     submitit = None
 
-POLL_S = 1.0
-
 
 class RunJob(submitit.helpers.Checkpointable if submitit else object):
     """One run as a job. On timeout or preemption submitit calls `checkpoint`, which (inherited)
     requeues the same call: the run continues from its last epoch checkpoint in the same MLflow run."""
 
-    def __call__(self, spec: dict, run_id: str, context: dict, gpus: int, threads: int) -> dict:
-        # Slurm (and the local executor) pin the job's GPUs through CUDA_VISIBLE_DEVICES.
-        return execute_remote(spec, run_id, context, "cuda:0" if gpus > 0 else "cpu", threads)
+    def __call__(self, task, context: worker.Context, gpus: int, threads: int) -> None:
+        # Slurm (and the local executor) pin the job's GPUs through CUDA_VISIBLE_DEVICES; jobs
+        # inherit the submitting environment, so no credential is written into the job files.
+        worker.start(threads=threads)
+        worker.run_task(task, context, "cuda:0" if gpus > 0 else "cpu")
 
 
 class SlurmBackend:
@@ -72,9 +58,13 @@ class SlurmBackend:
         if self.cluster == "local":
             where = "local submitit jobs"
         self.description = f"{where} ({self.gpus} GPU, {self.cpus} CPU, {placement.slurm_time_min} min per run)"
+        self.capacity = None  # the cluster's queue decides
+        self._executor = None
+        self._jobs: dict[int, object] = {}  # task index -> submitit job
+        self._cancelled: set[int] = set()
 
-    def _executor(self, destination: Destination):
-        folder = self.placement.slurm_folder or destination.checkpoint_root / "slurm"
+    def _make_executor(self, checkpoint_root: Path):
+        folder = self.placement.slurm_folder or Path(checkpoint_root) / "slurm"
         executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=self.cluster)
         executor.update_parameters(
             name="bench",
@@ -88,65 +78,47 @@ class SlurmBackend:
         )
         return executor
 
-    def run(self, plan: Plan, destination: Destination, on_update: Callable[[list[TaskState]], None]) -> list[TaskState]:
-        if not plan.tasks:
-            return []
-        executor = self._executor(destination)
-        context = job_context(destination, plan.owner, forward_env=False)  # sbatch exports the environment
-        tasks = plan.tasks
+    def submit(self, tasks, context):
+        if self._executor is None:
+            self._executor = self._make_executor(context.checkpoint_root)
+        count = len(tasks)
         try:
-            jobs = executor.map_array(
-                RunJob(),
-                [t.spec.to_dict() for t in tasks],
-                [t.run_id for t in tasks],
-                [context] * len(tasks),
-                [self.gpus] * len(tasks),
-                [self.cpus] * len(tasks),
+            jobs = self._executor.map_array(
+                RunJob(), [task for _, task in tasks], [context] * count, [self.gpus] * count, [self.cpus] * count
             )
         except Exception as error:  # sbatch refused the array: bad partition, time or GPU request
             raise BenchError(f"Slurm refused the jobs ({str(error).strip().splitlines()[-1][:200]}); check the --slurm-* options.") from error
-        states = [TaskState(task, status="submitted", slot=f"job {job.job_id}") for task, job in zip(tasks, jobs)]
-        active = dict(enumerate(jobs))
-        progress = ProgressReader(destination.tracking_uri)
-        interrupts = {"count": 0}
+        self._jobs |= {index: job for (index, _), job in zip(tasks, jobs)}
+        return [("submitted", f"job {job.job_id}") for job in jobs]
 
-        def on_sigint(signum, frame):
-            interrupts["count"] += 1
-            for job in active.values():
-                job.cancel(check=False)  # the run ends as KILLED (or the parent marks it so)
-            if interrupts["count"] >= 2:
-                raise KeyboardInterrupt
+    def ended(self) -> dict[int, str | None]:
+        ended = {}
+        for index, job in list(self._jobs.items()):
+            if not job.done():
+                continue
+            del self._jobs[index]
+            try:
+                job.result()
+                ended[index] = None
+            except Exception as error:  # the job died, timed out for good, or was cancelled
+                reason = f"job {job.job_id}: {_last_error_line(str(error)) or error.__class__.__name__}"
+                ended[index] = CANCELLED if index in self._cancelled else reason
+        return ended
 
-        previous = signal.signal(signal.SIGINT, on_sigint)
-        try:
-            while active:
-                for index, job in list(active.items()):
-                    if job.done():
-                        del active[index]
-                        self._collect(job, index, states, destination.tracking_uri, interrupted=interrupts["count"] > 0)
-                    elif states[index].status == "submitted" and str(job.state).upper().startswith("RUNNING"):
-                        states[index].status, states[index].started_at = "running", time.time()
-                progress.poll(states, set(active))
-                on_update(states)
-                if active:
-                    time.sleep(POLL_S)
-        except KeyboardInterrupt:
-            for index in active:
-                record_failure(states, index, "cancelled", destination.tracking_uri, status=tracking.KILLED)
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        on_update(states)
-        return states
+    def release(self, index: int) -> None:
+        pass  # its job completes and leaves through `ended`
 
-    @staticmethod
-    def _collect(job, index: int, states: list[TaskState], uri: str, interrupted: bool) -> None:
-        try:
-            record_outcome(states, index, job.result())
-        except Exception as error:  # the run raised (logged FAILED by execute), or the job died or was cancelled
-            if interrupted:
-                record_failure(states, index, "cancelled", uri, status=tracking.KILLED)
-                return
-            record_failure(states, index, f"job {job.job_id}: {_last_error_line(str(error)) or error.__class__.__name__}", uri)
+    def cancel(self, indices: list[int]) -> None:
+        for index in indices:
+            if index in self._jobs:
+                self._cancelled.add(index)
+                self._jobs[index].cancel(check=False)
+
+    def kill(self) -> None:
+        self.cancel(list(self._jobs))
+
+    def close(self) -> None:
+        self._jobs = {}
 
 
 def _last_error_line(message: str) -> str | None:

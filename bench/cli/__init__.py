@@ -6,7 +6,11 @@ time, so `bench --help` stays instant; commands import what they need when they 
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
+import typing
+from dataclasses import fields
 
 import typer
 
@@ -31,6 +35,40 @@ def console():
 
 
 LOG_WIDTH = 1_000  # wider than any table here, so rich never shrinks a column
+
+
+BACKEND_PANEL = "Where runs execute"
+
+
+def with_backend(command):
+    """Give a command `--backend` and one option per `bench.backends.Placement` field, declared there
+    once; the command receives them as its keyword-only `backend` (a name) and `placement`."""
+    from bench.backends import Placement, check
+
+    hints = typing.get_type_hints(Placement)
+    options = [
+        inspect.Parameter(
+            "backend", inspect.Parameter.KEYWORD_ONLY, annotation=str,
+            default=typer.Option("local", "--backend", help="local (worker processes here), ray or slurm.", rich_help_panel=BACKEND_PANEL),
+        )
+    ]
+    for setting in fields(Placement):
+        meta = setting.metadata
+        default = "" if meta["default"] is None else f" (default: {meta['default']})"
+        help_text = f"{meta['help'].rstrip('.')}{default}. For --backend {' or '.join(meta['backends'])}."
+        option = typer.Option(None, meta["flag"], help=help_text, rich_help_panel=BACKEND_PANEL, show_default=False)
+        options.append(inspect.Parameter(setting.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[setting.name], default=option))
+    own = [p for name, p in inspect.signature(command, eval_str=True).parameters.items() if name not in ("backend", "placement")]
+
+    @functools.wraps(command)
+    def wrapper(**values):
+        placement = Placement(**{setting.name: values.pop(setting.name) for setting in fields(Placement)})
+        check(values["backend"], placement)  # before any work: an unknown backend or a misplaced option
+        return command(**values, placement=placement)
+
+    wrapper.__signature__ = inspect.Signature([*own, *options])
+    wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
+    return wrapper
 
 
 def _print_version(value: bool) -> None:

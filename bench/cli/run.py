@@ -10,7 +10,8 @@ from typing import List, Optional
 
 import typer
 
-from bench.cli import app
+from bench.backends import Placement
+from bench.cli import app, with_backend
 from bench.cli import console as make_console
 from bench.errors import BenchError
 from bench.tracking import DEFAULT_EXPERIMENT
@@ -63,6 +64,7 @@ def missing_datasets(names: list[str], data_dir: Path) -> dict[str, str]:
 
 
 @app.command("run")
+@with_backend
 def run(
     datasets: str = typer.Option("digits", "--datasets", "-d", help="Comma list, wildcards or 'all'."),
     models: str = typer.Option("all", "--models", "-m", help="Comma list, wildcards ('gradattn-*') or 'all'."),
@@ -100,17 +102,6 @@ def run(
     gradflow_mode: Optional[str] = typer.Option(None, "--gradflow-mode", help="train or eval forward (default: train)."),
     vanishing: Optional[float] = typer.Option(None, "--vanishing", help="(default: 1e-6)"),
     exploding: Optional[float] = typer.Option(None, "--exploding", help="(default: 10)"),
-    devices: str = typer.Option("auto", "--devices", help="auto, cpu, or CUDA indices like 0,1,3 (local backend)."),
-    jobs_per_device: Optional[int] = typer.Option(None, "--jobs-per-device", help="Concurrent runs per device (local backend) (default: 1 per CUDA device; on a CPU one one-thread run per core up to 4 cores, else one per 4 cores)."),
-    backend: str = typer.Option("local", "--backend", help="local (worker processes here), ray or slurm."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (auto, ray://head:10001) (default: start one here)."),
-    gpus_per_run: Optional[float] = typer.Option(None, "--gpus-per-run", help="GPUs per run, ray (fractions share a GPU) or slurm (default: 1 where there are GPUs)."),
-    cpus_per_run: int = typer.Option(2, "--cpus-per-run", help="CPUs (and torch threads) per run, ray or slurm."),
-    slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="Slurm partition (default: the cluster's)."),
-    slurm_time: int = typer.Option(24 * 60, "--slurm-time", help="Minutes per job; a job that runs out is requeued and resumes."),
-    slurm_mem_gb: Optional[float] = typer.Option(None, "--slurm-mem-gb", help="Memory per job (default: the partition's)."),
-    slurm_folder: Optional[Path] = typer.Option(None, "--slurm-folder", help="submitit's job files and logs (default: <checkpoint dir>/slurm)."),
-    slurm_executor: str = typer.Option("slurm", "--slurm-executor", help="slurm, or local: the same jobs as processes here."),
     system_metrics: bool = typer.Option(True, "--system-metrics/--no-system-metrics", help="Sample CPU, memory and GPU use into each run's system/ metrics (MLflow's monitor)."),
     log_model: bool = typer.Option(True, "--log-model/--no-log-model", help="Keep each run's weights as its MLflow model (--no-log-model: no weights kept)."),
     force: bool = typer.Option(False, "--force", help="Rerun configurations that already finished."),
@@ -120,9 +111,13 @@ def run(
     checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="(default: $BENCH_CHECKPOINT_DIR or ./checkpoints)"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="(default: $MLFLOW_TRACKING_URI or MLflow's default)"),
     experiment: str = typer.Option(DEFAULT_EXPERIMENT, "--experiment", help="MLflow experiment."),
+    *,
+    backend: str,
+    placement: Placement,
 ) -> None:
     """Train the dataset x model x seed grid and log every run to MLflow."""
     from bench import backends, data, plugins, scheduler, studyfile, tracking
+    from bench.backends.driver import run_plan
     from bench.progress import GridDisplay, print_problems, summary_table
     from bench.runner import LOG_MODEL_ENV, default_checkpoint_root
 
@@ -170,11 +165,6 @@ def run(
             f"get them as below, or pass --skip-missing to run the rest.\n{lines}"
         )
     specs = [s for s in specs if s.dataset not in missing]
-    placement = backends.Placement(
-        devices=devices, jobs_per_device=jobs_per_device, ray_address=ray_address, gpus_per_run=gpus_per_run,
-        cpus_per_run=cpus_per_run, slurm_partition=slurm_partition, slurm_time_min=slurm_time,
-        slurm_mem_gb=slurm_mem_gb, slurm_folder=slurm_folder, slurm_executor=slurm_executor,
-    )
     executor = backends.create(backend, placement)
     uri = tracking.resolve_uri(tracking_uri)
     experiment_id = tracking.prepare(uri, experiment)  # an unreachable store stops here, before any run
@@ -205,7 +195,7 @@ def run(
         )
     destination = backends.Destination(uri, data_dir, checkpoint_root)
     with GridDisplay(console) as display, scheduler.claims_kept(plan, uri, display.update) as on_update:
-        states = executor.run(plan, destination, on_update)
+        states = run_plan(executor, plan, destination, on_update)
     console.print(summary_table(states, plan.skipped, plan.held))
     console.print(tracking.ui_hint(uri, experiment_id), highlight=False, markup=False)
     with contextlib.suppress(OSError):  # each finished run removed its checkpoints: drop the folder if empty

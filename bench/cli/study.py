@@ -8,7 +8,8 @@ from typing import Callable, List, Optional
 
 import typer
 
-from bench.cli import app
+from bench.backends import Placement
+from bench.cli import app, with_backend
 from bench.cli import console as make_console
 from bench.errors import BenchError
 from bench.tracking import DEFAULT_EXPERIMENT
@@ -43,6 +44,7 @@ def parse_range(text: str | None, option: str, cast: Callable = int) -> tuple | 
 
 
 @study_app.command("depth-width")
+@with_backend
 def depth_width(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset to search on (e.g. cifar10, digits)."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="Study file (default: built-in, as studies/depth-width.toml)."),
@@ -60,18 +62,20 @@ def depth_width(
     ff_multiplier: Optional[str] = typer.Option(None, "--ff-multiplier", help="dim_feedforward / d_model choices (default: 1,2,4)."),
     dropout: Optional[str] = typer.Option(None, "--dropout", help="Dropout range LOW,HIGH (default: 0,0.3)."),
     gradflow_batches: Optional[int] = typer.Option(None, "--gradflow-batches", help="Batches for each trial's gradient-flow analysis (default: 5)."),
-    devices: str = typer.Option("auto", "--devices", help="auto, cpu, or CUDA indices like 0,1,3: one worker per slot."),
-    jobs_per_device: Optional[int] = typer.Option(None, "--jobs-per-device", help="Concurrent trials per device (default: 1 per CUDA device; on a CPU one one-thread run per core up to 4 cores, else one per 4 cores)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Default: $BENCH_DATA_DIR or ./data."),
     checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Default: $BENCH_CHECKPOINT_DIR or ./checkpoints."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Default: $MLFLOW_TRACKING_URI or MLflow's default."),
     experiment: str = typer.Option(DEFAULT_EXPERIMENT, "--experiment", help="MLflow experiment."),
     log_model: bool = typer.Option(True, "--log-model/--no-log-model", help="Keep each trial's weights as its MLflow model (--no-log-model saves the disk)."),
+    *,
+    backend: str,
+    placement: Placement,
 ) -> None:
-    """Search GradAttn's transformer depth and width with Optuna; each trial is a tracked run."""
-    from bench import data, plugins, tracking
+    """Search GradAttn's transformer depth and width with Optuna; each trial is a tracked run,
+    trained on any backend like the runs of `bench run`."""
+    from bench import backends, data, plugins, tracking
+    from bench.progress import GridDisplay
     from bench.runner import LOG_MODEL_ENV, default_checkpoint_root
-    from bench.scheduler import resolve_slots
     from bench.studies import depth_width as dw
     from bench.studies.tables import to_markdown
 
@@ -100,23 +104,17 @@ def depth_width(
     dataset_entry = data.get(config.dataset)
     if dataset_entry.missing_files(data_dir):
         raise BenchError(f"Dataset {config.dataset} is not in {data_dir}: {dataset_entry.how_to_get(data_dir)}")
-    slots = resolve_slots(devices, jobs_per_device)
+    executor = backends.create(backend, placement)
     uri = tracking.resolve_uri(tracking_uri)
     console = make_console()
     console.print(
-        f"study {config.name!r}: {config.n_trials} trial(s) of {config.model} on {config.dataset}, "
-        f"{len(slots)} worker(s) ({', '.join(s.name for s in slots)}); tracking: {tracking.shown_uri(uri)} (experiment {experiment!r})",
+        f"study {config.name!r}: {config.n_trials} trial(s) of {config.model} on {config.dataset}; "
+        f"{executor.description}; tracking: {tracking.shown_uri(uri)} (experiment {experiment!r})",
         markup=False,
     )
-    summary = dw.run_study(
-        config,
-        tracking_uri=uri,
-        experiment=experiment,
-        storage_url=storage,
-        slots=slots,
-        data_dir=data_dir,
-        checkpoint_root=checkpoint_dir or default_checkpoint_root(),
-    )
+    destination = backends.Destination(uri, data_dir, checkpoint_dir or default_checkpoint_root())
+    with GridDisplay(console) as display:
+        summary = dw.run_study(config, backend=executor, destination=destination, experiment=experiment, storage_url=storage, on_update=display.update)
     states = ", ".join(f"{n} {state.lower()}" for state, n in sorted(summary.counts.items()))
     console.print(f"\nstudy {summary.study_name!r} now holds {len(summary.trials)} trial(s): {states}")
     if summary.best is not None:

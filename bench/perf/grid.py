@@ -4,8 +4,8 @@ With CUDA devices (`devices="auto"` or `"0,1,3"`) a slot count k means the first
 one run each: on a machine with N GPUs, 1 against N shows how close the grid comes to N-fold.
 
 Each slot count gets a fresh temporary sqlite MLflow store and runs the whole grid through the real
-scheduler (`plan_runs`, then `run_grid` with spawned workers, each pinned to its share of the cores).
-The clock covers `run_grid` only: worker start-up, data loading, training, evaluation, gradient-flow
+scheduler and local backend (`plan_runs`, then `run_plan` with spawned workers, each pinned to its share
+of the cores). The clock covers `run_plan` only: worker start-up, data loading, training, evaluation, gradient-flow
 analysis and logging, all of which a user waits for; creating the store and the runs happens before.
 Target on a 2-core machine: 2 slots / 1 slot <= 0.6.
 """
@@ -70,13 +70,16 @@ def slots_for(devices: str, count: int) -> list:
 def time_grid(specs: list[RunSpec], slots: list, root: Path, data_dir: Path) -> float:
     """Wall seconds of the whole grid on `slots`, in a fresh store under `root`."""
     from bench import tracking
-    from bench.scheduler import plan_runs, run_grid
+    from bench.backends import Destination
+    from bench.backends.driver import run_plan
+    from bench.backends.local import LocalBackend
+    from bench.scheduler import plan_runs
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
     experiment_id = tracking.prepare(uri, "grid-scaling")
     plan = plan_runs(specs, uri, experiment_id, ", ".join(slot.name for slot in slots))
     start = time.perf_counter()
-    states = run_grid(plan, slots, tracking_uri=uri, data_dir=data_dir, checkpoint_root=root / "checkpoints")
+    states = run_plan(LocalBackend(slots), plan, Destination(uri, data_dir, root / "checkpoints"))
     wall = time.perf_counter() - start
     unfinished = [state for state in states if state.status != "finished"]
     if unfinished:

@@ -5,7 +5,7 @@ For each model, on the same pre-built batches (so data loading is in none of the
 - training throughput of our harness, one "epoch" of ``steps`` steps per repeat: ``Trainer.train_epoch``
   (autocast, channels-last, loss and accuracy accumulated on the device, one read per epoch), then the
   epoch-end callbacks a worker runs: the MLflow ``RunLogger`` writing to a temporary sqlite store and
-  the progress events sent to the parent. Against it, the bare loop
+  the progress events sent to the parent through the mailbox. Against it, the bare loop
   ``zero_grad; cross_entropy(model(x), y).backward(); step`` with the same optimiser and options;
 - evaluation throughput (``Trainer.evaluate``, no gradients);
 - a gradient-flow analysed step (``gradflow.analyze`` on one batch, state saved and restored) against a
@@ -21,7 +21,6 @@ repeats (a shared machine) cancels out. Throughputs are medians over repeats.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import statistics
 import sys
 import tempfile
@@ -157,12 +156,13 @@ class Harness:
     """Our training step as a worker runs it, one timed epoch at a time."""
 
     def __init__(self, model: nn.Module, workload: Workload, store: TrackingStore, run_name: str) -> None:
-        from bench.scheduler import _EpochEvents  # the worker's progress callback
+        from bench.mailbox import Mailbox
+        from bench.worker import Progress  # the worker's progress callback
 
         self.device = workload.torch_device
         self.logger = store.logger(run_name)
-        self.events = mp.get_context("spawn").Queue()
-        callbacks = [self.logger, _EpochEvents(self.events, 0)]
+        mailbox = Mailbox.create(store.root / "checkpoints")  # nobody reads it here; the store's folder goes
+        callbacks = [self.logger, Progress(mailbox.sender(self.logger.run_id))]
         self.trainer = Trainer(
             model, [], [], workload.train_config(), device=self.device,
             checkpoint_dir=store.root / "checkpoints" / self.logger.run_id, callbacks=callbacks,
@@ -210,8 +210,6 @@ class Harness:
 
     def close(self) -> None:
         self.logger.end(tracking.FINISHED)
-        self.events.close()
-        self.events.cancel_join_thread()  # nobody reads the progress events here
 
 
 class _SyncChecked:

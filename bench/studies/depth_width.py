@@ -1,7 +1,8 @@
 """The GradAttn depth/width study: Optuna searches the transformer of a GradAttn model.
 
 A trial is one normal tracked run (bench.runner.execute) of the sampled transformer, nested in
-MLflow under the study's parent run. Its objective is the best validation accuracy; the parameter
+MLflow under the study's parent run, trained on any backend (local workers, Ray, Slurm) through the
+driver that runs `bench run`'s grid: the parent asks Optuna for trials and tells it their results. Its objective is the best validation accuracy; the parameter
 count and the mean epoch time are trial attributes, so accuracy per parameter can be read off.
 Per-epoch validation accuracy goes to the trial and a MedianPruner stops poor trials early: the
 engine stops gracefully after the epoch, the run ends KILLED and is tagged ``optuna_state=PRUNED``.
@@ -23,14 +24,16 @@ import tomllib
 from bench import plugins, tracking
 from bench.callbacks import Callback
 from bench.errors import BenchError
+from bench.scheduler import Task, TaskState
 from bench.spec import GradFlowConfig, ModelConfig, RunSpec, TrainConfig
 from bench.studies import storage as study_storage
-from bench.studies.workers import WorkersResult, run_workers, worker_id
+from bench.worker import worker_id
 
 KIND = "depth-width"
 TRANSFORMER_OPTIONS = ("num_layers", "d_model", "nhead", "dim_feedforward", "dropout")
 # Optuna's trial states as MLflow tag values (tag `optuna_state` on each trial's run).
 COMPLETE, PRUNED, FAIL = "COMPLETE", "PRUNED", "FAIL"
+PRUNED_AFTER = "pruned_after_epoch"  # the trial's user attribute its worker sets when the pruner stops it
 
 
 # -- settings ---------------------------------------------------------------------------------------
@@ -91,12 +94,11 @@ def model_config(params: dict[str, Any]) -> ModelConfig:
 @dataclass(frozen=True)
 class SamplerSettings:
     n_startup_trials: int = 10  # random trials before TPE models the space
-    seed: int | None = None  # worker i uses seed + i, so parallel workers do not propose the same point
+    seed: int | None = None
 
-    def build(self, worker_index: int) -> optuna.samplers.BaseSampler:
-        seed = None if self.seed is None else self.seed + worker_index
-        # constant_liar: trials running in other workers count as poor, so workers spread out.
-        return optuna.samplers.TPESampler(n_startup_trials=self.n_startup_trials, seed=seed, constant_liar=True)
+    def build(self) -> optuna.samplers.BaseSampler:
+        # constant_liar: trials still training count as poor, so parallel trials spread out.
+        return optuna.samplers.TPESampler(n_startup_trials=self.n_startup_trials, seed=self.seed, constant_liar=True)
 
 
 @dataclass(frozen=True)
@@ -238,122 +240,117 @@ def valid_heads(config: DepthWidthStudy) -> dict[int, tuple[int, ...]]:
 # -- one trial ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StudyJob:
-    """Everything a worker needs, picklable for spawned processes."""
+class TrialPruning(Callback):
+    """Engine callback, in the worker that trains a trial: reports each epoch's validation accuracy
+    to the trial and asks the engine to stop when the pruner says so (the run ends KILLED; the parent
+    then tells Optuna the trial was pruned). Picklable: it opens the storage in the worker."""
 
-    config: DepthWidthStudy
-    storage: str
-    tracking_uri: str
-    experiment_id: str
-    parent_run_id: str
-    valid_heads: dict[int, tuple[int, ...]]
-    target_trials: int  # workers stop once the study holds this many trials
-    budget: int  # trials this invocation adds
-    data_dir: str
-    checkpoint_root: str
-
-
-class TrialFailed(Exception):
-    """A trial's run raised (e.g. out of memory); the trial is FAIL and the study goes on."""
-
-
-class TrialInterrupted(Exception):
-    """Ctrl-C stopped the trial's run after an epoch; the trial is FAIL and this worker stops."""
-
-
-class PruningMonitor(Callback):
-    """Engine callback: reports validation accuracy per epoch and asks the engine to stop when pruned."""
-
-    def __init__(self, trial: optuna.Trial) -> None:
-        self.trial = trial
+    def __init__(self, storage: str, study_name: str, number: int, pruner: PrunerSettings) -> None:
+        self.storage, self.study_name, self.number, self.pruner = storage, study_name, number, pruner
         self.pruned = False
-        self.epoch_times: list[float] = []
-        self.best_val_acc = 0.0
+        self._trial: optuna.Trial | None = None
+
+    def _open(self) -> optuna.Trial:
+        if self._trial is None:
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            storage = study_storage.open_storage(self.storage)
+            study = optuna.load_study(study_name=self.study_name, storage=storage, pruner=self.pruner.build())
+            self._trial = optuna.trial.Trial(study, _trial_id(storage, self.study_name, self.number))
+        return self._trial
+
+    def on_fit_start(self, start_epoch: int, history) -> None:
+        self._open().set_user_attr("worker", worker_id())
 
     def on_epoch_end(self, record) -> None:
-        self.epoch_times.append(record.epoch_time_s)
-        self.best_val_acc = record.best_val_acc
-        self.trial.report(record.val_acc, step=record.epoch)
-        if self.trial.should_prune():
+        trial = self._open()
+        trial.report(record.val_acc, step=record.epoch)
+        if trial.should_prune():
             self.pruned = True
+            trial.set_user_attr(PRUNED_AFTER, record.epoch)
 
     def should_stop(self) -> bool:
         return self.pruned
 
 
-class TrialObjective:
-    def __init__(self, job: StudyJob, device: str, stop) -> None:
-        from bench.runner import RunContext
+def _trial_id(storage: optuna.storages.BaseStorage, study_name: str, number: int) -> int:
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
 
-        self.job = job
-        self.stop = stop
-        self.base_spec = job.config.base_spec()
-        self.ctx = RunContext(
-            tracking_uri=job.tracking_uri,
-            data_dir=Path(job.data_dir),
-            checkpoint_root=Path(job.checkpoint_root),
-            device=device,
-        )
+
+class TrialSource:
+    """The study's trials as tasks for the driver (bench.backends.driver): a trial is asked from
+    Optuna when there is room for it, trained as a tracked run like any grid run, and told to Optuna
+    when its run ends. At most `in_flight` trials train at once; TPE's constant liar counts those
+    still training as poor, so parallel trials spread out."""
+
+    def __init__(self, config: DepthWidthStudy, study: optuna.Study, storage: optuna.storages.BaseStorage, storage_url: str,
+                 tracking_uri: str, experiment_id: str, parent_run_id: str, in_flight: int, checkpoint_root: Path) -> None:
+        self.config, self.study, self.storage, self.storage_url = config, study, storage, storage_url
+        self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
+        self.in_flight, self.checkpoint_root = in_flight, Path(checkpoint_root)
+        self.valid_heads = valid_heads(config)
+        self.base_spec = config.base_spec()
+        self.asked = 0
+        self.trials: dict[str, optuna.Trial] = {}  # run id -> the trial it trains
+        self.interrupted = False
+
+    def take(self, active: int) -> list[Task]:
+        tasks: list[Task] = []
+        while self.asked < self.config.n_trials and active + len(tasks) < self.in_flight and not self.interrupted:
+            self.asked += 1
+            task = self._ask()
+            if task is not None:
+                tasks.append(task)
+        return tasks
+
+    def _ask(self) -> Task | None:
+        """A new trial as a task; None for a shape the model rejects (pruned before any training)."""
+        trial = self.study.ask()
+        params = self.config.space.sample(trial)
+        if params["nhead"] not in self.valid_heads[params["d_model"]]:
+            reason = f"{params['nhead']} heads do not fit d_model {params['d_model']} for {self.config.model}"
+            trial.set_user_attr("invalid", reason)
+            _announce(self.study.tell(trial, state=optuna.trial.TrialState.PRUNED))
+            return None
+        run_id = self._create_run(trial, params)
+        trial.set_user_attr("mlflow_run_id", run_id)
+        self.trials[run_id] = trial
+        pruning = TrialPruning(self.storage_url, self.config.name, trial.number, self.config.pruner)
+        return Task(replace(self.base_spec, model_config=model_config(params)), run_id, resumed=False, callbacks=(pruning,))
 
     def _create_run(self, trial: optuna.Trial, params: dict[str, Any]) -> str:
         tags = {
-            "mlflow.parentRunId": self.job.parent_run_id,
+            "mlflow.parentRunId": self.parent_run_id,
             "trial_number": str(trial.number),  # the grid scheduler never resumes runs carrying it
-            "optuna_study": self.job.config.name,
+            "optuna_study": self.config.name,
             "optuna_state": "RUNNING",
             **{f"optuna_param.{k}": str(v) for k, v in params.items()},
         }
-        name = f"{self.job.config.name}/trial-{trial.number:03d}"
-        return tracking.create_run(self.job.tracking_uri, self.job.experiment_id, name, tags)
+        return tracking.create_run(self.tracking_uri, self.experiment_id, f"{self.config.name}/trial-{trial.number:03d}", tags)
 
-    def __call__(self, trial: optuna.Trial) -> float:
-        from bench.runner import checkpoint_dir, execute
-
-        trial.set_user_attr("worker", worker_id())
-        params = self.job.config.space.sample(trial)
-        if params["nhead"] not in self.job.valid_heads[params["d_model"]]:
-            reason = f"{params['nhead']} heads do not fit d_model {params['d_model']} for {self.job.config.model}"
-            trial.set_user_attr("invalid", reason)
-            raise optuna.TrialPruned(reason)
-        spec = replace(self.base_spec, model_config=model_config(params))
-        run_id = self._create_run(trial, params)
-        trial.set_user_attr("mlflow_run_id", run_id)
-        logger = tracking.RunLogger(self.job.tracking_uri, run_id)
-        monitor = PruningMonitor(trial)
-        try:
-            outcome = execute(spec, self.ctx, run_id, callbacks=[monitor], should_stop=self.stop.is_set)
-        except BenchError:
-            logger.set_tags({"optuna_state": FAIL})
-            raise
-        except Exception as error:  # execute logged it and marked the run FAILED
-            logger.set_tags({"optuna_state": FAIL})
-            raise TrialFailed(f"{error.__class__.__name__}: {error}") from error
-        finally:
-            # A trial is never resumed; its best weights are logged with a finished run.
-            shutil.rmtree(checkpoint_dir(self.ctx, run_id), ignore_errors=True)
-        self._record(trial, run_id, monitor)
-        if outcome.status == tracking.KILLED:
-            if monitor.pruned:
-                logger.set_tags({"optuna_state": PRUNED})
-                raise optuna.TrialPruned(f"pruned after epoch {len(monitor.epoch_times)}")
-            logger.set_tags({"optuna_state": FAIL})
-            trial.study.stop()
-            raise TrialInterrupted("interrupted by Ctrl-C")
-        logger.set_tags({"optuna_state": COMPLETE})
-        return monitor.best_val_acc
-
-    def _record(self, trial: optuna.Trial, run_id: str, monitor: PruningMonitor) -> None:
-        parameters = tracking.client(self.job.tracking_uri).get_run(run_id).data.tags.get("parameters")
+    def ended(self, state: TaskState) -> None:
+        run_id = state.task.run_id
+        trial = self.trials.pop(run_id)
+        shutil.rmtree(self.checkpoint_root / run_id, ignore_errors=True)  # a trial is never resumed
+        parameters = tracking.client(self.tracking_uri).get_run(run_id).data.tags.get("parameters")
         if parameters is not None:
             trial.set_user_attr("parameters", int(parameters))
-        if monitor.epoch_times:
-            trial.set_user_attr("epoch_time_s", sum(monitor.epoch_times) / len(monitor.epoch_times))
-        trial.set_user_attr("epochs", len(monitor.epoch_times))
+        if state.epoch_times:
+            trial.set_user_attr("epoch_time_s", sum(state.epoch_times) / len(state.epoch_times))
+        trial.set_user_attr("epochs", len(state.epoch_times))
+        pruned = PRUNED_AFTER in self.storage.get_trial(_trial_id(self.storage, self.config.name, trial.number)).user_attrs
+        if state.status == "finished":
+            outcome, value = COMPLETE, state.best_val_acc
+        elif state.status == "killed" and pruned:
+            outcome, value = PRUNED, None
+        else:  # failed, or stopped by Ctrl-C
+            outcome, value = FAIL, None
+            self.interrupted = self.interrupted or state.status in ("killed", "not started")
+        tracking.RunLogger(self.tracking_uri, run_id).set_tags({"optuna_state": outcome})
+        _announce(self.study.tell(trial, value, state=optuna.trial.TrialState[outcome]))
 
 
-def _announce(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """One line per finished trial on stdout (workers share the terminal)."""
+def _announce(trial: optuna.trial.FrozenTrial) -> None:
+    """One line per finished trial, beside the live table."""
     p, attrs = trial.params, trial.user_attrs
     shape = (
         f"layers {p.get('num_layers')}, d_model {p.get('d_model')}, heads {p.get('nhead')}, "
@@ -363,29 +360,6 @@ def _announce(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     size = f", {attrs['parameters']:,} params" if "parameters" in attrs else ""
     speed = f", {attrs['epoch_time_s']:.2f} s/epoch" if "epoch_time_s" in attrs else ""
     print(f"trial {trial.number}: {trial.state.name}{value} | {shape}{size}{speed}", flush=True)
-
-
-def work(job: StudyJob, device: str, worker_index: int, stop) -> None:
-    """One worker: pull trials from the shared study until it holds `target_trials` or Ctrl-C."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = study_storage.open_storage(job.storage)
-    if len(storage.get_all_trials(storage.get_study_id_from_name(job.config.name), deepcopy=False)) >= job.target_trials:
-        return  # the other workers used up the budget before this one started
-    study = optuna.load_study(
-        study_name=job.config.name,
-        storage=storage,
-        sampler=job.config.sampler.build(worker_index),
-        pruner=job.config.pruner.build(),
-    )
-    # Counting running trials too (states=None) shares the budget among workers; two workers that
-    # finish in the same instant can still each start one more, so a study may exceed it by a trial.
-    study.optimize(
-        TrialObjective(job, device, stop),
-        n_trials=job.budget,
-        callbacks=[optuna.study.MaxTrialsCallback(job.target_trials, states=None), _announce],
-        catch=(TrialFailed, TrialInterrupted),
-        gc_after_trial=True,
-    )
 
 
 # -- the study ----------------------------------------------------------------------------------------
@@ -411,68 +385,44 @@ def _parent_run(uri: str, experiment_id: str, config: DepthWidthStudy, storage_u
     return tracking.create_run(uri, experiment_id, f"study/{config.name}", tags)
 
 
-def _fail_orphans(study: optuna.Study, result: WorkersResult, uri: str) -> list[int]:
-    """Trials left RUNNING by a worker that died: mark them, and their runs, failed."""
-    dead = {end.worker for end in result.dead}
-    orphans = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)) if t.user_attrs.get("worker") in dead]
-    for trial in orphans:
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-        run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id:
-            logger = tracking.RunLogger(uri, run_id, retries=1)
-            logger.set_tags({"optuna_state": FAIL, "failure": "worker process died"})
-            logger.end(tracking.FAILED)
-    return [t.number for t in orphans]
-
-
 def run_study(
     config: DepthWidthStudy,
     *,
-    tracking_uri: str,
+    backend,
+    destination,
     experiment: str,
     storage_url: str | None,
-    slots: list,
-    data_dir: Path,
-    checkpoint_root: Path,
+    on_update=lambda states: None,
 ):
-    """Create or continue the study, run its trials on the slots, log the summary to the parent run."""
+    """Create or continue the study, train its trials on the backend, log the summary to the parent run."""
+    from bench.backends.driver import run_tasks
     from bench.studies import summary
 
     config.validate()
-    heads = valid_heads(config)
-    experiment_id = tracking.prepare(tracking_uri, experiment)
-    storage_url = storage_url or study_storage.default_storage(tracking_uri)
-    study = study_storage.create_or_load(study_storage.open_storage(storage_url), config.name, direction="maximize")
-    study_storage.check_kind(study, {"study_kind": KIND, "dataset": config.dataset, "model": config.model})
-    parent = _parent_run(tracking_uri, experiment_id, config, storage_url)
-    logger = tracking.RunLogger(tracking_uri, parent)
-    logger.log_json(_config_dict(config), "study/config.json")
-    job = StudyJob(
-        config=config,
-        storage=storage_url,
-        tracking_uri=tracking_uri,
-        experiment_id=experiment_id,
-        parent_run_id=parent,
-        valid_heads=heads,
-        target_trials=len(study.trials) + config.n_trials,
-        budget=config.n_trials,
-        data_dir=str(data_dir),
-        checkpoint_root=str(checkpoint_root),
+    uri = destination.tracking_uri
+    experiment_id = tracking.prepare(uri, experiment)
+    storage_url = storage_url or study_storage.default_storage(uri)
+    storage = study_storage.open_storage(storage_url)
+    study = study_storage.create_or_load(
+        storage, config.name, direction="maximize", sampler=config.sampler.build(), pruner=config.pruner.build()
     )
+    study_storage.check_kind(study, {"study_kind": KIND, "dataset": config.dataset, "model": config.model})
+    parent = _parent_run(uri, experiment_id, config, storage_url)
+    logger = tracking.RunLogger(uri, parent)
+    logger.log_json(_config_dict(config), "study/config.json")
+    in_flight = min(backend.capacity or config.n_trials, config.n_trials)
+    source = TrialSource(config, study, storage, storage_url, uri, experiment_id, parent, in_flight, destination.checkpoint_root)
     try:
-        # More workers than trials would each start one: MaxTrialsCallback only acts after a trial.
-        result = run_workers(work, job, slots[: config.n_trials])
+        states = run_tasks(backend, source, destination, on_update=on_update)
     except BaseException:
         logger.end(tracking.FAILED)
         raise
-    _fail_orphans(study, result, tracking_uri)
     outcome = summary.summarise(study, storage_url, parent)
     summary.log_to_run(logger, study, outcome)
-    failed_workers = result.dead or any(end.error for end in result.ends)
-    logger.end(tracking.KILLED if result.interrupted else tracking.FAILED if failed_workers else tracking.FINISHED)
-    result.raise_user_error()
-    outcome.interrupted = result.interrupted
-    outcome.dead_workers = [f"{end.slot} (exit code {end.exitcode})" for end in result.dead]
+    lost = [s for s in states if s.lost]
+    logger.end(tracking.KILLED if source.interrupted else tracking.FAILED if lost else tracking.FINISHED)
+    outcome.interrupted = source.interrupted
+    outcome.dead_workers = [f"{s.slot} ({s.error})" for s in lost]
     return outcome
 
 
