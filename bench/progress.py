@@ -104,16 +104,16 @@ class GridDisplay:
                 )
             if state.status == "failed":
                 detail = state.error or ""
-            self.console.print(f"{spec.run_name} [{state.slot}] {state.status}: {detail}", highlight=False, markup=False)
+            self.console.print(f"{state.task.run_name} [{state.slot}] {state.status}: {detail}", highlight=False, markup=False)
 
 
 def print_problems(console: Console, failed: list[TaskState], unsynced: list[TaskState]) -> None:
     """One line per failed or unsynced run; the error text printed literally (it may hold brackets)."""
     for state in failed:
-        console.print(f"[red]FAILED[/] {escape(state.task.spec.run_name)}: {escape(state.error or '')}", highlight=False)
+        console.print(f"[red]FAILED[/] {escape(state.task.run_name)}: {escape(state.error or '')}", highlight=False)
     for state in unsynced:  # trained and checkpointed; only the tracking server was missing
         message = (state.error or "").split(": ", 1)[-1]
-        console.print(f"[yellow]NOT SYNCED[/] {escape(state.task.spec.run_name)}: {escape(message)}", highlight=False)
+        console.print(f"[yellow]NOT SYNCED[/] {escape(state.task.run_name)}: {escape(message)}", highlight=False)
 
 
 def summary_table(states: list[TaskState], skipped: list, held: list = ()) -> Table:

@@ -91,6 +91,11 @@ class Task:
     run_id: str
     resumed: bool  # an earlier, unfinished MLflow run of the same config is continued
     callbacks: tuple = ()  # picklable engine callbacks the worker adds to the run (a trial's pruning)
+    name: str = ""  # what the live table calls it; default: the spec's run name
+
+    @property
+    def run_name(self) -> str:
+        return self.name or self.spec.run_name
 
 
 @dataclass

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -139,6 +140,7 @@ def test_slurm_backend_without_slurm_says_so():
 # -- every backend like the local one: live progress, studies ----------------------------------------
 
 # The same command on each remote backend: one CPU per run, no GPU; ray joins the tests' local instance.
+NAME = "depth-width-digits-gradattn-rope"  # the study's default name: depth-width-DATASET-MODEL
 BACKEND_FLAGS = {
     "ray": ["--backend", "ray", "--ray-address", "auto", "--cpus-per-run", "1"],
     "slurm": ["--backend", "slurm", "--slurm-executor", "local", "--cpus-per-run", "1", "--gpus-per-run", "0", "--slurm-time", "30"],
@@ -184,7 +186,7 @@ def test_a_depth_width_study_trains_its_trials_on_the_backend(backend, store, re
             *shape, *BACKEND_FLAGS[backend], *store_args(store, devices=None)]
     result = bench(*args, cwd=store["root"], env={"NO_COLOR": "1"})
     assert result.returncode == 0, result.stdout + result.stderr
-    study = optuna.load_study(study_name="depth-width-digits-gradattn-rope", storage=f"sqlite:///{store['root'] / 'optuna.db'}")
+    study = optuna.load_study(study_name=NAME, storage=f"sqlite:///{store['root'] / 'optuna.db'}")
     trials = study.get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     experiment = tracking.client(store["uri"]).get_experiment_by_name("test").experiment_id
@@ -196,7 +198,9 @@ def test_a_depth_width_study_trains_its_trials_on_the_backend(backend, store, re
         assert run.info.status == "FINISHED" and run.data.tags["optuna_state"] == "COMPLETE"
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.data.tags["device"] == "cpu"
         assert trial.value == pytest.approx(run.data.metrics["val/best_acc"])
-    assert "running: epoch 1/1" in result.stdout  # the trials' epochs in the live table, as for bench run
+    # each trial's epochs in the live table, by the trial's name, as bench run shows its runs
+    for trial in trials:
+        assert re.search(rf"^{NAME}/trial-{trial.number:03d} \[.*\] running: epoch 1/1 train loss", result.stdout, re.MULTILINE)
 
 
 # -- options -----------------------------------------------------------------------------------------

@@ -272,6 +272,10 @@ class TrialPruning(Callback):
         return self.pruned
 
 
+def _trial_name(config: DepthWidthStudy, number: int) -> str:
+    return f"{config.name}/trial-{number:03d}"
+
+
 def _trial_id(storage: optuna.storages.BaseStorage, study_name: str, number: int) -> int:
     return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
 
@@ -315,7 +319,8 @@ class TrialSource:
         trial.set_user_attr("mlflow_run_id", run_id)
         self.trials[run_id] = trial
         pruning = TrialPruning(self.storage_url, self.config.name, trial.number, self.config.pruner)
-        return Task(replace(self.base_spec, model_config=model_config(params)), run_id, resumed=False, callbacks=(pruning,))
+        spec = replace(self.base_spec, model_config=model_config(params))
+        return Task(spec, run_id, resumed=False, callbacks=(pruning,), name=_trial_name(self.config, trial.number))
 
     def _create_run(self, trial: optuna.Trial, params: dict[str, Any]) -> str:
         tags = {
@@ -325,7 +330,7 @@ class TrialSource:
             "optuna_state": "RUNNING",
             **{f"optuna_param.{k}": str(v) for k, v in params.items()},
         }
-        return tracking.create_run(self.tracking_uri, self.experiment_id, f"{self.config.name}/trial-{trial.number:03d}", tags)
+        return tracking.create_run(self.tracking_uri, self.experiment_id, _trial_name(self.config, trial.number), tags)
 
     def ended(self, state: TaskState) -> None:
         run_id = state.task.run_id
@@ -410,6 +415,8 @@ def run_study(
     parent = _parent_run(uri, experiment_id, config, storage_url)
     logger = tracking.RunLogger(uri, parent)
     logger.log_json(_config_dict(config), "study/config.json")
+    # As many trials at once as the backend trains runs at once; a Slurm queue (no known capacity)
+    # gets every trial of this invocation at once.
     in_flight = min(backend.capacity or config.n_trials, config.n_trials)
     source = TrialSource(config, study, storage, storage_url, uri, experiment_id, parent, in_flight, destination.checkpoint_root)
     try:
