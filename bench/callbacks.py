@@ -12,15 +12,18 @@ from typing import Any, Callable
 class Callback:
     """What the engine tells the world while it fits: override the events you need (each does nothing here).
 
-    Callbacks are called in the order given, so one that completes an epoch's record (gradient flow)
-    comes before those that report it (logging, progress).
+    Per epoch, every callback may first complete the record (gradient flow adds its health score),
+    then the epoch is checkpointed, then every callback hears of it (logging, progress, pruning).
     """
 
     def on_fit_start(self, start_epoch: int, history: list) -> None:
         """Before the first epoch; `history` holds the epochs a resumed checkpoint completed."""
 
+    def complete_record(self, record) -> None:
+        """After an epoch's training and validation, before its checkpoint: add to its record."""
+
     def on_epoch_end(self, record) -> None:
-        """After an epoch's training and validation, before its checkpoint."""
+        """After an epoch's checkpoint, with its complete record."""
 
     def should_stop(self) -> bool:
         """Asked after every epoch: True ends the fit there, resumable."""
@@ -44,7 +47,7 @@ class GradFlowAtEpochs(Callback):
     def __init__(self, model, analyze: Callable[[Any], Any], every: int, on_report: Callable[[int, Any], None]) -> None:
         self.model, self.analyze, self.every, self.on_report = model, analyze, every, on_report
 
-    def on_epoch_end(self, record) -> None:
+    def complete_record(self, record) -> None:
         if not self.every or record.epoch % self.every:
             return
         report = self.analyze(self.model)

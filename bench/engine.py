@@ -256,9 +256,12 @@ class Trainer:
                 lr_reduced=lr_reduced,
             )
             for callback in self.callbacks:
-                callback.on_epoch_end(record)
+                callback.complete_record(record)
             self.history.append(record)
+            # Checkpointed before anyone hears of the epoch: what was logged is always resumable.
             checkpoint.save(self._checkpoint_state(epoch), self.checkpoint_dir / LAST)
+            for callback in self.callbacks:
+                callback.on_epoch_end(record)
             if any(callback.should_stop() for callback in self.callbacks):
                 interrupted = not stopped_early and epoch < self.config.max_epochs
                 if interrupted:

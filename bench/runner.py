@@ -177,7 +177,7 @@ def _execute(spec, ctx, logger: tracking.RunLogger, callbacks, should_stop) -> R
         device=device,
         checkpoint_dir=ckpt_dir,
         callbacks=[
-            GradFlowAtEpochs(model, analyze, spec.gradflow.every, logger.on_gradflow),  # completes the record first
+            GradFlowAtEpochs(model, analyze, spec.gradflow.every, logger.on_gradflow),
             logger,
             *callbacks,
             StopRequest(should_stop),
