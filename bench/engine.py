@@ -235,7 +235,7 @@ class Trainer:
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
                 raise Diverged(
                     f"Training diverged at epoch {epoch} (train loss {train_loss:.4g}, val loss {val_loss:.4g}); "
-                    f"the checkpoints of epoch {epoch - 1} are kept in {self.checkpoint_dir}: lower --lr and run again."
+                    f"the checkpoints of epoch {epoch - 1} are kept in {self.checkpoint_dir}: lower train.lr (--set train.lr=...) and run again."
                 )
             lr_reduced = self.plateau.step(val_acc, self.optimizer)
             improved, stopped_early = self.early.step(val_acc, epoch)

@@ -314,6 +314,23 @@ class TaskState:
     def ended(self) -> bool:
         return self.status in ENDED
 
+    @property
+    def outcome(self) -> str:
+        """How the run ended, for the grid's verdict: ``unsynced`` (trained and checkpointed, but the
+        tracking store was unreachable: running again logs it), ``failed``, ``interrupted`` (killed or
+        never started: running again finishes it), or the status itself."""
+        if self.status == "failed":
+            return "unsynced" if (self.error or "").startswith(tracking.TrackingUnavailable.__name__) else "failed"
+        return "interrupted" if self.status in ("killed", "not started") else self.status
+
+
+def by_outcome(states: list[TaskState]) -> dict[str, list[TaskState]]:
+    """The states grouped by ``TaskState.outcome`` (every outcome of the grid's verdict present)."""
+    grouped: dict[str, list[TaskState]] = {"failed": [], "unsynced": [], "interrupted": []}
+    for state in states:
+        grouped.setdefault(state.outcome, []).append(state)
+    return grouped
+
 
 def apply_event(kind: str, index: int, payload: dict, states: list[TaskState]) -> None:
     """Update a task's state from one event its worker sent (bench.worker.run_task)."""

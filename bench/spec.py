@@ -1,7 +1,8 @@
 """What one run is: dataset, model, seeds and every setting that changes its result.
 
-The protocol defaults live here and nowhere else, each with the section of the reference protocol
-(`protocol.md`) it comes from. The CLI and study files override them. Settings left unset take their
+Every setting is declared here once, as a field of these dataclasses with its default, its help and
+the section of the reference protocol (`protocol.md`) it comes from (``bench.schema``); the CLI
+(``--set train.lr=3e-4``, ``bench run --help``), study files and studies all read that declaration. Settings left unset take their
 mode's default (``MODE_DEFAULTS``): protocol mode fixes the original's defects, notebook mode keeps
 them to reproduce the published cells. ``resolved()`` fills every default in, so a run's recorded
 settings are the ones it used, and ``config_hash`` (of the resolved settings that change training)
@@ -11,15 +12,15 @@ identifies a run across processes and machines: a finished configuration is neve
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
-import math
-from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from bench.errors import BenchError
+from bench.schema import SECTION, Schema, section, setting, shown
 
-Preprocessing = Literal["protocol", "notebook"]
 PREPROCESSING_MODES = ("protocol", "notebook")
 SPLIT_MODES = ("protocol", "official", "grouped")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -49,78 +50,77 @@ NOTEBOOK_PRESETS = {
     "cifar10": "nope-small", "tissuemnist": "nope-small", "pcam": "nope-small",
     "pad-ufes-20": "nope-small", "tiny-imagenet": "nope-small",
 }
-# Settings that change no trained weight: the thresholds only score the stored gradient norms
-# (`bench sensitivity` rescores them), and a preset is the sizes it resolves to.
-NOT_IN_IDENTITY = (("gradflow", "vanishing"), ("gradflow", "exploding"), ("model_config", "preset"))
 
 
-def check_finite(config) -> None:
-    """Every number of a settings dataclass is finite: NaN passes every range check unnoticed."""
-    for f in fields(config):
-        value = getattr(config, f.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise BenchError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}.")
+def by_mode(attribute: str) -> str:
+    """What an unset mode-dependent setting resolves to, for its help: ``protocol: x, notebook: y``."""
+    return "the mode's (" + ", ".join(f"{mode} {shown(getattr(d, attribute))}" for mode, d in MODE_DEFAULTS.items()) + ")"
+
+
+def mode_setting(attribute: str, help: str, **declared: Any) -> Any:
+    """A setting left None that resolves to ``MODE_DEFAULTS[mode].<attribute>`` (``RunSpec.resolved``)."""
+    return setting(None, help, unset=by_mode(attribute), mode=attribute, **declared)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    max_epochs: int = 100  # protocol 3.1 (no run reached it)
-    lr: float = 1e-3  # protocol 3.1: Adam lr
-    weight_decay: float = 1e-4  # protocol 3.1: coupled L2 (Adam, not AdamW), on all parameters
-    beta1: float = 0.9  # protocol 3.1
-    beta2: float = 0.999  # protocol 3.1
-    eps: float = 1e-8  # protocol 3.1
-    batch_size: int | None = None  # None: the dataset's own (protocol 2.1: 64 for PAD-UFES-20, else 128)
-    plateau_factor: float = 0.2  # protocol 3.3: ReduceLROnPlateau on val accuracy
-    plateau_patience: int = 3  # protocol 3.3
-    min_lr: float = 1e-7  # protocol 3.3
-    early_stopping_patience: int = 7  # protocol 3.3: stops 7 epochs after the last strict improvement
-    # protocol 7.2: the original's restore was a no-op, so its test metrics are last-epoch ones. Both
-    # weight sets are evaluated on test; this picks the headline (and the weights analysed after
-    # training). None: the mode's (best in protocol mode, last epoch in notebook mode).
-    restore_best: bool | None = None
-    deterministic: bool = True  # protocol 3.4 (cudnn.deterministic); also turns cudnn.benchmark off
-    # Also CUBLAS_WORKSPACE_CONFIG and torch.use_deterministic_algorithms without fallback: an op with
-    # no deterministic kernel then fails instead of warning (protocol 7.14).
-    strict_determinism: bool = False
-    precision: str = "fp32"  # protocol 3.1: no mixed precision
-    # NHWC activations: faster on CUDA and on the CPU (oneDNN skips its layout reorders; 1.27x train
-    # throughput for ResNet-18 at 16 px on a 2-core CPU, `bench perf`). Off: the original memory format.
-    channels_last: bool = True
-    compile: bool = False  # torch.compile, opt-in
-
-    def validate(self) -> None:
-        check_finite(self)
-        if self.max_epochs < 1:
-            raise BenchError(f"--max-epochs must be at least 1, got {self.max_epochs}.")
-        if self.lr <= 0 or self.min_lr < 0:
-            raise BenchError("The learning rate must be positive and --min-lr not negative.")
-        if self.weight_decay < 0:
-            raise BenchError(f"--weight-decay must not be negative, got {self.weight_decay}.")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise BenchError(f"--batch-size must be at least 1, got {self.batch_size}.")
-        if not 0 < self.plateau_factor < 1:
-            raise BenchError(f"--plateau-factor must lie in (0, 1), got {self.plateau_factor}.")
-        if self.plateau_patience < 1 or self.early_stopping_patience < 1:
-            raise BenchError("Plateau and early-stopping patience must be at least 1 epoch.")
-        if self.precision not in PRECISIONS:
-            raise BenchError(f"Unknown --precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    max_epochs: int = setting(100, "Epochs at most; early stopping ends most runs sooner (no run reached 100).", protocol="3.1", minimum=1)
+    lr: float = setting(1e-3, "Adam learning rate.", protocol="3.1", above=0)
+    weight_decay: float = setting(1e-4, "Coupled L2 on all parameters (Adam, not AdamW).", protocol="3.1", minimum=0)
+    beta1: float = setting(0.9, "Adam beta1.", protocol="3.1", minimum=0, below=1)
+    beta2: float = setting(0.999, "Adam beta2.", protocol="3.1", minimum=0, below=1)
+    eps: float = setting(1e-8, "Adam epsilon.", protocol="3.1", above=0)
+    batch_size: int | None = setting(
+        None, "Batch size.", protocol="2.1", unset="the dataset's (64 for PAD-UFES-20, else 128)", minimum=1
+    )
+    plateau_factor: float = setting(0.2, "ReduceLROnPlateau factor, on validation accuracy.", protocol="3.3", above=0, below=1)
+    plateau_patience: int = setting(3, "Epochs without improvement before the learning rate drops.", protocol="3.3", minimum=1)
+    min_lr: float = setting(1e-7, "Lowest learning rate of the plateau schedule.", protocol="3.3", minimum=0)
+    early_stopping_patience: int = setting(
+        7, "Stops this many epochs after the last strict improvement of validation accuracy.", protocol="3.3", minimum=1
+    )
+    # The original's restore was a no-op, so its test metrics are last-epoch ones. Both weight sets
+    # are evaluated on test; this picks the headline.
+    restore_best: bool | None = mode_setting(
+        "restore_best",
+        "Headline the best-validation weights (also the ones analysed after training); false: the last epoch's.",
+        protocol="7.2",
+    )
+    deterministic: bool = setting(True, "cudnn.deterministic with cudnn.benchmark off; false is faster.", protocol="3.4")
+    # Also CUBLAS_WORKSPACE_CONFIG and torch.use_deterministic_algorithms without fallback.
+    strict_determinism: bool = setting(
+        False, "Also deterministic cuBLAS and no nondeterministic op: one without a deterministic kernel fails instead of warning.", protocol="7.14"
+    )
+    precision: str = setting("fp32", "fp32 (the original's), or bf16 / fp16 autocast.", protocol="3.1", choices=PRECISIONS)
+    # NHWC: oneDNN skips its layout reorders; 1.27x train throughput for ResNet-18 at 16 px on a 2-core
+    # CPU (`bench perf`).
+    channels_last: bool = setting(True, "NHWC activations, faster on CUDA and on the CPU; false: the original memory format.")
+    compile: bool = setting(False, "torch.compile the model.")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Transformer and initialisation options; None keeps the model's published default."""
+    """Transformer and initialisation options; unset ones keep the model's published default."""
 
-    num_layers: int | None = None  # protocol 1.5: 3
-    d_model: int | None = None  # protocol 1.5: 256 (No PE on some datasets: 32, see `preset`)
-    nhead: int | None = None  # protocol 1.5: 8
-    dim_feedforward: int | None = None  # protocol 1.5: 512
-    dropout: float | None = None  # protocol 1.5: 0.1
-    init: str | None = None  # "uniform" (7.12) or "per-model" (1.9); None: the mode's
-    encoder: str | None = None  # "shared" (only the PE differs, 7.4) or "published" (1.6-1.8); None: the mode's
-    # "nope-small" = 32/16/2 (7.3), for the models it names only; "none" = published sizes.
-    # None: the mode's (notebook mode: NOTEBOOK_PRESETS per dataset).
-    preset: str | None = None
+    num_layers: int | None = setting(None, "GradAttn encoder layers.", protocol="1.5", unset="the model's (3)", minimum=1)
+    d_model: int | None = setting(
+        None, "GradAttn width.", protocol="1.5", unset="the model's (256; No PE in notebook mode: see model.preset)", minimum=1
+    )
+    nhead: int | None = setting(None, "GradAttn attention heads.", protocol="1.5", unset="the model's (8)", minimum=1)
+    dim_feedforward: int | None = setting(None, "GradAttn feed-forward width.", protocol="1.5", unset="the model's (512)", minimum=1)
+    dropout: float | None = setting(None, "GradAttn encoder dropout.", protocol="1.5", unset="the model's (0.1)", minimum=0, below=1)
+    init: str | None = mode_setting(
+        "init", "uniform (PyTorch's defaults for every model) or per-model (each notebook's policy).", protocol="7.12, 1.9"
+    )
+    encoder: str | None = mode_setting(
+        "encoder", "shared (one layer implementation: only the position scheme differs) or published (the notebooks').",
+        protocol="7.4, 1.6-1.8",
+    )
+    # A preset is the sizes it resolves to: it is recorded, the sizes are the identity.
+    preset: str | None = setting(
+        None, "nope-small (32/16/2, for gradattn-nope only) or none (the published sizes).", protocol="7.3",
+        unset="the mode's (protocol none, notebook each notebook's No-PE size)", identity=False,
+    )
 
     def for_model(self, accepted: tuple[str, ...]) -> dict[str, Any]:
         """The options set here that the model accepts (a ResNet takes `init` only)."""
@@ -133,26 +133,29 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class GradFlowConfig:
-    vanishing: float = 1e-6  # protocol 5.3
-    exploding: float = 10.0  # protocol 5.3
-    num_batches: int = 20  # protocol 5.1 (PAD-UFES-20's test split had only 6)
-    every: int = 0  # also analyse every N epochs during training; 0: only at the end
-    # protocol 7.7: the original analysed the test split in train mode after training; we default to
-    # a fixed, seeded set of training batches (protocol mode), read with the eval transform, state
-    # saved and restored. None: the mode's.
-    split: str | None = None
-    mode: str = "train"  # forward in train mode (dropout, batch statistics) as training sees it
+    # The thresholds only score the stored gradient norms (`bench sensitivity` rescores them).
+    vanishing: float = setting(
+        1e-6, "A layer is vanishing below this mean gradient norm (analysis only: never retrains).", protocol="5.3",
+        above=0, identity=False,
+    )
+    exploding: float = setting(
+        10.0, "A layer is exploding above this mean gradient norm (analysis only: never retrains).", protocol="5.3",
+        above=0, identity=False,
+    )
+    num_batches: int = setting(20, "Batches the gradient-flow analysis reads (PAD-UFES-20's test split had 6).", protocol="5.1", minimum=1)
+    every: int = setting(0, "Also analyse every N epochs during training; 0: only at the end.", minimum=0)
+    # The original analysed the test split in train mode after training; protocol mode reads a fixed,
+    # seeded set of training batches with the eval transform, state saved and restored.
+    split: str | None = mode_setting(
+        "gradflow_split", "The split whose batches are analysed.", protocol="7.7", choices=("train", "val", "test")
+    )
+    mode: str = setting("train", "Forward in train mode (dropout, batch statistics) as training sees it, or eval.", choices=("train", "eval"))
 
     def validate(self) -> None:
-        check_finite(self)
-        if not 0 < self.vanishing < self.exploding:
-            raise BenchError("Gradient thresholds must satisfy 0 < vanishing < exploding.")
-        if self.num_batches < 1 or self.every < 0:
-            raise BenchError("--gradflow-batches must be >= 1 and --gradflow-every >= 0.")
-        if self.split not in (None, "train", "val", "test"):
-            raise BenchError(f"Unknown gradient-flow split {self.split!r}; use train, val or test.")
-        if self.mode not in ("train", "eval"):
-            raise BenchError(f"Unknown gradient-flow mode {self.mode!r}; use train or eval.")
+        if not self.vanishing < self.exploding:
+            raise BenchError(
+                f"Gradient thresholds must satisfy vanishing < exploding, got {self.vanishing:g} and {self.exploding:g}."
+            )
 
 
 @dataclass(frozen=True)
@@ -160,14 +163,25 @@ class RunSpec:
     dataset: str
     model: str
     seed: int = 42  # protocol 3.4: the only seed the original ran; initialisation and batch order
-    preprocessing: str = "protocol"
-    splits: str = "protocol"
-    train: TrainConfig = field(default_factory=TrainConfig)
-    model_config: ModelConfig = field(default_factory=ModelConfig)
-    gradflow: GradFlowConfig = field(default_factory=GradFlowConfig)
+    preprocessing: str = setting(
+        "protocol", "protocol (the original's defects fixed) or notebook (what the notebooks did, defects included).",
+        protocol="7", choices=PREPROCESSING_MODES,
+    )
+    splits: str = setting(
+        "protocol", "protocol (pooled 70/15/15 re-splits), official (each dataset's own) or grouped (PAD-UFES-20 by patient).",
+        protocol="2.2, 7.8", choices=SPLIT_MODES,
+    )
+    train: TrainConfig = section(TrainConfig, "train")
+    model_config: ModelConfig = section(ModelConfig, "model")
+    gradflow: GradFlowConfig = section(GradFlowConfig, "gradflow")
     # Which train/val/test split: fixed while training seeds vary, so their spread is initialisation
     # variance on one test set; vary it for a study of split variance.
     split_seed: int = PROTOCOL_SPLIT_SEED
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any], dataset: str, model: str, **given: Any) -> "RunSpec":
+        """A spec of ``dataset`` and ``model`` with checked ``settings`` (``train.lr`` -> value) set."""
+        return schema().build(cls, settings, dataset=dataset, model=model, **given)
 
     @property
     def run_name(self) -> str:
@@ -180,31 +194,24 @@ class RunSpec:
 
     @property
     def restore_best(self) -> bool:
-        if self.train.restore_best is not None:
-            return self.train.restore_best
-        return self.mode_defaults.restore_best
+        return _with_mode_defaults(self.train, self.mode_defaults).restore_best
 
     @property
     def gradflow_split(self) -> str:
-        return self.gradflow.split or self.mode_defaults.gradflow_split
+        return _with_mode_defaults(self.gradflow, self.mode_defaults).split
 
     def validate(self) -> "RunSpec":
         """Check everything that can be checked before any data is read; returns self for chaining."""
         from bench import data, models
 
-        data.get(self.dataset)
         models.info(self.model)
-        if self.preprocessing not in PREPROCESSING_MODES:
-            raise BenchError(
-                f"Unknown --preprocessing {self.preprocessing!r}; choose protocol or notebook."
-            )
-        if self.splits not in SPLIT_MODES:
-            raise BenchError(f"Unknown --splits {self.splits!r}; choose one of {', '.join(SPLIT_MODES)}.")
+        schema().check(self)
+        data.get(self.dataset).check_options(self.preprocessing, self.splits)
         if self.seed < 0 or self.split_seed < 0:
             raise BenchError(f"Seeds must be non-negative integers, got seed {self.seed}, split seed {self.split_seed}.")
-        self.train.validate()
         self.gradflow.validate()
-        self.resolved()  # an unknown init, encoder or preset, or impossible sizes, fail here
+        # an unknown init, encoder or preset, or sizes the model cannot be built with, fail here
+        models.check_buildable(self.model, **self.resolved().model_config.for_model(models.info(self.model).options))
         return self
 
     def resolved(self) -> "RunSpec":
@@ -215,22 +222,17 @@ class RunSpec:
 
         mode = self.mode_defaults
         train = replace(
-            self.train,
-            restore_best=self.restore_best,
+            _with_mode_defaults(self.train, mode),
             batch_size=self.train.batch_size or data.get(self.dataset).batch_size,
         )
         accepted = models.info(self.model).options
         given = self.model_config.for_model(accepted)
-        defaults = {
-            "init": mode.init,
-            "encoder": mode.encoder,
-            "preset": NOTEBOOK_PRESETS.get(self.dataset) if mode.notebook_presets else None,
-        }
-        given |= {k: v for k, v in defaults.items() if k in accepted and k not in given and v is not None}
+        preset = NOTEBOOK_PRESETS.get(self.dataset) if mode.notebook_presets else None
+        defaults = _with_mode_defaults(replace(self.model_config, preset=self.model_config.preset or preset), mode)
+        given |= {k: v for k, v in defaults.for_model(accepted).items() if k not in given}
         options = models.resolve_options(self.model, **given)
         model_config = ModelConfig(**{f.name: options.get(f.name) for f in fields(ModelConfig)})
-        gradflow = replace(self.gradflow, split=self.gradflow_split)
-        return replace(self, train=train, model_config=model_config, gradflow=gradflow)
+        return replace(self, train=train, model_config=model_config, gradflow=_with_mode_defaults(self.gradflow, mode))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -238,22 +240,20 @@ class RunSpec:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "RunSpec":
         raw = dict(raw)
-        return cls(
-            train=TrainConfig(**raw.pop("train", {})),
-            model_config=ModelConfig(**raw.pop("model_config", {})),
-            gradflow=GradFlowConfig(**raw.pop("gradflow", {})),
-            **raw,
-        )
+        sections = {f.name: f.default_factory(**raw.pop(f.name, {})) for f in fields(cls) if SECTION in f.metadata}
+        return cls(**sections, **raw)
 
     def config_hash(self) -> str:
         """A stable 16-hex-digit identity of everything that changes the trained weights and the
-        recorded results, after every default is resolved: spelling a default out (``--d-model
-        256``, ``--batch-size 128``) and leaving it implicit give the same hash. Analysis-only
-        settings (``NOT_IN_IDENTITY``) are recorded but leave it alone, so changing a gradient
+        recorded results, after every default is resolved: spelling a default out
+        (``model.d_model=256``, ``train.batch_size=128``) and leaving it implicit give the same hash.
+        Analysis-only settings (declared ``identity=False``: the gradient thresholds, and a preset,
+        which is the sizes it resolves to) are recorded but leave it alone, so changing a gradient
         threshold never retrains a finished configuration."""
         resolved = self.resolved().to_dict()
-        for section, key in NOT_IN_IDENTITY:
-            resolved[section].pop(key)
+        for key in schema().keys.values():
+            if key.field.metadata.get("identity") is False:
+                resolved[key.attribute].pop(key.field.name)
         canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -268,12 +268,21 @@ class RunSpec:
                 flat[key] = value
         return flat
 
-    def with_seed(self, seed: int) -> "RunSpec":
-        return replace(self, seed=seed)
-
     def notebook_deviations(self) -> list[str]:
         """The resolved settings in which this run differs from its dataset's notebook cell for the
         model (seed aside): empty for a faithful reproduction."""
         ours = self.flat_params()
         cell = RunSpec(self.dataset, self.model, seed=self.seed, preprocessing="notebook").flat_params()
         return [f"{key}={ours.get(key)}" for key in sorted(set(ours) | set(cell)) if ours.get(key) != cell.get(key)]
+
+
+def _with_mode_defaults(config, mode: ModeDefaults):
+    """``config`` with each unset mode-dependent setting (declared by ``mode_setting``) resolved."""
+    unset = {f.name: getattr(mode, f.metadata["mode"]) for f in fields(config) if "mode" in f.metadata and getattr(config, f.name) is None}
+    return replace(config, **unset)
+
+
+@functools.cache
+def schema() -> Schema:
+    """Every setting of a run: ``preprocessing``, ``splits`` and the ``train``, ``model`` and ``gradflow`` sections."""
+    return Schema(RunSpec)

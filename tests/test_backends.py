@@ -29,7 +29,7 @@ from bench.spec import GradFlowConfig, RunSpec, TrainConfig
 
 ONE_EPOCH = TrainConfig(max_epochs=1)
 ONE_BATCH = GradFlowConfig(num_batches=1)
-GRID_FLAGS = ["--datasets", "digits", "--max-epochs", "1", "--gradflow-batches", "1"]
+GRID_FLAGS = ["--datasets", "digits", "--max-epochs", "1", "--set", "gradflow.num_batches=1"]
 
 
 @pytest.fixture
@@ -158,7 +158,7 @@ def _backend_ready(backend: str, request) -> None:
 @pytest.mark.parametrize("backend", ["ray", "slurm"])
 def test_each_epoch_reaches_the_live_table_while_the_run_still_trains(backend, store, request):
     _backend_ready(backend, request)
-    grid = ["--datasets", "digits", "--models", "resnet18", "--max-epochs", "2", "--gradflow-batches", "1"]
+    grid = ["--datasets", "digits", "--models", "resnet18", "--max-epochs", "2", "--set", "gradflow.num_batches=1"]
     args = ["run", *grid, *BACKEND_FLAGS[backend], *store_args(store, devices=None)]
     process = subprocess.Popen([sys.executable, "-m", "bench", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
@@ -181,8 +181,8 @@ def test_each_epoch_reaches_the_live_table_while_the_run_still_trains(backend, s
 @pytest.mark.parametrize("backend", ["ray", "slurm"])
 def test_a_depth_width_study_trains_its_trials_on_the_backend(backend, store, request):
     _backend_ready(backend, request)
-    shape = ["--num-layers", "1", "--d-model", "16", "--nhead", "2", "--ff-multiplier", "1"]
-    args = ["study", "depth-width", "--dataset", "digits", "--n-trials", "2", "--max-epochs", "1", "--gradflow-batches", "1",
+    shape = ["--set", "space.num_layers=1,1", "--set", "space.d_model=16", "--set", "space.nhead=2", "--set", "space.ff_multiplier=1"]
+    args = ["study", "depth-width", "--dataset", "digits", "--n-trials", "2", "--max-epochs", "1", "--set", "gradflow.num_batches=1",
             *shape, *BACKEND_FLAGS[backend], *store_args(store, devices=None)]
     result = bench(*args, cwd=store["root"], env={"NO_COLOR": "1"})
     assert result.returncode == 0, result.stdout + result.stderr

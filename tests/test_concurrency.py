@@ -26,7 +26,7 @@ MODELS = ("resnet18", "senet18")
 def _start(uri: str, root: Path, name: str, experiment: str) -> subprocess.Popen:
     args = [
         sys.executable, "-m", "bench", "run", "--datasets", "digits", "--models", ",".join(MODELS),
-        "--max-epochs", "1", "--gradflow-batches", "1", "--devices", "cpu", "--jobs-per-device", "2",
+        "--max-epochs", "1", "--set", "gradflow.num_batches=1", "--devices", "cpu", "--jobs-per-device", "2",
         "--tracking-uri", uri, "--experiment", experiment,
         "--checkpoint-dir", str(root / "checkpoints"), "--data-dir", str(root / "data"),
     ]

@@ -22,7 +22,7 @@ from servers import wait_until
 
 from bench import scheduler, tracking
 
-ARGS = ("run", "--datasets", "digits", "--models", "resnet18", "--max-epochs", "1", "--gradflow-batches", "1")
+ARGS = ("run", "--datasets", "digits", "--models", "resnet18", "--max-epochs", "1", "--set", "gradflow.num_batches=1")
 
 
 def _logged(database, key: str) -> bool:

@@ -14,7 +14,7 @@ from conftest import bench, cli, store_args
 
 from bench import tracking
 
-SYNTH = ["--datasets", "synthetic", "--gradflow-batches", "1"]
+SYNTH = ["--datasets", "synthetic", "--set", "gradflow.num_batches=1"]
 
 
 @pytest.fixture
@@ -155,7 +155,7 @@ def test_ctrl_c_once_checkpoints_and_marks_killed(store):
 def test_a_failing_run_is_isolated_and_missing_datasets_skipped(store):
     store["data"].mkdir(parents=True)
     (store["data"] / "bloodmnist.npz").write_bytes(b"this is not a zip archive")
-    args = ["--datasets", "synthetic,bloodmnist,cifar10", "--models", "resnet18", "--max-epochs", "1", "--gradflow-batches", "1", *store_args(store)]
+    args = ["--datasets", "synthetic,bloodmnist,cifar10", "--models", "resnet18", "--max-epochs", "1", "--set", "gradflow.num_batches=1", *store_args(store)]
     refused = bench("run", *args)
     assert refused.returncode == 2
     assert "cifar10" in refused.stderr and "--skip-missing" in refused.stderr
@@ -181,8 +181,8 @@ def test_a_failing_run_is_isolated_and_missing_datasets_skipped(store):
         (["--devices", "3"], "does not exist"),
         (["--jobs-per-device", "0"], "--jobs-per-device"),
         (["--seeds", "a,b"], "--seeds"),
-        (["--nhead", "7"], "divisible"),
-        (["--preprocessing", "fancy"], "--preprocessing"),
+        (["--set", "model.nhead=7"], "divisible"),
+        (["--set", "preprocessing=fancy"], "preprocessing (command line: --set preprocessing=fancy) must be one of protocol, notebook"),
         (["--study", "/nonexistent.toml"], "does not exist"),
     ],
 )

@@ -36,7 +36,7 @@ def _resumable_run(store: dict) -> str:
     grid leaves it, planned and released through the scheduler."""
     uri = store["uri"]
     experiment_id = tracking.prepare(uri, "test")
-    grid = studyfile.override(studyfile.Grid(pairs=[("digits", "resnet18")]), **{"train.max_epochs": 1})
+    grid = studyfile.Grid(pairs=[("digits", "resnet18")], settings={"train.max_epochs": 1})
     plan = scheduler.plan_runs(grid.specs(), uri, experiment_id, "cpu")
     scheduler.release_plan(plan, uri, tracking.KILLED)
     return plan.tasks[0].run_id
@@ -160,11 +160,11 @@ def _refused(*args: str) -> str:
 @pytest.mark.parametrize(
     "options, message",
     [
-        (["--lr", "inf"], "--lr must be a finite number"),
-        (["--min-lr", "nan"], "--min-lr must be a finite number"),
+        (["--set", "train.lr=inf"], "train.lr (command line: --set train.lr=inf) must be a finite number"),
+        (["--set", "train.min_lr=nan"], "train.min_lr (command line: --set train.min_lr=nan) must be a finite number"),
         (["--seeds", "-1"], "--seeds must be integers from 0"),
-        (["--splits", "official"], "digits has no 'official' splits"),
-        (["--dropout", "nan"], "--dropout must be a finite number"),
+        (["--set", "splits=official"], "digits has no 'official' splits"),
+        (["--set", "model.dropout=nan"], "model.dropout (command line: --set model.dropout=nan) must be a finite number"),
     ],
 )
 def test_bad_numbers_and_choices_stop_before_the_store(store, options, message):
@@ -172,11 +172,11 @@ def test_bad_numbers_and_choices_stop_before_the_store(store, options, message):
     assert not (store["root"] / "mlflow.db").exists()  # stopped before the store, let alone a run
 
 
-@pytest.mark.parametrize("option", [["--lr", "nan"], ["--checkpoint-dir", "/proc/bench-checkpoints"]])
+@pytest.mark.parametrize("option", [["--set", "train.lr=nan"], ["--checkpoint-dir", "/proc/bench-checkpoints"]])
 def test_nan_lr_and_unwritable_checkpoint_folder_exit_2_before_training(store, option):
     result = bench("run", "--datasets", "digits", "--models", "resnet18", "--max-epochs", "1", *store_args(store), *option)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert ("--lr must be a finite number" if "--lr" in option else "/proc/bench-checkpoints is not writable") in result.stderr
+    assert ("train.lr (command line: --set train.lr=nan) must be a finite number" if "--set" in option else "/proc/bench-checkpoints is not writable") in result.stderr
     assert "Traceback" not in result.stderr and "epoch" not in result.stdout
     assert not (store["root"] / "mlflow.db").exists()
 

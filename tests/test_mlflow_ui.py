@@ -47,7 +47,7 @@ def test_the_printed_link_lands_on_the_runs_table_in_a_real_browser(tmp_path):
     server = MlflowServer(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "server").start()
     try:
         result = bench(
-            "run", "--datasets", "synthetic", "--models", "resnet18", "--max-epochs", "1", "--gradflow-batches", "1",
+            "run", "--datasets", "synthetic", "--models", "resnet18", "--max-epochs", "1", "--set", "gradflow.num_batches=1",
             "--tracking-uri", server.url, "--checkpoint-dir", str(tmp_path / "ck"), "--experiment", "ui", "--devices", "cpu",
         )
         assert result.returncode == 0, result.stdout + result.stderr

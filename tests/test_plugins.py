@@ -15,7 +15,7 @@ from conftest import REPO, bench, store_args
 from bench import tracking
 
 EXAMPLE = REPO / "examples" / "bench-plugin-example"
-QUICK = ["--max-epochs", "1", "--gradflow-batches", "1"]
+QUICK = ["--max-epochs", "1", "--set", "gradflow.num_batches=1"]
 
 
 @pytest.fixture(scope="module")

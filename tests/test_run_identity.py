@@ -18,7 +18,7 @@ from bench.spec import RunSpec
 
 pytestmark = pytest.mark.slow  # seven real trainings through the CLI (about a minute on 2 cores)
 
-FAST = ["--datasets", "cifar10", "--max-epochs", "1", "--gradflow-batches", "1", "--jobs-per-device", "2"]
+FAST = ["--datasets", "cifar10", "--max-epochs", "1", "--set", "gradflow.num_batches=1", "--jobs-per-device", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def grid(tmp_path_factory):
     store = {"uri": f"sqlite:///{root / 'mlflow.db'}", "checkpoints": root / "ckpt", "data": root / "data", "root": root}
     write_cifar10(store["data"], per_batch=8)
     commands = [
-        ["--models", "gradattn-nope,gradattn-lpe", "--preprocessing", "notebook", "--seeds", "1"],
+        ["--models", "gradattn-nope,gradattn-lpe", "--set", "preprocessing=notebook", "--seeds", "1"],
         ["--models", "senet18,gradattn-rope", "--seeds", "1,2"],
         ["--models", "senet18", "--seeds", "1", "--split-seeds", "7"],
     ]
@@ -117,8 +117,8 @@ def test_every_run_records_its_environment_and_gradflow_sample(grid):
 @pytest.mark.parametrize(
     "options",
     [
-        ["--vanishing", "1e-7", "--exploding", "100"],  # analysis-only: rescored, never retrained
-        ["--d-model", "256", "--batch-size", "128", "--init", "uniform", "--encoder", "shared"],  # defaults spelled out
+        ["--set", "gradflow.vanishing=1e-7", "--set", "gradflow.exploding=100"],  # analysis-only: rescored, never retrained
+        ["--set", "model.d_model=256", "--set", "train.batch_size=128", "--set", "model.init=uniform", "--set", "model.encoder=shared"],  # defaults spelled out
     ],
 )
 def test_analysis_settings_and_spelled_out_defaults_skip_finished_runs(grid, options):

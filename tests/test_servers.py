@@ -35,7 +35,7 @@ def _run_args(url: str, root: Path, experiment: str, *extra: str) -> list[str]:
     # The small synthetic set: what these tests check is the tracking, not the data.
     return [
         sys.executable, "-m", "bench", "run",
-        "--datasets", "synthetic", "--gradflow-batches", "1", "--devices", "cpu",
+        "--datasets", "synthetic", "--set", "gradflow.num_batches=1", "--devices", "cpu",
         "--tracking-uri", url, "--experiment", experiment,
         "--checkpoint-dir", str(root / "checkpoints"), "--data-dir", str(root / "data"),
         *extra,

@@ -123,8 +123,10 @@ def test_flat_params_cover_every_setting():
     [
         (RunSpec("nope", "resnet18"), "Unknown dataset"),
         (RunSpec("digits", "resnet99"), "Unknown model"),
-        (RunSpec("digits", "resnet18", preprocessing="fancy"), "--preprocessing"),
-        (RunSpec("digits", "resnet18", train=TrainConfig(max_epochs=0)), "--max-epochs"),
+        (RunSpec("digits", "resnet18", preprocessing="fancy"), "preprocessing must be one of protocol, notebook, got 'fancy'"),
+        (RunSpec("digits", "resnet18", train=TrainConfig(max_epochs=0)), "train.max_epochs must be at least 1, got 0"),
+        (RunSpec("digits", "resnet18", train=TrainConfig(lr=float("nan"))), "train.lr must be a finite number"),
+        (RunSpec("digits", "resnet18", splits="official"), "digits has no 'official' splits"),
         (RunSpec("digits", "resnet18", gradflow=GradFlowConfig(vanishing=10, exploding=1)), "thresholds"),
     ],
 )
@@ -140,12 +142,12 @@ def test_study_file_and_overrides(tmp_path):
     )
     grid = studyfile.load(path)
     assert grid.pairs == [("digits", m) for m in ("resnet18", "gradattn-nope", "gradattn-lpe", "gradattn-rope")]
-    grid = studyfile.override(grid, seeds=[7], **{"train.max_epochs": 2, "train.lr": None})
+    grid = grid.overridden(seeds=[7], settings={"train.max_epochs": 2})
     specs = grid.specs()
     assert len(specs) == 4 and {s.seed for s in specs} == {7}
     assert all(s.train.max_epochs == 2 and s.train.lr == 1e-3 for s in specs)
     assert {s.split_seed for s in specs} == {42}
-    crossed = studyfile.override(grid, seeds=[1, 2], split_seeds=[42, 43]).specs()
+    crossed = grid.overridden(seeds=[1, 2], split_seeds=[42, 43]).specs()
     assert sorted({(s.seed, s.split_seed) for s in crossed}) == [(1, 42), (1, 43), (2, 42), (2, 43)]
 
 
@@ -164,8 +166,12 @@ def test_shipped_study_files_parse():
     [
         ("[[grid]]\ndatasets=['digits']\n", "needs both"),
         ("seeds=[1]\n", "no \\[\\[grid\\]\\]"),
-        ("bogus=1\n[[grid]]\ndatasets=['digits']\nmodels=['all']\n", "unknown keys"),
-        ("[train]\nlr_typo=1\n[[grid]]\ndatasets=['digits']\nmodels=['all']\n", "unknown keys"),
+        ("bogus=1\n[[grid]]\ndatasets=['digits']\nmodels=['all']\n", "Unknown key bogus \\(study file .*bad.toml\\)"),
+        ("[train]\nlr_typo=1\n[[grid]]\ndatasets=['digits']\nmodels=['all']\n", "Unknown setting train.lr_typo \\(study file .*bad.toml, table \\[train\\]\\): .* such as train.lr"),
+        ("[train]\nlr='fast'\n[[grid]]\ndatasets=['digits']\nmodels=['all']\n", "train.lr \\(study file .*bad.toml, table \\[train\\]\\) must be a number, got 'fast'"),
+        ("[train]\nmax_epochs=2.5\n[[grid]]\ndatasets=['digits']\nmodels=['all']\n", "train.max_epochs .* must be an integer"),
+        ("train=3\n[[grid]]\ndatasets=['digits']\nmodels=['all']\n", "must be a table of settings"),
+        ("seeds=['a']\n[[grid]]\ndatasets=['digits']\nmodels=['all']\n", "seeds .* must be a list of non-negative integers"),
         ("[[grid]\n", "not valid TOML"),
     ],
 )

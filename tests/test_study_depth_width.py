@@ -11,6 +11,7 @@ import pytest
 from conftest import REPO, bench, cli, new_store, store_args
 
 from bench import tracking
+from bench.errors import BenchError
 from bench.studies import depth_width as dw
 from bench.studies import storage as study_storage
 from bench.studies import summary
@@ -180,17 +181,39 @@ def test_running_again_with_two_workers_adds_distinct_trials_to_the_same_study(s
 
 
 def test_study_file_matches_the_builtin_defaults():
-    assert dw.load_config(REPO / "studies" / "depth-width.toml") == dw.DepthWidthStudy()
+    assert dw.configure(dw.load(REPO / "studies" / "depth-width.toml")) == dw.DepthWidthStudy()
     space = dw.DepthWidthStudy().space
     assert (space.num_layers, space.d_model, space.nhead, space.ff_multiplier, space.dropout) == (
         (1, 6), (64, 128, 256, 512), (2, 4, 8), (1, 2, 4), (0.0, 0.3)
     )
 
 
-def test_options_override_the_study_file():
-    config = dw.override(dw.DepthWidthStudy(), dataset="digits", n_trials=3, **{"space.d_model": (32,), "train.max_epochs": 2})
+def test_options_override_the_study_file(tmp_path):
+    path = tmp_path / "study.toml"
+    path.write_text('n_trials = 5\n[space]\nd_model = [16, 32]\n[train]\nlr = 0.01\n')
+    values = dw.load(path) | dw.SCHEMA.parse(["space.d_model=32", "train.max_epochs=2"]) | {"dataset": "digits", "n_trials": 3}
+    config = dw.configure(values)
     assert (config.dataset, config.n_trials, config.space.d_model, config.space.nhead) == ("digits", 3, (32,), (2, 4, 8))
-    assert config.train == {"max_epochs": 2} and config.name == NAME
+    # the study's run defaults stay where the file and the options leave them
+    assert config.settings == {"train.max_epochs": 2, "gradflow.num_batches": 5, "train.lr": 0.01} and config.name == NAME
+    assert config.base_spec().train.lr == 0.01 and config.base_spec().gradflow.num_batches == 5
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("[space]\nd_model = [64, 'wide']\n", "space.d_model \\(study file .*, table \\[space\\]\\) must be a list of integers"),
+        ("[space]\nnum_layers = [1, 2, 3]\n", "space.num_layers .* must be a list of 2 integers"),
+        ("[model]\nd_model = 64\n", "model .* must be text"),  # the study searches the transformer
+        ("[gradflow]\nnum_batchs = 5\n", "Unknown setting gradflow.num_batchs .*such as gradflow.num_batches"),
+        ("n_trial = 5\n", "Unknown key n_trial"),
+    ],
+)
+def test_bad_study_files_name_the_file_and_table(tmp_path, text, fragment):
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    with pytest.raises(BenchError, match=fragment):
+        dw.load(path)
 
 
 def test_heads_are_checked_against_the_model():
@@ -223,9 +246,11 @@ def test_journal_storage_holds_a_study(tmp_path):
     "args, fragment",
     [
         (["--dataset", "digits", "--model", "resnet18"], "no transformer to search"),
-        (["--dataset", "digits", "--d-model", "12", "--nhead", "8"], "No head count"),
-        (["--dataset", "digits", "--d-model", "64,abc"], "--d-model"),
-        (["--dataset", "digits", "--dropout", "0,1.5"], "dropout range"),
+        (["--dataset", "digits", "--set", "space.d_model=12", "--set", "space.nhead=8"], "No head count"),
+        (["--dataset", "digits", "--set", "space.d_model=64,abc"], "space.d_model (command line: --set space.d_model=64,abc) must be a list of integers"),
+        (["--dataset", "digits", "--set", "space.dropout=0,1.5"], "space.dropout (command line: --set space.dropout=0,1.5) must be below 1"),
+        (["--dataset", "digits", "--set", "space.dropout=0.3,0.1"], "space.dropout range must satisfy low <= high"),
+        (["--dataset", "digits", "--set", "model.d_model=64"], "Unknown setting model.d_model (command line: --set model.d_model=64): use one that `bench study depth-width --help` lists"),
         (["--dataset", "digits", "--n-trials", "0"], "--n-trials"),
         (["--dataset", "digits", "--study-name", "a b"], "Study name"),
         (["--model", "gradattn-rope"], "--dataset"),

@@ -25,7 +25,7 @@ def digits_runs(tmp_path_factory, migrated_store):
     root = tmp_path_factory.mktemp("sensitivity")
     store = new_store(root, migrated_store)
     result = bench(
-        "run", "--datasets", "digits", "--models", ",".join(MODELS), "--max-epochs", "1", "--gradflow-batches", "2",
+        "run", "--datasets", "digits", "--models", ",".join(MODELS), "--max-epochs", "1", "--set", "gradflow.num_batches=2",
         "--jobs-per-device", "2", *store_args(store), cwd=root, env={"OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stdout + result.stderr

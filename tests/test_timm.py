@@ -25,7 +25,7 @@ def test_timm_names_are_listed_by_pattern_and_built_without_weights():
 
 @pytest.mark.slow
 def test_a_timm_model_trains_one_epoch_on_digits(store):
-    result = bench("run", "--models", "timm/resnet10t", "--max-epochs", "1", "--gradflow-batches", "1", *store_args(store))
+    result = bench("run", "--models", "timm/resnet10t", "--max-epochs", "1", "--set", "gradflow.num_batches=1", *store_args(store))
     assert result.returncode == 0, result.stdout + result.stderr
     experiment = tracking.client(store["uri"]).get_experiment_by_name("test")
     (run,) = tracking.runs_of(store["uri"], experiment.experiment_id)

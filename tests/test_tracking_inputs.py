@@ -16,7 +16,7 @@ from bench import data, tracking
 def test_each_run_logs_its_dataset_input_and_system_metrics(store):
     result = bench(
         "run", "--datasets", "synthetic,digits", "--models", "resnet18", "--max-epochs", "1",
-        "--gradflow-batches", "1", *store_args(store), env={"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"},
+        "--set", "gradflow.num_batches=1", *store_args(store), env={"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     experiment = tracking.client(store["uri"]).get_experiment_by_name("test")

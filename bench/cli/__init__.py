@@ -11,6 +11,7 @@ import inspect
 import sys
 import typing
 from dataclasses import fields
+from typing import Any, Callable
 
 import typer
 
@@ -69,6 +70,34 @@ def with_backend(command):
     wrapper.__signature__ = inspect.Signature([*own, *options])
     wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
     return wrapper
+
+
+def listing_settings(schema: Callable[[], Any], where: str) -> type:
+    """The class of a command that takes ``--set``: its help ends with every key of ``schema()``, its
+    help text and default. Written when help is shown, so the schema's imports (Optuna's, for a study)
+    stay out of ``bench --help``."""
+    from typer.core import TyperCommand
+
+    class Command(TyperCommand):
+        @property
+        def epilog(self) -> str:
+            from rich.markup import escape
+
+            settings = schema()
+            sections = ", ".join(f"[{name}]" for name in settings.sections)
+            intro = f"Settings, each --set KEY=VALUE (repeatable) or, in {where}, KEY = VALUE at its top or in its {sections} table:"
+            return escape(f"{intro}\n\n{settings.help()}")
+
+        @epilog.setter
+        def epilog(self, value: str | None) -> None:  # click sets it from the decorator; ours is written above
+            pass
+
+    return Command
+
+
+def setting_help(schema, key: str) -> str:
+    """The help of a first-class option that sets ``key`` of ``schema``."""
+    return f"{schema.keys[key].help_line(schema.defaults.get(key))} Same as --set {key}=VALUE."
 
 
 def _print_version(value: bool) -> None:

@@ -50,7 +50,7 @@ def perf(
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 autocast."),
     channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="NHWC activations, as `bench run` by default."),
     compile_model: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile both loops."),
-    deterministic: bool = typer.Option(True, "--deterministic/--fast", help="As `bench run`; --fast turns cudnn.benchmark on."),
+    deterministic: bool = typer.Option(True, "--deterministic/--fast", help="As `bench run` (train.deterministic); --fast turns cudnn.benchmark on."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice); 1 gives steadier ratios on a busy machine."),
     data_benchmark: bool = typer.Option(True, "--data/--no-data", help="Also measure the data pipeline (as `bench perf data`)."),
     data_images: int = typer.Option(10_000, "--data-images", help="Images of the data-pipeline benchmark."),

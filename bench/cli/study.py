@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import typer
 
 from bench.backends import Placement
-from bench.cli import app, with_backend
+from bench.cli import app, listing_settings, with_backend
 from bench.cli import console as make_console
-from bench.errors import BenchError
 from bench.tracking import DEFAULT_EXPERIMENT
 
 study_app = typer.Typer(help="Optuna studies over GradAttn, tracked in MLflow.", no_args_is_help=True)
@@ -20,48 +19,25 @@ app.add_typer(study_app, name="study")
 DASHBOARD_HINT = "Browse it live with: optuna-dashboard {storage}"
 
 
-def parse_list(text: str | None, option: str, cast: Callable = int) -> tuple | None:
-    """`64,128,256` -> (64, 128, 256); None when the option was not given."""
-    if text is None:
-        return None
-    try:
-        values = tuple(cast(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise BenchError(f"{option} must be a comma-separated list of {cast.__name__}s, got {text!r}.") from None
-    if not values:
-        raise BenchError(f"{option} needs at least one value.")
-    return values
+def _depth_width_settings():
+    from bench.studies import depth_width
+
+    return depth_width.SCHEMA
 
 
-def parse_range(text: str | None, option: str, cast: Callable = int) -> tuple | None:
-    """`1,6` -> (1, 6) (inclusive); a single value fixes the parameter."""
-    values = parse_list(text, option, cast)
-    if values is None:
-        return None
-    if len(values) > 2:
-        raise BenchError(f"{option} takes LOW,HIGH (or one value), got {text!r}.")
-    return (values[0], values[-1])
-
-
-@study_app.command("depth-width")
+@study_app.command("depth-width", cls=listing_settings(_depth_width_settings, "the --config file"))
 @with_backend
 def depth_width(
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset to search on (e.g. cifar10, digits)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset to search on (e.g. cifar10, digits); --set dataset=NAME."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="Study file (default: built-in, as studies/depth-width.toml)."),
     plugin: Optional[List[str]] = typer.Option(None, "--plugin", help="A module that registers models or datasets (repeatable); installed plugins load with no option."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="A GradAttn model (default: gradattn-rope)."),
-    n_trials: Optional[int] = typer.Option(None, "--n-trials", help="Trials to add to the study (default: 30)."),
-    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Epochs per trial at most (default: 30)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="The GradAttn model to search; --set model=NAME."),
+    n_trials: Optional[int] = typer.Option(None, "--n-trials", help="Trials to add to the study; --set n_trials=N."),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Epochs per trial at most; --set train.max_epochs=N."),
+    settings: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help="Any setting listed below (repeatable), over the study file's: --set space.d_model=64,128 --set train.lr=3e-4."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage: a database URL or journal:PATH (default: optuna.db beside a sqlite tracking store, else ./optuna.db)."),
-    study_name: Optional[str] = typer.Option(None, "--study-name", help="Default: depth-width-DATASET-MODEL."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Training seed of every trial (default: 42)."),
-    sampler_seed: Optional[int] = typer.Option(None, "--sampler-seed", help="Seed of the TPE sampler (default: none)."),
-    num_layers: Optional[str] = typer.Option(None, "--num-layers", help="Depth range LOW,HIGH (default: 1,6)."),
-    d_model: Optional[str] = typer.Option(None, "--d-model", help="Width choices (default: 64,128,256,512)."),
-    nhead: Optional[str] = typer.Option(None, "--nhead", help="Head-count choices (default: 2,4,8)."),
-    ff_multiplier: Optional[str] = typer.Option(None, "--ff-multiplier", help="dim_feedforward / d_model choices (default: 1,2,4)."),
-    dropout: Optional[str] = typer.Option(None, "--dropout", help="Dropout range LOW,HIGH (default: 0,0.3)."),
-    gradflow_batches: Optional[int] = typer.Option(None, "--gradflow-batches", help="Batches for each trial's gradient-flow analysis (default: 5)."),
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="The Optuna study to create or continue; --set study_name=NAME."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Training seed of every trial; --set seed=N."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Default: $BENCH_DATA_DIR or ./data."),
     checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Default: $BENCH_CHECKPOINT_DIR or ./checkpoints."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Default: $MLFLOW_TRACKING_URI or MLflow's default."),
@@ -81,29 +57,16 @@ def depth_width(
 
     plugins.use(plugin or [])
     os.environ[LOG_MODEL_ENV] = "1" if log_model else "0"  # read by every trial's run
-    config = dw.load_config(config_file) if config_file else dw.DepthWidthStudy()
-    config = dw.override(
-        config,
-        dataset=dataset,
-        model=model,
-        n_trials=n_trials,
-        study_name=study_name,
-        seed=seed,
-        **{
-            "sampler.seed": sampler_seed,
-            "space.num_layers": parse_range(num_layers, "--num-layers"),
-            "space.d_model": parse_list(d_model, "--d-model"),
-            "space.nhead": parse_list(nhead, "--nhead"),
-            "space.ff_multiplier": parse_list(ff_multiplier, "--ff-multiplier"),
-            "space.dropout": parse_range(dropout, "--dropout", float),
-            "train.max_epochs": max_epochs,
-            "gradflow.num_batches": gradflow_batches,
-        },
-    ).validate()
+    values = dw.load(config_file) if config_file else {}
+    values |= dw.SCHEMA.parse(settings or [])
+    options = {
+        "dataset": ("--dataset", dataset), "model": ("--model", model), "n_trials": ("--n-trials", n_trials),
+        "study_name": ("--study-name", study_name), "seed": ("--seed", seed), "train.max_epochs": ("--max-epochs", max_epochs),
+    }
+    values |= {k: dw.SCHEMA.keys[k].coerce(v, f"command line: {o}") for k, (o, v) in options.items() if v is not None}
+    config = dw.configure(values).validate()
     data_dir = data_dir or data.default_data_dir()
-    dataset_entry = data.get(config.dataset)
-    if dataset_entry.missing_files(data_dir):
-        raise BenchError(f"Dataset {config.dataset} is not in {data_dir}: {dataset_entry.how_to_get(data_dir)}")
+    data.get(config.dataset).require(data_dir)
     executor = backends.create(backend, placement)
     uri = tracking.resolve_uri(tracking_uri)
     console = make_console()

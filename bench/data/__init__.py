@@ -9,6 +9,9 @@ images in class folders (bench.data.imagefolder).
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Iterable
+
 from bench.data.base import (
     DATASETS,
     DataBundle,
@@ -47,6 +50,7 @@ __all__ = [
     "split_views",
     "expand",
     "get",
+    "missing",
     "names",
 ]
 
@@ -64,3 +68,8 @@ def names(pattern: str | None = None) -> list[str]:
 def expand(spec: str) -> list[str]:
     """A user's comma list (``all``, names, wildcards) as dataset names; unknown items are errors."""
     return DATASETS.expand(spec)
+
+
+def missing(datasets: Iterable[str], data_dir: Path) -> dict[str, str]:
+    """dataset -> how to get it, for each of ``datasets`` whose files are not in ``data_dir``."""
+    return {name: get(name).how_to_get(data_dir) for name in datasets if get(name).missing_files(data_dir)}

@@ -10,6 +10,7 @@ notebooks printed (protocol 1.10). Plugins register theirs with the same decorat
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -129,6 +130,23 @@ def resolve_options(name: str, **config: Any) -> dict[str, Any]:
     """The options ``build(name, ..., **config)`` will use, every default and preset resolved."""
     entry = _MODELS.get(name)
     return entry.resolver(**{key: value for key, value in config.items() if value is not None})
+
+
+def check_buildable(name: str, **config: Any) -> None:
+    """Build ``name`` with ``config`` on the meta device (no memory, no time): options it cannot be
+    built with fail here, before any training starts."""
+    _check_buildable(name, tuple(sorted(config.items())))
+
+
+@functools.lru_cache(maxsize=256)
+def _check_buildable(name: str, config: tuple[tuple[str, Any], ...]) -> None:
+    import torch
+
+    try:
+        with torch.device("meta"):
+            build(name, 10, 3, **dict(config))
+    except (ValueError, TypeError) as error:  # e.g. torch's own check of a dropout probability
+        raise BenchError(f"{name} cannot be built with these options ({error}).") from None
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -212,7 +212,7 @@ def _check_preset_applies(model: str, preset: str | None) -> None:
     if preset in PRESETS and model not in PRESETS[preset].models:
         raise BenchError(
             f"Preset {preset!r} applies to {', '.join(PRESETS[preset].models)} only, not {model}; "
-            "set the sizes (--d-model, --nhead, --dim-feedforward) instead."
+            "set the sizes (model.d_model, model.nhead, model.dim_feedforward) instead."
         )
 
 

@@ -8,29 +8,29 @@ Per-epoch validation accuracy goes to the trial and a MedianPruner stops poor tr
 engine stops gracefully after the epoch, the run ends KILLED and is tagged ``optuna_state=PRUNED``.
 
 The search space and settings live in ``studies/depth-width.toml`` (the defaults below are the
-same); command-line options override them.
+same), read by ``bench.studyfile`` against the settings declared here and the runs' (bench/spec.py);
+``--set`` on the command line overrides them.
 """
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
-import tomllib
 
-from bench import plugins, tracking
+from bench import studyfile, tracking
 from bench.callbacks import Callback
 from bench.errors import BenchError
 from bench.scheduler import Task, TaskState
-from bench.spec import GradFlowConfig, ModelConfig, RunSpec, TrainConfig
+from bench.schema import Schema, section, setting
+from bench.spec import ModelConfig, RunSpec
 from bench.studies import storage as study_storage
 from bench.worker import worker_id
 
 KIND = "depth-width"
-TRANSFORMER_OPTIONS = ("num_layers", "d_model", "nhead", "dim_feedforward", "dropout")
 # Optuna's trial states as MLflow tag values (tag `optuna_state` on each trial's run).
 COMPLETE, PRUNED, FAIL = "COMPLETE", "PRUNED", "FAIL"
 PRUNED_AFTER = "pruned_after_epoch"  # the trial's user attribute its worker sets when the pruner stops it
@@ -43,23 +43,17 @@ PRUNED_AFTER = "pruned_after_epoch"  # the trial's user attribute its worker set
 class SearchSpace:
     """Transformer shapes to search (the issue's space); dim_feedforward = ff_multiplier x d_model."""
 
-    num_layers: tuple[int, int] = (1, 6)  # inclusive integer range
-    d_model: tuple[int, ...] = (64, 128, 256, 512)
-    nhead: tuple[int, ...] = (2, 4, 8)
-    ff_multiplier: tuple[int, ...] = (1, 2, 4)
-    dropout: tuple[float, float] = (0.0, 0.3)  # uniform range
+    num_layers: tuple[int, int] = setting((1, 6), "Encoder depth, an inclusive integer range LOW,HIGH.", minimum=1)
+    d_model: tuple[int, ...] = setting((64, 128, 256, 512), "Width choices.", minimum=1)
+    nhead: tuple[int, ...] = setting((2, 4, 8), "Head-count choices; combinations the model rejects are pruned before training.", minimum=1)
+    ff_multiplier: tuple[int, ...] = setting((1, 2, 4), "dim_feedforward / d_model choices.", minimum=1)
+    dropout: tuple[float, float] = setting((0.0, 0.3), "Dropout, a uniform range LOW,HIGH.", minimum=0, below=1)
 
     def validate(self) -> "SearchSpace":
-        low, high = self.num_layers
-        if not 1 <= low <= high:
-            raise BenchError(f"The num_layers range must satisfy 1 <= low <= high, got {low}..{high}.")
-        for name in ("d_model", "nhead", "ff_multiplier"):
-            values = getattr(self, name)
-            if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-                raise BenchError(f"The {name} choices must be positive integers, got {list(values)}.")
-        low, high = self.dropout
-        if not 0 <= low <= high < 1:
-            raise BenchError(f"The dropout range must satisfy 0 <= low <= high < 1, got {low}..{high}.")
+        for name in ("num_layers", "dropout"):
+            low, high = getattr(self, name)
+            if low > high:
+                raise BenchError(f"The space.{name} range must satisfy low <= high, got {low}..{high}.")
         return self
 
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
@@ -81,20 +75,23 @@ class SearchSpace:
         }
 
 
+PARAMS = tuple(f.name for f in fields(SearchSpace))  # the trials' parameters, as Optuna names them
+
+
 def model_config(params: dict[str, Any]) -> ModelConfig:
-    return ModelConfig(
-        num_layers=params["num_layers"],
-        d_model=params["d_model"],
-        nhead=params["nhead"],
-        dim_feedforward=params["ff_multiplier"] * params["d_model"],
-        dropout=params["dropout"],
-    )
+    """The transformer of one point of the space."""
+    sizes = {k: v for k, v in params.items() if k != "ff_multiplier"}
+    return ModelConfig(**sizes, dim_feedforward=params["ff_multiplier"] * params["d_model"])
+
+
+# The model options a trial sets: a model without them has no transformer to search.
+TRANSFORMER_OPTIONS = tuple(k for k, v in asdict(model_config(dict.fromkeys(PARAMS, 1))).items() if v is not None)
 
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    n_startup_trials: int = 10  # random trials before TPE models the space
-    seed: int | None = None
+    n_startup_trials: int = setting(10, "Random trials before TPE models the space.", minimum=0)
+    seed: int | None = setting(None, "Seed of the TPE sampler.", unset="none", minimum=0)
 
     def build(self) -> optuna.samplers.BaseSampler:
         # constant_liar: trials still training count as poor, so parallel trials spread out.
@@ -103,27 +100,29 @@ class SamplerSettings:
 
 @dataclass(frozen=True)
 class PrunerSettings:
-    n_startup_trials: int = 5  # no pruning until this many trials have finished
-    n_warmup_steps: int = 2  # epochs a trial always trains before it can be pruned
+    n_startup_trials: int = setting(5, "No pruning until this many trials have finished (MedianPruner).", minimum=0)
+    n_warmup_steps: int = setting(2, "Epochs a trial always trains before it can be pruned.", minimum=0)
 
     def build(self) -> optuna.pruners.BasePruner:
         return optuna.pruners.MedianPruner(n_startup_trials=self.n_startup_trials, n_warmup_steps=self.n_warmup_steps)
 
 
+# What a trial's run trains with unless the study says otherwise: shorter than the protocol's grid.
+DEFAULT_RUN_SETTINGS = {"train.max_epochs": 30, "gradflow.num_batches": 5}
+
+
 @dataclass(frozen=True)
 class DepthWidthStudy:
-    dataset: str | None = None
-    model: str = "gradattn-rope"
-    n_trials: int = 30  # trials this invocation adds to the study
-    study_name: str | None = None  # default: depth-width-DATASET-MODEL
-    seed: int = 42  # every trial trains with the same seed: differences come from the shape
-    preprocessing: str = "protocol"
-    splits: str = "protocol"
-    space: SearchSpace = field(default_factory=SearchSpace)
-    sampler: SamplerSettings = field(default_factory=SamplerSettings)
-    pruner: PrunerSettings = field(default_factory=PrunerSettings)
-    train: dict[str, Any] = field(default_factory=lambda: {"max_epochs": 30})  # TrainConfig fields
-    gradflow: dict[str, Any] = field(default_factory=lambda: {"num_batches": 5})  # GradFlowConfig fields
+    dataset: str | None = setting(None, "Dataset to search on (e.g. cifar10, digits).", unset="none (required)")
+    model: str = setting("gradattn-rope", "The GradAttn model whose transformer is searched.")
+    n_trials: int = setting(30, "Trials this invocation adds to the study, shared by all workers.", minimum=1)
+    study_name: str | None = setting(None, "The Optuna study; running again with it continues the study.", unset=f"{KIND}-DATASET-MODEL")
+    seed: int = setting(42, "Training seed of every trial: differences come from the shape alone.", minimum=0)
+    space: SearchSpace = section(SearchSpace, "space")
+    sampler: SamplerSettings = section(SamplerSettings, "sampler")
+    pruner: PrunerSettings = section(PrunerSettings, "pruner")
+    # The trials' run settings (preprocessing, splits, train.*, gradflow.*: bench/spec.py), by key.
+    settings: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_RUN_SETTINGS))
 
     @property
     def name(self) -> str:
@@ -133,11 +132,7 @@ class DepthWidthStudy:
         """The run every trial starts from; the trial fills in the transformer options."""
         if not self.dataset:
             raise BenchError("Name the dataset to search on with --dataset (e.g. --dataset digits).")
-        try:
-            train, gradflow = TrainConfig(**self.train), GradFlowConfig(**self.gradflow)
-        except TypeError as error:
-            raise BenchError(f"Unknown setting in the depth-width study: {error}.") from None
-        return RunSpec(self.dataset, self.model, self.seed, self.preprocessing, self.splits, train, ModelConfig(), gradflow).validate()
+        return RunSpec.from_settings(self.settings, self.dataset, self.model, seed=self.seed).validate()
 
     def validate(self) -> "DepthWidthStudy":
         from bench import models
@@ -147,64 +142,28 @@ class DepthWidthStudy:
         if missing:
             gradattn = ", ".join(models.names("gradattn-*"))
             raise BenchError(f"{self.model} has no transformer to search (no {', '.join(missing)}); choose --model from {gradattn}.")
-        if self.n_trials < 1:
-            raise BenchError(f"--n-trials must be at least 1, got {self.n_trials}.")
-        if self.sampler.n_startup_trials < 0 or self.pruner.n_startup_trials < 0 or self.pruner.n_warmup_steps < 0:
-            raise BenchError("Sampler and pruner start-up counts must not be negative.")
+        STUDY_SETTINGS.check(self)
         study_storage.check_study_name(self.name)
         self.space.validate()
         return self
 
 
-SECTIONS = {"space": SearchSpace, "sampler": SamplerSettings, "pruner": PrunerSettings}
-TOP_LEVEL = {"description", "dataset", "model", "n_trials", "study_name", "seed", "preprocessing", "splits", "train", "gradflow", "plugins", "datasets"}
+STUDY_SETTINGS = Schema(DepthWidthStudy, listed_by="bench study depth-width --help")
+# A study file and --set take the study's own settings and the trials' run settings; not the
+# [model] section, whose transformer the study searches (and `model` names the GradAttn model).
+SCHEMA = STUDY_SETTINGS | Schema(RunSpec, exclude=("model",), defaults=DEFAULT_RUN_SETTINGS)
 
 
-def load_config(path: Path) -> DepthWidthStudy:
-    """Read a depth-width study file (see studies/depth-width.toml); mistakes are BenchErrors."""
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise BenchError(f"Study file {path} does not exist; see studies/depth-width.toml.") from None
-    except tomllib.TOMLDecodeError as error:
-        raise BenchError(f"Study file {path} is not valid TOML ({error}).") from None
-    unknown = set(raw) - TOP_LEVEL - set(SECTIONS)
-    if unknown:
-        raise BenchError(f"Study file {path} has unknown keys {sorted(unknown)}; allowed: {sorted(TOP_LEVEL | set(SECTIONS))}.")
-    plugins.from_study_file(raw, path)
-    values: dict[str, Any] = {k: v for k, v in raw.items() if k in TOP_LEVEL - {"description", "plugins", "datasets"}}
-    for section, cls in SECTIONS.items():
-        given = raw.get(section, {})
-        allowed = {f.name for f in fields(cls)}
-        if set(given) - allowed:
-            raise BenchError(f"Study file {path}: [{section}] has unknown keys {sorted(set(given) - allowed)}; allowed: {sorted(allowed)}.")
-        values[section] = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
-    for section, cls in (("train", TrainConfig), ("gradflow", GradFlowConfig)):
-        allowed = {f.name for f in fields(cls)}
-        bad = set(raw.get(section, {})) - allowed
-        if bad:
-            raise BenchError(f"Study file {path}: [{section}] has unknown keys {sorted(bad)}; allowed: {sorted(allowed)}.")
-    return DepthWidthStudy(**values)
+def load(path: Path) -> dict[str, Any]:
+    """A depth-width study file's settings by key (see studies/depth-width.toml), checked."""
+    return studyfile.read(path, SCHEMA)[0]
 
 
-def override(config: DepthWidthStudy, **options: Any) -> DepthWidthStudy:
-    """Apply the command-line options that were given (None: not given).
-
-    Keys: top-level fields by name, `space.X`, `sampler.X`, `pruner.X`, `train.X`, `gradflow.X`.
-    """
-    updates: dict[str, Any] = {}
-    for key, value in options.items():
-        if value is None:
-            continue
-        section, _, name = key.partition(".")
-        if not name:
-            updates[key] = value
-        elif section in SECTIONS:
-            updates[section] = replace(updates.get(section, getattr(config, section)), **{name: value})
-        else:
-            updates[section] = updates.get(section, dict(getattr(config, section))) | {name: value}
-    return replace(config, **updates)
+def configure(values: dict[str, Any]) -> DepthWidthStudy:
+    """The study with ``values`` (checked settings, by key) over the defaults."""
+    own = {k: v for k, v in values.items() if k in STUDY_SETTINGS.keys}
+    runs = DEFAULT_RUN_SETTINGS | {k: v for k, v in values.items() if k not in own}
+    return STUDY_SETTINGS.build(DepthWidthStudy, own, settings=runs)
 
 
 def valid_heads(config: DepthWidthStudy) -> dict[int, tuple[int, ...]]:
@@ -212,8 +171,6 @@ def valid_heads(config: DepthWidthStudy) -> dict[int, tuple[int, ...]]:
 
     Every d_model choice needs at least one: otherwise the space has a dead value.
     """
-    import torch
-
     from bench import models
 
     options = models.info(config.model).options
@@ -223,15 +180,14 @@ def valid_heads(config: DepthWidthStudy) -> dict[int, tuple[int, ...]]:
         for nhead in config.space.nhead:
             shape = ModelConfig(num_layers=1, d_model=d_model, nhead=nhead, dim_feedforward=d_model)
             try:
-                with torch.device("meta"):
-                    models.build(config.model, 10, 3, **shape.for_model(options))
+                models.check_buildable(config.model, **shape.for_model(options))
             except BenchError:
                 continue
             accepted.append(nhead)
         if not accepted:
             raise BenchError(
                 f"No head count in {list(config.space.nhead)} fits d_model {d_model} for {config.model} "
-                "(d_model must be divisible by heads, with an even head dimension for RoPE); change the d_model or nhead choices."
+                "(d_model must be divisible by heads, with an even head dimension for RoPE); change space.d_model or space.nhead."
             )
         valid[d_model] = tuple(accepted)
     return valid
@@ -434,6 +390,4 @@ def run_study(
 
 
 def _config_dict(config: DepthWidthStudy) -> dict[str, Any]:
-    from dataclasses import asdict
-
     return asdict(config) | {"name": config.name}

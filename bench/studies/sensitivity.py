@@ -30,13 +30,14 @@ import pandas as pd
 
 from bench import metric_names, tracking
 from bench.errors import BenchError
+from bench.spec import GradFlowConfig
 from bench.studies import storage as study_storage
 from bench.studies.tables import to_markdown
 
 KIND = "sensitivity"
 DEFAULT_VANISHING = (1e-8, 1e-7, 1e-6, 1e-5)
 DEFAULT_EXPLODING = (1.0, 10.0, 100.0, 1000.0)
-PROTOCOL_PAIR = (1e-6, 10.0)  # protocol 5.3
+PROTOCOL_PAIR = (GradFlowConfig.vanishing, GradFlowConfig.exploding)  # the runs' defaults, protocol 5.3
 GRADFLOW_ARTIFACT = "gradflow/gradflow.json"
 SCORES = ("health", "health_notebook", "n_vanishing", "n_exploding", "n_layers")
 

@@ -15,10 +15,10 @@ import optuna
 import pandas as pd
 
 from bench import metric_names, tracking
+from bench.studies.depth_width import PARAMS
 from bench.studies.tables import to_markdown
 
 TOP_K = 10
-PARAMS = ("num_layers", "d_model", "nhead", "ff_multiplier", "dropout")
 
 
 @dataclass
