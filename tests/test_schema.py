@@ -10,11 +10,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO, cli, store_args
 
 from bench import studyfile, tracking
 from bench.errors import BenchError
 from bench.spec import RunSpec, schema
-from conftest import REPO, cli, store_args
 
 
 def test_every_field_of_every_section_is_a_setting_with_help():
