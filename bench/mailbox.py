@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,9 +28,27 @@ class Mailbox:
     @classmethod
     def create(cls, checkpoint_root: Path) -> "Mailbox":
         """A fresh mailbox for one invocation of the driver."""
-        folder = Path(checkpoint_root) / FOLDER / uuid.uuid4().hex
+        from bench import tracking
+
+        folder = Path(checkpoint_root) / FOLDER / tracking.new_owner()  # host:pid:random, see remove_stale
         folder.mkdir(parents=True)
         return cls(folder)
+
+    @staticmethod
+    def remove_stale(checkpoint_root: Path) -> None:
+        """Remove the mailboxes of drivers on this host that died without removing theirs (SIGKILL)."""
+        from bench import tracking
+
+        root = Path(checkpoint_root) / FOLDER
+        if not root.is_dir():
+            return
+        for folder in root.iterdir():
+            if tracking.owner_gone(folder.name):
+                shutil.rmtree(folder, ignore_errors=True)
+        try:
+            root.rmdir()
+        except OSError:  # another driver's mailbox is still there
+            pass
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

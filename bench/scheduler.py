@@ -23,6 +23,7 @@ from typing import Callable
 
 from bench import tracking
 from bench.errors import BenchError
+from bench.mailbox import Mailbox
 from bench.spec import RunSpec
 
 HELD = "HELD"  # a run outcome: another process holds the claim, so this one did not train it
@@ -264,6 +265,7 @@ def tidy_checkpoints(uri: str, checkpoint_root: Path, remove_deleted: bool = Fal
     root = Path(checkpoint_root)
     if not root.is_dir():
         return found
+    Mailbox.remove_stale(root)
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and RUN_ID.fullmatch(p.name)):
         state = tracking.run_state(uri, folder.name)
         if state is None:
