@@ -69,7 +69,7 @@ def test_installed_plugin_trains_on_ray(example_site, store):
     pytest.importorskip("ray", reason="Ray is not installed; pip install 'gradattn-bench[ray]'")
     result = bench(
         "run", "--backend", "ray", "--cpus-per-run", "1", "--datasets", "digits", "--models", "tinycnn",
-        *QUICK, *store_args(store), env=example_site,
+        *QUICK, *store_args(store, devices=None), env=example_site,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     _finished_with_test_metrics(_runs(store)["digits/tinycnn/42"])
