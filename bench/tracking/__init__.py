@@ -39,7 +39,10 @@ from bench.tracking.queries import (
     delete_run,
     download_artifact,
     experiment_id,
+    find_run,
     find_runs,
+    get_run,
+    grid_runs,
     iter_params,
     list_artifacts,
     logged_models,
@@ -47,8 +50,24 @@ from bench.tracking.queries import (
     run_state,
     run_status,
     runs_of,
+    set_status,
+    study_runs,
 )
-from bench.tracking.records import FAILED, FINISHED, KILLED, RUNNING
+from bench.tracking.records import (
+    CONFIG_HASH_TAG,
+    FAILED,
+    FINISHED,
+    KILLED,
+    PARENT_RUN_TAG,
+    RUN_ID_FIELD,
+    RUNNING,
+    STUDY_KIND_TAG,
+    STUDY_TAG,
+    TRIAL_TAG,
+    LoggedModel,
+    Run,
+    is_grid_run,
+)
 from bench.tracking.store import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
@@ -67,12 +86,13 @@ from bench.tracking.store import (
 DEFAULT_EXPERIMENT = "gradattn-bench"
 
 __all__ = [
-    "CLAIM_HEARTBEAT", "CLAIM_OWNER", "DEFAULT_EXPERIMENT", "DEFAULT_FINAL_WAIT_S", "ENTRY_KINDS",
-    "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "FAILED", "FINISHED", "Heartbeat", "KILLED", "LOCAL_UI",
-    "Outbox", "RUNNING", "RunLogger", "SCHEMES", "SYSTEM_METRICS_ENV", "TrackingUnavailable", "UI_VIEW",
-    "claim", "claim_of", "claim_owner", "claim_tags", "client", "create_run", "delete_run",
-    "download_artifact", "experiment_id", "experiment_url", "find_runs", "iter_params", "list_artifacts",
-    "logged_models", "metric_history", "new_owner", "outbox_root", "owner_gone", "prepare", "release",
-    "resolve_uri", "run_state", "run_status", "runs_of", "shown_uri", "sqlite_path", "system_metrics",
-    "ui_hint",
+    "CLAIM_HEARTBEAT", "CLAIM_OWNER", "CONFIG_HASH_TAG", "DEFAULT_EXPERIMENT", "DEFAULT_FINAL_WAIT_S",
+    "ENTRY_KINDS", "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "FAILED", "FINISHED", "Heartbeat", "KILLED",
+    "LOCAL_UI", "LoggedModel", "Outbox", "PARENT_RUN_TAG", "RUNNING", "RUN_ID_FIELD", "Run", "RunLogger",
+    "SCHEMES", "STUDY_KIND_TAG", "STUDY_TAG", "SYSTEM_METRICS_ENV", "TRIAL_TAG", "TrackingUnavailable",
+    "UI_VIEW", "claim", "claim_of", "claim_owner", "claim_tags", "client", "create_run", "delete_run",
+    "download_artifact", "experiment_id", "experiment_url", "find_run", "find_runs", "get_run", "grid_runs",
+    "is_grid_run", "iter_params", "list_artifacts", "logged_models", "metric_history", "new_owner",
+    "outbox_root", "owner_gone", "prepare", "release", "resolve_uri", "run_state", "run_status", "runs_of",
+    "set_status", "shown_uri", "sqlite_path", "study_runs", "system_metrics", "ui_hint",
 ]

@@ -1,5 +1,71 @@
-"""The project's own records of what the store holds."""
+"""The project's own records of what the store holds; no MLflow object leaves this package."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 FINISHED, RUNNING, FAILED, KILLED = "FINISHED", "RUNNING", "FAILED", "KILLED"
+
+# Tags of our own that the queries read.
+CONFIG_HASH_TAG = "config_hash"  # the identity of a run's settings (RunSpec.config_hash): how it is found again
+TRIAL_TAG = "trial_number"  # an Optuna trial's run: it shares its configuration's hash with grid runs
+STUDY_KIND_TAG = "study_kind"  # a study's own run (a depth-width study, a sensitivity analysis)
+STUDY_TAG = "optuna_study"  # the Optuna study a study's run or a trial's run belongs to
+# MLflow's own: the run a run is nested under in the UI.
+PARENT_RUN_TAG = "mlflow.parentRunId"
+# How an Optuna trial's attributes and the study tables name the trial's tracked run.
+RUN_ID_FIELD = "mlflow_run_id"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One tracked run as the store holds it now."""
+
+    run_id: str
+    name: str
+    experiment_id: str
+    status: str  # FINISHED, RUNNING, FAILED, KILLED (or SCHEDULED)
+    start_time: int | None  # milliseconds since the epoch
+    deleted: bool  # deleted in the UI (its lifecycle stage), restorable there
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]  # the latest value of each metric
+
+
+def is_grid_run(run: Run) -> bool:
+    """A run of the dataset x model grid: neither an Optuna trial nor a study's own run."""
+    return TRIAL_TAG not in run.tags and STUDY_KIND_TAG not in run.tags
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    """A model a run logged (the UI's "Logged models")."""
+
+    model_id: str
+    name: str
+    status: str  # READY, PENDING or FAILED
+    tags: dict[str, str]
+    artifact_location: str
+    created: int  # milliseconds since the epoch
+
+
+def run_record(run) -> Run:
+    """Our record of an MLflow `Run`."""
+    info, data = run.info, run.data
+    return Run(
+        run_id=info.run_id,
+        name=info.run_name,
+        experiment_id=info.experiment_id,
+        status=info.status,
+        start_time=info.start_time,
+        deleted=info.lifecycle_stage == "deleted",
+        tags=dict(data.tags),
+        params=dict(data.params),
+        metrics=dict(data.metrics),
+    )
+
+
+def model_record(model) -> LoggedModel:
+    """Our record of an MLflow `LoggedModel`."""
+    status = getattr(model.status, "name", None) or str(model.status)
+    return LoggedModel(model.model_id, model.name, status, dict(model.tags), model.artifact_location, model.creation_timestamp)
