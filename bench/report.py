@@ -45,19 +45,19 @@ def collect_runs(uri: str, experiment: str) -> pd.DataFrame:
     """One row per finished grid run: the newest run of each (configuration, seed)."""
     exp_id = tracking.experiment_id(uri, experiment)
     rows = []
-    for run in tracking.runs_of(uri, exp_id, status=tracking.FINISHED):
-        tags, metrics = run.data.tags, run.data.metrics
-        if not metric_names.has(metrics, "test/top1") or "dataset" not in tags or "trial_number" in tags:
-            continue  # not a grid run (a study's parent run or one of its trials)
-        settings = {k: v for k, v in tracking.iter_params(run) if k not in NOT_SETTINGS}
+    for run in tracking.grid_runs(uri, exp_id, status=tracking.FINISHED):
+        tags, metrics = run.tags, run.metrics
+        if not metric_names.has(metrics, "test/top1") or "dataset" not in tags:
+            continue  # a run with no test result to report
+        settings = {k: v for k, v in run.params.items() if k not in NOT_SETTINGS}
         settings.setdefault("preprocessing", tags.get("preprocessing", "protocol"))
         settings.setdefault("splits", tags.get("splits", "protocol"))
         # Runs made before split seeds existed split with their training seed.
         settings.setdefault("split_seed", tags.get("split_seed", tags["seed"]))
         rows.append(
             {
-                "run_id": run.info.run_id,
-                "start_time": run.info.start_time,
+                "run_id": run.run_id,
+                "start_time": run.start_time,
                 "dataset": tags["dataset"],
                 "model": tags["model"],
                 "seed": int(tags["seed"]),
