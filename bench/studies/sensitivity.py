@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -97,35 +96,28 @@ class SourceRun:
         return self.model if self.preprocessing == "protocol" else f"{self.model} [{self.preprocessing}]"
 
 
-def _is_training_run(run) -> bool:
-    # Trials of a study and the studies' own runs are not the dataset's model runs.
-    tags = run.data.tags
-    return "trial_number" not in tags and "study_kind" not in tags and metric_names.has(run.data.metrics, "gradflow/health")
-
-
-def _named_runs(uri: str, dataset: str, run_ids: list[str]) -> list:
+def _named_runs(uri: str, dataset: str, run_ids: list[str]) -> list[tracking.Run]:
     runs = []
-    c = tracking.client(uri)
     for run_id in dict.fromkeys(run_ids):
         try:
-            run = c.get_run(run_id)
+            run = tracking.get_run(uri, run_id)
         except Exception:
             raise BenchError(f"Run {run_id} is not in the tracking store {tracking.shown_uri(uri)}; check --run-id and --tracking-uri.") from None
-        if run.data.tags.get("dataset") != dataset:
-            raise BenchError(f"Run {run_id} is a run of {run.data.tags.get('dataset')!r}, not {dataset!r}; name runs of {dataset} only.")
-        if run.info.status != tracking.FINISHED:
-            raise BenchError(f"Run {run_id} is {run.info.status}, not FINISHED; only finished runs carry their gradient-flow records.")
+        if run.tags.get("dataset") != dataset:
+            raise BenchError(f"Run {run_id} is a run of {run.tags.get('dataset')!r}, not {dataset!r}; name runs of {dataset} only.")
+        if run.status != tracking.FINISHED:
+            raise BenchError(f"Run {run_id} is {run.status}, not FINISHED; only finished runs carry their gradient-flow records.")
         runs.append(run)
     return runs
 
 
-def _latest_runs(uri: str, experiment_id: str, dataset: str) -> list:
+def _latest_runs(uri: str, experiment_id: str, dataset: str) -> list[tracking.Run]:
     """The newest finished run of every configuration of the dataset (a --force rerun replaces one)."""
-    found = tracking.runs_of(uri, experiment_id, filter_string=f"tags.dataset = '{dataset}'", status=tracking.FINISHED)
-    found = sorted((r for r in found if _is_training_run(r)), key=lambda r: r.info.start_time, reverse=True)
-    latest: dict[str, object] = {}
+    found = tracking.grid_runs(uri, experiment_id, dataset=dataset, status=tracking.FINISHED)
+    found = sorted((r for r in found if metric_names.has(r.metrics, "gradflow/health")), key=lambda r: r.start_time, reverse=True)
+    latest: dict[str, tracking.Run] = {}
     for run in found:
-        latest.setdefault(run.data.tags.get("config_hash", run.info.run_id), run)
+        latest.setdefault(run.tags.get(tracking.CONFIG_HASH_TAG, run.run_id), run)
     return list(latest.values())
 
 
@@ -149,10 +141,9 @@ def find_sources(uri: str, experiment_id: str, experiment: str, dataset: str, ru
             f"`bench run --datasets {dataset} --models all` (same --tracking-uri and --experiment)."
         )
     sources = []
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per run is noise here
     with tempfile.TemporaryDirectory() as tmp:
         for run in runs:
-            run_id = run.info.run_id
+            run_id = run.run_id
             if GRADFLOW_ARTIFACT not in tracking.list_artifacts(uri, run_id, "gradflow"):
                 if run_ids:
                     raise BenchError(f"Run {run_id} has no {GRADFLOW_ARTIFACT}; it finished before gradient-flow records were stored.")
@@ -162,7 +153,7 @@ def find_sources(uri: str, experiment_id: str, experiment: str, dataset: str, ru
                 report = GradFlowReport.from_json(path.read_text())
             except (ValueError, KeyError, TypeError) as error:
                 raise BenchError(f"The gradient-flow record of run {run_id} cannot be read ({error}); rerun it with `bench run --force`.") from None
-            tags, metrics = run.data.tags, run.data.metrics
+            tags, metrics = run.tags, run.metrics
             sources.append(
                 SourceRun(
                     run_id=run_id,
@@ -352,17 +343,17 @@ def study_name_for(dataset: str, sources: list[SourceRun], grid: ThresholdGrid) 
 
 
 def _sensitivity_run(uri: str, experiment_id: str, dataset: str, study_name: str, storage_url: str, sources: list[SourceRun]) -> str:
-    found = tracking.runs_of(uri, experiment_id, filter_string=f"tags.optuna_study = '{study_name}' and tags.study_kind = '{KIND}'")
+    found = tracking.study_runs(uri, experiment_id, KIND, study_name)
     if found:
-        tracking.client(uri).update_run(found[0].info.run_id, status=tracking.RUNNING)
-        return found[0].info.run_id
+        tracking.set_status(uri, found[0].run_id, tracking.RUNNING)
+        return found[0].run_id
     by_label: dict[str, list[str]] = {}
     for source in sources:
         by_label.setdefault(source.label, []).append(source.run_id)
     tags = {
-        "study_kind": KIND,
+        tracking.STUDY_KIND_TAG: KIND,
         "dataset": dataset,
-        "optuna_study": study_name,
+        tracking.STUDY_TAG: study_name,
         "optuna_storage": tracking.shown_uri(storage_url),
         "source_run_ids": ",".join(s.run_id for s in sources)[:5000],
         **{f"source_run.{_safe(label)}": ",".join(ids) for label, ids in by_label.items()},
