@@ -83,7 +83,7 @@ def depth_width(
     if summary.best is not None:
         best = summary.best
         console.print(f"best trial {best['number']}: best val acc {best['value']:.4f} with {best['params']}", highlight=False)
-        console.print(to_markdown(summary.top.drop(columns=["note", "mlflow_run_id"])), highlight=False)
+        console.print(to_markdown(summary.top.drop(columns=["note", tracking.RUN_ID_FIELD])), highlight=False)
     if summary.importances:
         console.print("parameter importances: " + ", ".join(f"{k} {v:.2f}" for k, v in summary.importances.items()))
     elif summary.importance_note:

@@ -272,7 +272,7 @@ class TrialSource:
             _announce(self.study.tell(trial, state=optuna.trial.TrialState.PRUNED))
             return None
         run_id = self._create_run(trial, params)
-        trial.set_user_attr("mlflow_run_id", run_id)
+        trial.set_user_attr(tracking.RUN_ID_FIELD, run_id)
         self.trials[run_id] = trial
         pruning = TrialPruning(self.storage_url, self.config.name, trial.number, self.config.pruner)
         spec = replace(self.base_spec, model_config=model_config(params))
@@ -280,19 +280,19 @@ class TrialSource:
 
     def _create_run(self, trial: optuna.Trial, params: dict[str, Any]) -> str:
         tags = {
-            "mlflow.parentRunId": self.parent_run_id,
-            "trial_number": str(trial.number),  # the grid scheduler never resumes runs carrying it
-            "optuna_study": self.config.name,
+            tracking.TRIAL_TAG: str(trial.number),  # the grid scheduler never resumes runs carrying it
+            tracking.STUDY_TAG: self.config.name,
             "optuna_state": "RUNNING",
             **{f"optuna_param.{k}": str(v) for k, v in params.items()},
         }
-        return tracking.create_run(self.tracking_uri, self.experiment_id, _trial_name(self.config, trial.number), tags)
+        name = _trial_name(self.config, trial.number)
+        return tracking.create_run(self.tracking_uri, self.experiment_id, name, tags, parent_run_id=self.parent_run_id)
 
     def ended(self, state: TaskState) -> None:
         run_id = state.task.run_id
         trial = self.trials.pop(run_id)
         shutil.rmtree(self.checkpoint_root / run_id, ignore_errors=True)  # a trial is never resumed
-        parameters = tracking.client(self.tracking_uri).get_run(run_id).data.tags.get("parameters")
+        parameters = tracking.get_run(self.tracking_uri, run_id).tags.get("parameters")
         if parameters is not None:
             trial.set_user_attr("parameters", int(parameters))
         if state.epoch_times:
@@ -329,17 +329,14 @@ def _announce(trial: optuna.trial.FrozenTrial) -> None:
 def _parent_run(uri: str, experiment_id: str, config: DepthWidthStudy, storage_url: str) -> str:
     """The study's MLflow run, created once and reused when the study is continued."""
     shown_storage = tracking.shown_uri(storage_url)
-    found = tracking.runs_of(
-        uri, experiment_id, filter_string=f"tags.optuna_study = '{config.name}' and tags.study_kind = '{KIND}'"
-    )
-    for run in found:
-        if run.data.tags.get("optuna_storage") == shown_storage:
-            tracking.client(uri).update_run(run.info.run_id, status=tracking.RUNNING)
-            return run.info.run_id
+    for run in tracking.study_runs(uri, experiment_id, KIND, config.name):
+        if run.tags.get("optuna_storage") == shown_storage:
+            tracking.set_status(uri, run.run_id, tracking.RUNNING)
+            return run.run_id
     tags = {
-        "optuna_study": config.name,
+        tracking.STUDY_TAG: config.name,
         "optuna_storage": shown_storage,
-        "study_kind": KIND,
+        tracking.STUDY_KIND_TAG: KIND,
         "dataset": config.dataset,
         "model": config.model,
     }

@@ -53,11 +53,11 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                 "val_acc_per_mparam": trial.value / (parameters / 1e6) if trial.value is not None and parameters else None,
                 "epoch_time_s": attrs.get("epoch_time_s"),
                 "epochs": attrs.get("epochs"),
-                "mlflow_run_id": attrs.get("mlflow_run_id"),
+                tracking.RUN_ID_FIELD: attrs.get(tracking.RUN_ID_FIELD),
                 "note": attrs.get("invalid", ""),
             }
         )
-    columns = ["trial", "state", "best_val_acc", *PARAMS, "parameters", "val_acc_per_mparam", "epoch_time_s", "epochs", "mlflow_run_id", "note"]
+    columns = ["trial", "state", "best_val_acc", *PARAMS, "parameters", "val_acc_per_mparam", "epoch_time_s", "epochs", tracking.RUN_ID_FIELD, "note"]
     return pd.DataFrame(rows, columns=columns)
 
 
