@@ -128,22 +128,17 @@ CLAIM_STALE_S = _seconds("BENCH_CLAIM_STALE_S", 120.0)
 CLAIM_SETTLE_S = _seconds("BENCH_CLAIM_SETTLE_S", 2.0)
 
 
-def claim_alive(run, now: float | None = None) -> bool:
+def claim_alive(run: tracking.Run, now: float | None = None) -> bool:
     """Someone trains this run: it is RUNNING, its owner's heartbeat is recent, and the owner is not
     a process of this host that has gone (a killed command is taken over at once)."""
     owner, beat = tracking.claim_of(run)
-    if run.info.status != tracking.RUNNING or owner is None or tracking.owner_gone(owner):
+    if run.status != tracking.RUNNING or owner is None or tracking.owner_gone(owner):
         return False
     return (now or time.time()) - beat < CLAIM_STALE_S
 
 
-def _grid_runs(uri: str, experiment_id: str, digest: str) -> list:
-    # Optuna trials share config hashes with grid runs but are not grid runs.
-    return [r for r in tracking.find_runs(uri, experiment_id, digest) if "trial_number" not in r.data.tags]
-
-
-def _first_created(runs: list):
-    return min(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
+def _first_created(runs: list[tracking.Run]) -> tracking.Run:
+    return min(runs, key=lambda r: (r.start_time or 0, r.run_id))
 
 
 def plan_runs(specs: list[RunSpec], uri: str, experiment_id: str, device_label: str, force: bool = False) -> Plan:
@@ -166,18 +161,18 @@ def plan_runs(specs: list[RunSpec], uri: str, experiment_id: str, device_label: 
         if digest in seen:
             continue
         seen.add(digest)
-        runs = _grid_runs(uri, experiment_id, digest)
-        finished = [r for r in runs if r.info.status == tracking.FINISHED]
+        runs = tracking.grid_runs(uri, experiment_id, config_hash=digest)
+        finished = [r for r in runs if r.status == tracking.FINISHED]
         if finished and not force:
-            plan.skipped.append((spec, finished[0].info.run_id))
+            plan.skipped.append((spec, finished[0].run_id))
             continue
-        unfinished = [r for r in runs if r.info.status != tracking.FINISHED]
+        unfinished = [r for r in runs if r.status != tracking.FINISHED]
         live = [r for r in unfinished if claim_alive(r)]
         if live:
-            plan.held.append(Held(spec, live[0].info.run_id, tracking.claim_of(live[0])[0]))
+            plan.held.append(Held(spec, live[0].run_id, tracking.claim_of(live[0])[0]))
             continue
         if unfinished and not force:
-            run_id = unfinished[0].info.run_id
+            run_id = unfinished[0].run_id
             tracking.claim(uri, run_id, owner)
             contested.append(Task(spec, run_id, resumed=True))
         else:
@@ -199,12 +194,12 @@ def _confirm(task: Task, uri: str, experiment_id: str, owner: str) -> tuple[str,
     if task.resumed:
         holder = tracking.claim_owner(uri, task.run_id)
         return None if holder == owner else (task.run_id, holder or "?")
-    rivals = [r for r in _grid_runs(uri, experiment_id, task.spec.config_hash()) if claim_alive(r)]
+    rivals = [r for r in tracking.grid_runs(uri, experiment_id, config_hash=task.spec.config_hash()) if claim_alive(r)]
     winner = _first_created(rivals) if rivals else None
-    if winner is None or winner.info.run_id == task.run_id:
+    if winner is None or winner.run_id == task.run_id:
         return None
     tracking.delete_run(uri, task.run_id)  # ours lost the race: one run per configuration
-    return winner.info.run_id, tracking.claim_of(winner)[0] or "?"
+    return winner.run_id, tracking.claim_of(winner)[0] or "?"
 
 
 def release_plan(plan: Plan, uri: str, status: str | None = None) -> None:
@@ -267,18 +262,17 @@ def tidy_checkpoints(uri: str, checkpoint_root: Path, remove_deleted: bool = Fal
         return found
     Mailbox.remove_stale(root)
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and RUN_ID.fullmatch(p.name)):
-        state = tracking.run_state(uri, folder.name)
-        if state is None:
+        run = tracking.find_run(uri, folder.name)
+        if run is None:
             continue
-        status, stage = state
-        if stage == "deleted":
+        if run.deleted:
             if remove_deleted:
                 shutil.rmtree(folder, ignore_errors=True)
                 found.removed.append(folder.name)
             else:
                 found.deleted.append(folder)
                 found.deleted_bytes += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-        elif status == tracking.FINISHED:
+        elif run.status == tracking.FINISHED:
             shutil.rmtree(folder, ignore_errors=True)
             found.removed.append(folder.name)
     return found

@@ -110,10 +110,10 @@ def test_a_claim_is_alive_while_its_owner_beats_and_exists(store):
     }
     for name, (tags, alive) in cases.items():
         run_id = tracking.create_run(uri, experiment_id, name, tags)
-        assert scheduler.claim_alive(tracking.client(uri).get_run(run_id)) is alive, name
+        assert scheduler.claim_alive(tracking.get_run(uri, run_id)) is alive, name
     ended = tracking.create_run(uri, experiment_id, "ended", tracking.claim_tags(elsewhere))
     tracking.client(uri).set_terminated(ended, tracking.FAILED)
-    assert not scheduler.claim_alive(tracking.client(uri).get_run(ended))  # not RUNNING: nobody trains it
+    assert not scheduler.claim_alive(tracking.get_run(uri, ended))  # not RUNNING: nobody trains it
 
 
 def _dead_pid() -> int:

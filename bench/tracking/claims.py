@@ -9,7 +9,8 @@ import time
 import uuid
 from typing import Iterable
 
-from bench.tracking.records import RUNNING
+from bench.tracking.queries import get_run
+from bench.tracking.records import RUNNING, Run
 from bench.tracking.store import client
 
 # Tags work alike on every store (sqlite, an MLflow server, PostgreSQL) and from every backend, so a
@@ -23,9 +24,9 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def claim_of(run) -> tuple[str | None, float]:
+def claim_of(run: Run) -> tuple[str | None, float]:
     """(owner, last heartbeat as Unix time) of a run; (None, 0) when it was never claimed."""
-    tags = run.data.tags
+    tags = run.tags
     try:
         beat = float(tags.get(CLAIM_HEARTBEAT, 0))
     except ValueError:
@@ -63,15 +64,15 @@ def claim(uri: str, run_id: str, owner: str) -> None:
 
 
 def claim_owner(uri: str, run_id: str) -> str | None:
-    return claim_of(client(uri).get_run(run_id))[0]
+    return claim_of(get_run(uri, run_id))[0]
 
 
 def release(uri: str, run_id: str, owner: str, status: str | None = None) -> None:
     """Give a claim up (heartbeat 0), and end the run with `status` if given, when it is still ours
     and RUNNING: the next planner need not wait for the claim to age."""
     try:
-        run = client(uri).get_run(run_id)
-        if claim_of(run)[0] == owner and run.info.status == RUNNING:
+        run = get_run(uri, run_id)
+        if claim_of(run)[0] == owner and run.status == RUNNING:
             client(uri).set_tag(run_id, CLAIM_HEARTBEAT, "0")
             if status:
                 client(uri).set_terminated(run_id, status)
