@@ -2,8 +2,8 @@
 
 The harness feeds networks through a device-side evaluation transform (uint8 to float, resize,
 grey to RGB, normalisation: bench.data.pipeline). The logged model carries that transform in
-front of the network, so `mlflow.pytorch.load_model(uri)(images)` takes images as the dataset
-stores them, uint8 (B, C, H, W), and returns logits.
+front of the network, so loaded back with MLflow's PyTorch flavour (`pytorch.load_model(uri)`) it
+takes images as the dataset stores them, uint8 (B, C, H, W), and returns logits.
 """
 
 from __future__ import annotations

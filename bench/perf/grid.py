@@ -75,7 +75,7 @@ def time_grid(specs: list[RunSpec], slots: list, root: Path, data_dir: Path) -> 
     from bench.backends.local import LocalBackend
     from bench.scheduler import plan_runs
 
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = tracking.sqlite_uri(root)
     experiment_id = tracking.prepare(uri, "grid-scaling")
     plan = plan_runs(specs, uri, experiment_id, ", ".join(slot.name for slot in slots))
     start = time.perf_counter()

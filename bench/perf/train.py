@@ -137,7 +137,7 @@ class TrackingStore:
 
     def __init__(self, root: Path, uri: str | None = None) -> None:
         self.root = Path(root)
-        self.uri = uri or f"sqlite:///{self.root / 'mlflow.db'}"
+        self.uri = uri or tracking.sqlite_uri(self.root)
         self.experiment_id = tracking.prepare(self.uri, self.EXPERIMENT)
 
     def logger(self, run_name: str) -> tracking.RunLogger:

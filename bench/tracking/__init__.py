@@ -80,6 +80,7 @@ from bench.tracking.store import (
     resolve_uri,
     shown_uri,
     sqlite_path,
+    sqlite_uri,
     ui_hint,
 )
 
@@ -94,5 +95,5 @@ __all__ = [
     "download_artifact", "experiment_id", "experiment_url", "find_run", "find_runs", "get_run", "grid_runs",
     "is_grid_run", "iter_params", "list_artifacts", "logged_models", "metric_history", "new_owner",
     "outbox_root", "owner_gone", "prepare", "release", "resolve_uri", "run_state", "run_status", "runs_of",
-    "set_status", "shown_uri", "sqlite_path", "study_runs", "system_metrics", "ui_hint",
+    "set_status", "shown_uri", "sqlite_path", "sqlite_uri", "study_runs", "system_metrics", "ui_hint",
 ]

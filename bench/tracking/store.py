@@ -106,6 +106,11 @@ def _prepare_once(uri: str, experiment: str) -> str:
         ) from error
 
 
+def sqlite_uri(folder: Path) -> str:
+    """The URI of a sqlite store in `folder` (a database file named as MLflow names its own)."""
+    return f"sqlite:///{Path(folder) / 'mlflow.db'}"
+
+
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a sqlite:///relative or sqlite:////absolute URI, None for other stores."""
     scheme, _, rest = uri.partition(":")
