@@ -53,19 +53,19 @@ def _destination(store) -> backends.Destination:
 
 
 def _assert_finished(store, run_id: str) -> None:
-    run = tracking.client(store["uri"]).get_run(run_id)
-    assert run.info.status == "FINISHED"
-    assert run.data.tags["device"] == "cpu"  # set by the worker, not the parent's "ray"/"slurm" label
+    run = tracking.get_run(store["uri"], run_id)
+    assert run.status == "FINISHED"
+    assert run.tags["device"] == "cpu"  # set by the worker, not the parent's "ray"/"slurm" label
     assert [step for step, _ in tracking.metric_history(store["uri"], run_id, "val/acc")] == [1]
-    assert "test/top1" in run.data.metrics
+    assert "test/top1" in run.metrics
     assert {"history.csv", "gradflow", "evaluation"} <= set(tracking.list_artifacts(store["uri"], run_id))
     assert len(tracking.logged_models(store["uri"], run_id)) == 1  # the headline weights, as the run's model
 
 
 def _assert_failed_on_missing_cifar10(store, state) -> None:
     assert state.status == "failed" and "cifar10" in state.error.lower()
-    run = tracking.client(store["uri"]).get_run(state.task.run_id)
-    assert run.info.status == "FAILED" and "cifar" in run.data.tags["failure"].lower()
+    run = tracking.get_run(store["uri"], state.task.run_id)
+    assert run.status == "FAILED" and "cifar" in run.tags["failure"].lower()
 
 
 def _rerun_is_a_no_op(store, experiment: str, *flags: str, finished: int) -> None:
@@ -170,11 +170,11 @@ def test_each_epoch_reaches_the_live_table_while_the_run_still_trains(backend, s
             if f"running: epoch {epoch}/2 train loss" in line and "val acc" in line and "ETA" in line:
                 shown.setdefault(epoch, time.time())
     assert process.wait(timeout=60) == 0, "".join(lines)
-    (run,) = tracking.runs_of(store["uri"], tracking.client(store["uri"]).get_experiment_by_name("test").experiment_id)
-    assert run.info.status == "FINISHED"
+    (run,) = tracking.runs_of(store["uri"], tracking.experiment_id(store["uri"], "test"))
+    assert run.status == "FINISHED"
     assert sorted(shown) == [1, 2], "".join(lines)
     # the first epoch's figures were on screen before the worker ended its run (same clock)
-    assert shown[1] < run.info.end_time / 1000, "".join(lines)
+    assert shown[1] < run.end_time / 1000, "".join(lines)
 
 
 @pytest.mark.slow
@@ -189,15 +189,15 @@ def test_a_depth_width_study_trains_its_trials_on_the_backend(backend, store, re
     study = optuna.load_study(study_name=NAME, storage=f"sqlite:///{store['root'] / 'optuna.db'}")
     trials = study.get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
-    experiment = tracking.client(store["uri"]).get_experiment_by_name("test").experiment_id
-    runs = {r.info.run_id: r for r in tracking.runs_of(store["uri"], experiment)}
-    (parent,) = [r for r in runs.values() if r.data.tags.get("study_kind") == "depth-width"]
-    assert parent.info.status == "FINISHED"
+    experiment = tracking.experiment_id(store["uri"], "test")
+    runs = {r.run_id: r for r in tracking.runs_of(store["uri"], experiment)}
+    (parent,) = [r for r in runs.values() if r.tags.get("study_kind") == "depth-width"]
+    assert parent.status == "FINISHED"
     for trial in trials:
         run = runs[trial.user_attrs["mlflow_run_id"]]
-        assert run.info.status == "FINISHED" and run.data.tags["optuna_state"] == "COMPLETE"
-        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and run.data.tags["device"] == "cpu"
-        assert trial.value == pytest.approx(run.data.metrics["val/best_acc"])
+        assert run.status == "FINISHED" and run.tags["optuna_state"] == "COMPLETE"
+        assert run.tags["mlflow.parentRunId"] == parent.run_id and run.tags["device"] == "cpu"
+        assert trial.value == pytest.approx(run.metrics["val/best_acc"])
     # each trial's epochs in the live table, by the trial's name, as bench run shows its runs
     for trial in trials:
         assert re.search(rf"^{NAME}/trial-{trial.number:03d} \[.*\] running: epoch 1/1 train loss", result.stdout, re.MULTILINE)

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 from servers import mlflow_server, postgres  # noqa: F401 (fixtures)
 
 from bench import tracking
@@ -53,15 +54,14 @@ def _trained_by(log: str) -> set[str]:
 def _assert_once(uri: str, root: Path, logs: list[str], experiment: str) -> None:
     runs = tracking.runs_of(uri, tracking.experiment_id(uri, experiment))
     names = [f"digits/{m}/42" for m in MODELS]
-    assert sorted(r.info.run_name for r in runs) == sorted(names), [(r.info.run_name, r.info.status) for r in runs]
-    assert len({r.data.tags["config_hash"] for r in runs}) == len(MODELS)  # one run per config hash
-    assert all(r.info.status == "FINISHED" for r in runs), [r.data.tags.get("failure") for r in runs]
-    c = tracking.client(uri)
+    assert sorted(r.name for r in runs) == sorted(names), [(r.name, r.status) for r in runs]
+    assert len({r.tags["config_hash"] for r in runs}) == len(MODELS)  # one run per config hash
+    assert all(r.status == "FINISHED" for r in runs), [r.tags.get("failure") for r in runs]
     for run in runs:
-        for key in run.data.metrics:
-            steps = Counter(m.step for m in c.get_metric_history(run.info.run_id, key))
-            assert all(n == 1 for n in steps.values()), (run.info.run_name, key, steps)
-        assert sorted(step for step, _ in tracking.metric_history(uri, run.info.run_id, "val/acc")) == [1]
+        for key in run.metrics:
+            steps = Counter(step for step, _ in tracking.metric_history(uri, run.run_id, key))
+            assert all(n == 1 for n in steps.values()), (run.name, key, steps)
+        assert sorted(step for step, _ in tracking.metric_history(uri, run.run_id, "val/acc")) == [1]
     trained = [_trained_by(log) for log in logs]
     assert not trained[0] & trained[1], trained  # no configuration (and so no checkpoint folder) trained twice
     assert trained[0] | trained[1] == set(names), logs
@@ -117,7 +117,7 @@ def test_runs_of_one_grid_log_one_dataset_at_once(ready_store):
     ]
     outputs = [w.communicate(timeout=120)[0] for w in writers]
     assert [w.returncode for w in writers] == [0] * len(writers), "\n".join(outputs)
-    c = tracking.client(uri)
+    c = MlflowClient(uri)  # the dataset inputs as MLflow stores them
     for run_id in run_ids:
         names = sorted(d.dataset.name for d in c.get_run(run_id).inputs.dataset_inputs)
         assert names == [f"digits-{n}" for n in range(rounds)]

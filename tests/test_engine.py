@@ -43,7 +43,7 @@ def _run(context, spec):
     run_id = tracking.create_run(ctx.tracking_uri, experiment, spec.run_name, {"config_hash": spec.config_hash()})
     outcome = execute(spec, ctx, run_id)
     assert outcome.status == tracking.FINISHED
-    return tracking.client(ctx.tracking_uri).get_run(run_id).data.metrics
+    return tracking.get_run(ctx.tracking_uri, run_id).metrics
 
 
 @pytest.fixture(scope="module")

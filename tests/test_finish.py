@@ -46,8 +46,8 @@ def test_killed_after_the_test_metrics_then_resumed_logs_each_metric_once(store)
     uri = store["uri"]
     experiment_id = tracking.experiment_id(uri, "test")
     (run,) = tracking.runs_of(uri, experiment_id)
-    run_id = run.info.run_id
-    assert run.info.status == tracking.RUNNING  # killed before it could end
+    run_id = run.run_id
+    assert run.status == tracking.RUNNING  # killed before it could end
     assert (store["checkpoints"] / run_id / "last.pt").exists()
 
     # An earlier attempt's failure marks, and the folder of a run deleted in MLflow.
@@ -66,16 +66,15 @@ def test_killed_after_the_test_metrics_then_resumed_logs_each_metric_once(store)
     assert "1 checkpoint folder(s) of runs deleted in MLflow hold 2.0 MB" in resumed.stdout
     pruned = bench(*ARGS, *store_args(store), "--prune-checkpoints", env=env)
     assert pruned.returncode == 0 and "0 run(s) to do, 1 already finished" in pruned.stdout, pruned.stdout
-    run = tracking.client(uri).get_run(run_id)
-    assert run.info.status == tracking.FINISHED
-    c = tracking.client(uri)
-    for key in run.data.metrics:
-        steps = Counter(m.step for m in c.get_metric_history(run_id, key))
+    run = tracking.get_run(uri, run_id)
+    assert run.status == tracking.FINISHED
+    for key in run.metrics:
+        steps = Counter(step for step, _ in tracking.metric_history(uri, run_id, key))
         assert set(steps.values()) == {1}, (key, steps)
-    assert "test/top1" in run.data.metrics and "failure" not in run.data.tags
+    assert "test/top1" in run.metrics and "failure" not in run.tags
     assert not tracking.list_artifacts(uri, run_id, "failure")
     [model] = tracking.logged_models(uri, run_id)  # one model, however often finishing was cut short
-    assert str(model.status).endswith("READY") and not tracking.list_artifacts(uri, run_id, "checkpoint")
+    assert model.status == "READY" and not tracking.list_artifacts(uri, run_id, "checkpoint")
     assert not store["checkpoints"].exists()  # the finished run's folder, then the deleted run's, are gone
 
 
@@ -83,7 +82,7 @@ def test_tidy_checkpoints_removes_finished_and_reports_deleted_runs(store):
     uri = store["uri"]
     experiment_id = tracking.prepare(uri, "tidy")
     finished, deleted, live = (tracking.create_run(uri, experiment_id, name, {}) for name in ("f", "d", "l"))
-    tracking.client(uri).set_terminated(finished, tracking.FINISHED)
+    tracking.set_status(uri, finished, tracking.FINISHED)
     tracking.delete_run(uri, deleted)
     unknown = "0" * 32  # a run of another store sharing the folder
     for run_id in (finished, deleted, live, unknown):
@@ -112,7 +111,7 @@ def test_a_claim_is_alive_while_its_owner_beats_and_exists(store):
         run_id = tracking.create_run(uri, experiment_id, name, tags)
         assert scheduler.claim_alive(tracking.get_run(uri, run_id)) is alive, name
     ended = tracking.create_run(uri, experiment_id, "ended", tracking.claim_tags(elsewhere))
-    tracking.client(uri).set_terminated(ended, tracking.FAILED)
+    tracking.set_status(uri, ended, tracking.FAILED)
     assert not scheduler.claim_alive(tracking.get_run(uri, ended))  # not RUNNING: nobody trains it
 
 

@@ -13,6 +13,7 @@ import pytest
 from conftest import bench, cli, store_args
 
 from bench import tracking
+from bench.errors import BenchError
 
 SYNTH = ["--datasets", "synthetic", "--set", "gradflow.num_batches=1"]
 
@@ -23,9 +24,11 @@ def store(ready_store) -> dict:
     return ready_store
 
 
-def _runs(store, experiment="test"):
-    exp = tracking.client(store["uri"]).get_experiment_by_name(experiment)
-    return [] if exp is None else tracking.runs_of(store["uri"], exp.experiment_id)
+def _runs(store, experiment="test") -> list[tracking.Run]:
+    try:
+        return tracking.runs_of(store["uri"], tracking.experiment_id(store["uri"], experiment))
+    except BenchError:  # no such experiment yet
+        return []
 
 
 def _steps(store, run_id, key="val/acc"):
@@ -48,8 +51,8 @@ def _wait_for_epoch(store, epoch: int, process: subprocess.Popen, timeout: float
     while time.time() < deadline:
         assert process.poll() is None, process.stdout.read()
         for run in _runs(store):
-            if run.info.status == "RUNNING" and epoch in _steps(store, run.info.run_id):
-                return run.info.run_id
+            if run.status == "RUNNING" and epoch in _steps(store, run.run_id):
+                return run.run_id
         time.sleep(0.5)
     raise AssertionError(f"no run reached epoch {epoch} in {timeout} s")
 
@@ -66,10 +69,10 @@ def test_two_slots_log_every_run_exactly_once_rerun_skips_and_report(store):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "cpu#0" in result.stdout and "cpu#1" in result.stdout
     runs = _runs(store)
-    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
-    assert len({r.data.tags["config_hash"] for r in runs}) == 4
+    assert len(runs) == 4 and {r.status for r in runs} == {"FINISHED"}
+    assert len({r.tags["config_hash"] for r in runs}) == 4
     assert not store["checkpoints"].exists()  # every run finished and removed its checkpoints, then the folder went
-    assert {r.data.tags["mlflow.runName"] for r in runs} == {
+    assert {r.tags["mlflow.runName"] for r in runs} == {
         f"synthetic/{m}/{s}" for m in ("resnet18", "gradattn-nope") for s in (1, 2)
     }
     again = bench("run", *args)
@@ -104,15 +107,15 @@ def test_worker_killed_mid_training_resumes_to_the_same_final_metrics(store):
     resumed = bench("run", *args, *store_args(store))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     runs = _runs(store)
-    assert [r.info.run_id for r in runs] == [run_id]  # same MLflow run, continued
+    assert [r.run_id for r in runs] == [run_id]  # same MLflow run, continued
     run = runs[0]
-    assert run.info.status == "FINISHED" and int(run.data.tags["resumed_from_epoch"]) >= 2
+    assert run.status == "FINISHED" and int(run.tags["resumed_from_epoch"]) >= 2
     assert _steps(store, run_id) == [1, 2, 3, 4]
 
     reference = bench("run", *args, *store_args(store, experiment="uninterrupted"))
     assert reference.returncode == 0, reference.stderr
-    expected = _runs(store, "uninterrupted")[0].data.metrics
-    got = run.data.metrics
+    expected = _runs(store, "uninterrupted")[0].metrics
+    got = run.metrics
     for key in ("test/top1", "test/loss", "test/f1_macro", "val/best_acc", "val/acc"):
         assert got[key] == expected[key], key
 
@@ -128,9 +131,9 @@ def test_parent_killed_mid_grid_then_rerun_finishes_without_duplicates(store):
     rerun = bench("run", *args)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     runs = _runs(store)
-    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
-    resumed = next(r for r in runs if r.info.run_id == interrupted)
-    assert int(resumed.data.tags["resumed_from_epoch"]) >= 1
+    assert len(runs) == 2 and {r.status for r in runs} == {"FINISHED"}
+    resumed = next(r for r in runs if r.run_id == interrupted)
+    assert int(resumed.tags["resumed_from_epoch"]) >= 1
     assert _steps(store, interrupted) == [1, 2, 3]
 
 
@@ -164,12 +167,12 @@ def test_a_failing_run_is_isolated_and_missing_datasets_skipped(store):
 
     result = bench("run", *args, "--skip-missing")
     assert result.returncode == 1, result.stdout + result.stderr
-    by_dataset = {r.data.tags["dataset"]: r for r in _runs(store)}
+    by_dataset = {r.tags["dataset"]: r for r in _runs(store)}
     assert set(by_dataset) == {"synthetic", "bloodmnist"}
-    assert by_dataset["synthetic"].info.status == "FINISHED"
+    assert by_dataset["synthetic"].status == "FINISHED"
     failed = by_dataset["bloodmnist"]
-    assert failed.info.status == "FAILED"
-    assert "failure/traceback.txt" in tracking.list_artifacts(store["uri"], failed.info.run_id, "failure")
+    assert failed.status == "FAILED"
+    assert "failure/traceback.txt" in tracking.list_artifacts(store["uri"], failed.run_id, "failure")
     assert "bloodmnist" in result.stdout
 
 

@@ -67,7 +67,7 @@ def test_a_folder_named_in_a_study_file_trains(tmp_path, store):
     )
     result = bench("run", "--study", str(study), *store_args(store))
     assert result.returncode == 0, result.stdout + result.stderr
-    experiment = tracking.client(store["uri"]).get_experiment_by_name("test")
-    (run,) = tracking.runs_of(store["uri"], experiment.experiment_id)
-    assert run.info.status == "FINISHED" and run.data.tags["dataset"] == "pets"
-    assert 0.0 <= run.data.metrics["test/top1"] <= 1.0
+    experiment = tracking.experiment_id(store["uri"], "test")
+    (run,) = tracking.runs_of(store["uri"], experiment)
+    assert run.status == "FINISHED" and run.tags["dataset"] == "pets"
+    assert 0.0 <= run.metrics["test/top1"] <= 1.0

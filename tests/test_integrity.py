@@ -67,9 +67,9 @@ def test_bench_run_refuses_a_crafted_or_damaged_checkpoint_before_training(store
     assert str(folder / "last.pt") in result.stderr and "Traceback" not in result.stderr
     assert ("nothing in it ran" if damage == "crafted" else "checksum") in result.stderr
     assert not marker.exists()
-    run = tracking.client(store["uri"]).get_run(run_id)
-    assert run.info.status == tracking.KILLED  # released, resumable once the file is dealt with
-    assert "val/acc" not in run.data.metrics  # nothing trained
+    run = tracking.get_run(store["uri"], run_id)
+    assert run.status == tracking.KILLED  # released, resumable once the file is dealt with
+    assert "val/acc" not in run.metrics  # nothing trained
 
 
 def test_checkpoint_round_trip_and_flipped_bytes(tmp_path):

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 from conftest import new_store
+from mlflow.tracking import MlflowClient
 
 from bench import data, tracking
 from bench.runner import MODEL_NAME, RunContext, execute
@@ -51,11 +52,11 @@ def test_the_logged_model_predicts_the_test_split_as_the_run_logged(finished):
     store, _, run_id = finished
     mlflow.set_tracking_uri(store["uri"])
     [model] = _models_of(store["uri"], run_id)
-    assert model.name == MODEL_NAME and str(model.status).endswith("READY")
+    assert model.name == MODEL_NAME and model.status == "READY"
     assert model.tags["weights"] == "best" and model.tags["model"] == "resnet18"
-    run = tracking.client(store["uri"]).get_run(run_id)
-    assert run.data.tags["weights"] == f"logged model {model.model_id}"
-    assert _accuracy(f"models:/{model.model_id}", store) == pytest.approx(run.data.metrics["test/top1"], abs=1e-6)
+    run = tracking.get_run(store["uri"], run_id)
+    assert run.tags["weights"] == f"logged model {model.model_id}"
+    assert _accuracy(f"models:/{model.model_id}", store) == pytest.approx(run.metrics["test/top1"], abs=1e-6)
 
 
 def test_the_logged_model_can_be_registered_and_loaded_by_name(finished):
@@ -63,24 +64,22 @@ def test_the_logged_model_can_be_registered_and_loaded_by_name(finished):
     mlflow.set_tracking_uri(store["uri"])
     [model] = _models_of(store["uri"], run_id)
     version = mlflow.register_model(f"models:/{model.model_id}", "digits-resnet18")
-    accuracy = tracking.client(store["uri"]).get_run(run_id).data.metrics["test/top1"]
+    accuracy = tracking.get_run(store["uri"], run_id).metrics["test/top1"]
     assert _accuracy(f"models:/digits-resnet18/{version.version}", store) == pytest.approx(accuracy, abs=1e-6)
 
 
 def test_the_model_replaces_the_checkpoint_artifact_and_doubles_no_metric(finished):
     store, _, run_id = finished
     assert tracking.list_artifacts(store["uri"], run_id, "checkpoint") == []
-    c = tracking.client(store["uri"])
-    for key in c.get_run(run_id).data.metrics:
-        steps = Counter(m.step for m in c.get_metric_history(run_id, key))
+    for key in tracking.get_run(store["uri"], run_id).metrics:
+        steps = Counter(step for step, _ in tracking.metric_history(store["uri"], run_id, key))
         assert set(steps.values()) == {1}, (key, steps)
 
 
 def test_a_model_is_logged_once_per_run_and_a_half_logged_one_is_replaced(finished):
     store, experiment, _ = finished
     run_id = tracking.create_run(store["uri"], experiment, "again", {})
-    c = tracking.client(store["uri"])
-    stale = c.create_logged_model(experiment, name=MODEL_NAME, source_run_id=run_id)  # a kill before it was finalised
+    stale = MlflowClient(store["uri"]).create_logged_model(experiment, name=MODEL_NAME, source_run_id=run_id)  # a kill before it was finalised
     logger = tracking.RunLogger(store["uri"], run_id, outbox_dir=store["root"] / "outbox" / run_id)
     first = logger.log_model(nn.Linear(2, 2), MODEL_NAME, 1, {}, ["torch"])
     again = logger.log_model(nn.Linear(2, 2), MODEL_NAME, 1, {}, ["torch"])
@@ -93,4 +92,4 @@ def test_no_log_model_keeps_no_weights(finished, tmp_path):
     spec = RunSpec("synthetic", "resnet18", seed=2, train=TrainConfig(max_epochs=1), gradflow=GradFlowConfig(num_batches=1))
     run_id = _finished(store, experiment, spec, log_model=False)
     assert _models_of(store["uri"], run_id) == [] and tracking.list_artifacts(store["uri"], run_id, "checkpoint") == []
-    assert tracking.client(store["uri"]).get_run(run_id).data.tags["weights"] == "not logged (--no-log-model)"
+    assert tracking.get_run(store["uri"], run_id).tags["weights"] == "not logged (--no-log-model)"

@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 from conftest import bench
+from mlflow.tracking import MlflowClient
 from servers import MlflowServer
 
 from bench import tracking
@@ -17,7 +18,7 @@ from bench import tracking
 def test_experiments_carry_the_model_training_kind_and_links_the_runs_view(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment_id = tracking.prepare(uri, "tagged")
-    experiment = tracking.client(uri).get_experiment(experiment_id)
+    experiment = MlflowClient(uri).get_experiment(experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert tracking.experiment_url(uri, experiment_id) == f"http://127.0.0.1:5000/#/experiments/{experiment_id}?workflowType=machine_learning"
     assert tracking.experiment_url("http://user:pw@host:8080/mlflow", "7") == "http://host:8080/mlflow/#/experiments/7?workflowType=machine_learning"
@@ -62,7 +63,7 @@ def test_the_printed_link_lands_on_the_runs_table_in_a_real_browser(tmp_path):
         experiment_id = tracking.experiment_id(server.url, "ui")
         (run,) = tracking.runs_of(server.url, experiment_id)
         base = f"{server.url}/#/experiments/{experiment_id}"
-        charts = _text(_dom(f"{base}/runs/{run.info.run_id}/model-metrics?workflowType=machine_learning"))
+        charts = _text(_dom(f"{base}/runs/{run.run_id}/model-metrics?workflowType=machine_learning"))
         for section in ("train", "val", "test", "gradflow"):  # the metric charts, grouped by section
             assert re.search(rf"\b{section} \(\d+\)", charts), charts[:2000]
         assert "Model metrics (0)" in charts  # MLflow's section for unsectioned metrics stays empty

@@ -86,7 +86,7 @@ def test_bench_perf_json_has_every_figure_positive_and_prints_three_ratios(tmp_p
     for name, figures in document["models"].items():
         run_id = figures["harness_run_id"]
         assert tracking.run_status(perf_store, run_id) == tracking.FINISHED
-        assert tracking.client(perf_store).get_run(run_id).info.run_name == f"perf/{name}"
+        assert tracking.get_run(perf_store, run_id).name == f"perf/{name}"
         assert [step for step, _ in tracking.metric_history(perf_store, run_id, "train/loss")] == [1, 2]
 
 

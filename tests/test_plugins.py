@@ -35,14 +35,14 @@ def example_site(tmp_path_factory) -> dict[str, str]:
 
 
 def _runs(store, experiment="test"):
-    exp = tracking.client(store["uri"]).get_experiment_by_name(experiment)
-    return {run.info.run_name: run for run in tracking.runs_of(store["uri"], exp.experiment_id)}
+    exp = tracking.experiment_id(store["uri"], experiment)
+    return {run.name: run for run in tracking.runs_of(store["uri"], exp)}
 
 
 def _finished_with_test_metrics(run) -> None:
-    assert run.info.status == "FINISHED"
-    assert 0.0 <= run.data.metrics["test/top1"] <= 1.0
-    assert "gradflow/health" in run.data.metrics  # the gradient-flow analysis ran on the plugin's model
+    assert run.status == "FINISHED"
+    assert 0.0 <= run.metrics["test/top1"] <= 1.0
+    assert "gradflow/health" in run.metrics  # the gradient-flow analysis ran on the plugin's model
 
 
 def test_installed_plugin_is_found_with_no_option(example_site):
@@ -60,7 +60,7 @@ def test_installed_plugin_trains_on_digits_and_on_its_own_data(example_site, sto
     assert set(runs) == {"digits/tinycnn/42", "shapes/tinycnn/42"}
     for run in runs.values():
         _finished_with_test_metrics(run)
-    assert runs["shapes/tinycnn/42"].data.tags["dataset"] == "shapes"
+    assert runs["shapes/tinycnn/42"].tags["dataset"] == "shapes"
     assert not any(store["checkpoints"].glob("**/*.pt"))  # checkpointed, then tidied like our runs
 
 

@@ -37,7 +37,7 @@ def grid(tmp_path_factory):
         result = bench("run", *FAST, *command, *store_args(store))
         assert result.returncode == 0, result.stdout + result.stderr
     exp = tracking.experiment_id(store["uri"], "test")
-    runs = {r.info.run_name: r for r in tracking.runs_of(store["uri"], exp)}
+    runs = {r.name: r for r in tracking.runs_of(store["uri"], exp)}
     return store, runs
 
 
@@ -47,7 +47,7 @@ def _built_count(model: str, **options) -> int:
 
 
 def _artifact(store, run, path: str) -> str:
-    local = tracking.download_artifact(store["uri"], run.info.run_id, path, store["root"] / "dl" / run.info.run_id)
+    local = tracking.download_artifact(store["uri"], run.run_id, path, store["root"] / "dl" / run.run_id)
     return local.read_text()
 
 
@@ -55,33 +55,33 @@ def test_notebook_mode_builds_no_pe_as_the_cifar10_notebook_did(grid):
     store, runs = grid
     nope, lpe = runs["cifar10/gradattn-nope/1"], runs["cifar10/gradattn-lpe/1"]
     sizes = ("model_config.d_model", "model_config.nhead", "model_config.dim_feedforward")
-    assert [nope.data.params[k] for k in sizes] == ["32", "16", "2"]
-    assert [lpe.data.params[k] for k in sizes] == ["256", "8", "512"]
+    assert [nope.params[k] for k in sizes] == ["32", "16", "2"]
+    assert [lpe.params[k] for k in sizes] == ["256", "8", "512"]
     # the built models are the published cells' (protocol 1.10: 11,049,488 and 12,851,274)
-    assert int(nope.data.tags["parameters"]) == 11_049_488
-    assert int(lpe.data.tags["parameters"]) == 12_851_274
-    assert nope.data.params["model_config.init"] == "per-model" and nope.data.params["model_config.encoder"] == "published"
+    assert int(nope.tags["parameters"]) == 11_049_488
+    assert int(lpe.tags["parameters"]) == 12_851_274
+    assert nope.params["model_config.init"] == "per-model" and nope.params["model_config.encoder"] == "published"
     # each records the published cell it reproduces, and how it deviates from it
-    assert nope.data.tags["published_cell"] == "2" and lpe.data.tags["published_cell"] == "3"
-    assert "train.max_epochs=1" in nope.data.tags["published_deviations"]
+    assert nope.tags["published_cell"] == "2" and lpe.tags["published_cell"] == "3"
+    assert "train.max_epochs=1" in nope.tags["published_deviations"]
 
 
 def test_protocol_mode_uses_one_init_policy_and_the_shared_encoder(grid):
     store, runs = grid
     senet, rope = runs["cifar10/senet18/1"], runs["cifar10/gradattn-rope/1"]
-    assert senet.data.params["model_config.init"] == rope.data.params["model_config.init"] == "uniform"
-    assert rope.data.params["model_config.encoder"] == "shared"
-    assert int(rope.data.tags["parameters"]) == _built_count("gradattn-rope", encoder="shared")
-    assert int(rope.data.tags["parameters"]) != _built_count("gradattn-rope")  # not the published RoPE layer
-    assert "model_config.d_model" not in senet.data.params  # nothing shown that the model does not take
-    assert "published_cell" not in senet.data.tags
+    assert senet.params["model_config.init"] == rope.params["model_config.init"] == "uniform"
+    assert rope.params["model_config.encoder"] == "shared"
+    assert int(rope.tags["parameters"]) == _built_count("gradattn-rope", encoder="shared")
+    assert int(rope.tags["parameters"]) != _built_count("gradattn-rope")  # not the published RoPE layer
+    assert "model_config.d_model" not in senet.params  # nothing shown that the model does not take
+    assert "published_cell" not in senet.tags
 
 
 def test_training_seeds_share_the_split_unless_the_split_seed_varies(grid):
     store, runs = grid
     one, two, other = runs["cifar10/senet18/1"], runs["cifar10/senet18/2"], runs["cifar10/senet18/1/split7"]
-    assert (one.data.tags["split_seed"], two.data.tags["split_seed"], other.data.tags["split_seed"]) == ("42", "42", "7")
-    assert (one.data.tags["seed"], other.data.tags["seed"]) == ("1", "1")
+    assert (one.tags["split_seed"], two.tags["split_seed"], other.tags["split_seed"]) == ("42", "42", "7")
+    assert (one.tags["seed"], other.tags["seed"]) == ("1", "1")
     splits = [json.loads(_artifact(store, r, "data/split_indices.json")) for r in (one, two, other)]
     assert splits[0] == splits[1]
     assert splits[0]["test"] != splits[2]["test"]
@@ -91,12 +91,12 @@ def test_both_weight_sets_are_measured_on_test_and_the_headline_follows_the_mode
     store, runs = grid
     for name, headline in (("cifar10/senet18/1", "best"), ("cifar10/gradattn-nope/1", "last")):
         run = runs[name]
-        metrics = run.data.metrics
+        metrics = run.metrics
         for key in ("top1", "loss", "f1_macro", "ece"):
             assert f"test/best_{key}" in metrics and f"test/last_{key}" in metrics
         assert metrics["test/top1"] == metrics[f"test/{headline}_top1"]
-        assert run.data.tags["final_weights"] == headline
-        [model] = tracking.logged_models(store["uri"], run.info.run_id)  # the weights the headline came from
+        assert run.tags["final_weights"] == headline
+        [model] = tracking.logged_models(store["uri"], run.run_id)  # the weights the headline came from
         assert model.tags["weights"] == headline
         rows = list(csv.DictReader(io.StringIO(_artifact(store, run, "evaluation/test_predictions.csv"))))
         assert len(rows) == 8 and set(rows[0]) == {"label", "pred_best", "pred_last"}  # 50 - 35 - 7
@@ -107,11 +107,11 @@ def test_both_weight_sets_are_measured_on_test_and_the_headline_follows_the_mode
 def test_every_run_records_its_environment_and_gradflow_sample(grid):
     _, runs = grid
     run = runs["cifar10/senet18/2"]
-    assert run.data.tags["env.python"].count(".") == 2 and run.data.tags["env.torch_version"] == torch.__version__
-    assert run.data.tags["env.cpu"] and int(run.data.tags["env.torch_threads"]) >= 1
-    assert run.data.params["gradflow.split"] == "train"  # protocol 7.7: seeded training batches
-    assert run.data.metrics["gradflow/batches"] == 1 and run.data.metrics["gradflow/batch_size"] == 35  # the whole 35-image train split
-    assert runs["cifar10/gradattn-nope/1"].data.params["gradflow.split"] == "test"
+    assert run.tags["env.python"].count(".") == 2 and run.tags["env.torch_version"] == torch.__version__
+    assert run.tags["env.cpu"] and int(run.tags["env.torch_threads"]) >= 1
+    assert run.params["gradflow.split"] == "train"  # protocol 7.7: seeded training batches
+    assert run.metrics["gradflow/batches"] == 1 and run.metrics["gradflow/batch_size"] == 35  # the whole 35-image train split
+    assert runs["cifar10/gradattn-nope/1"].params["gradflow.split"] == "test"
 
 
 @pytest.mark.parametrize(
@@ -132,8 +132,8 @@ def test_the_config_hash_tag_is_the_resolved_specs(grid):
     _, runs = grid
     run = runs["cifar10/gradattn-rope/2"]
     spec = RunSpec("cifar10", "gradattn-rope", seed=2)
-    assert run.data.tags["config_hash"] != spec.config_hash()  # max_epochs and gradflow batches differ
+    assert run.tags["config_hash"] != spec.config_hash()  # max_epochs and gradflow batches differ
     from bench.spec import GradFlowConfig, TrainConfig
 
     same = RunSpec("cifar10", "gradattn-rope", seed=2, train=TrainConfig(max_epochs=1), gradflow=GradFlowConfig(num_batches=1))
-    assert run.data.tags["config_hash"] == same.config_hash()
+    assert run.tags["config_hash"] == same.config_hash()

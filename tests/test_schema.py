@@ -160,7 +160,7 @@ def test_an_added_setting_is_taken_from_a_study_file_and_from_set_as_one_configu
     trained = bench("run", "--study", str(path), *store_args(store))
     assert trained.returncode == 0, trained.stdout + trained.stderr
     (run,) = tracking.runs_of(store["uri"], tracking.experiment_id(store["uri"], "test"))
-    assert run.data.params["train.warmup_epochs"] == "2" and run.info.status == tracking.FINISHED
+    assert run.params["train.warmup_epochs"] == "2" and run.status == tracking.FINISHED
     same = ["--datasets", "synthetic", "--models", "resnet18", "--max-epochs", "1", "--set", "gradflow.num_batches=1"]
     again = bench("run", *same, "--set", "train.warmup_epochs=2", *store_args(store))
     assert again.returncode == 0 and "0 run(s) to do, 1 already finished" in again.stdout, again.stdout + again.stderr

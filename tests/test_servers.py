@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import new_store
+from mlflow.tracking import MlflowClient
 from servers import MlflowServer, free_port, mlflow_server, postgres, postgres_mlflow_server  # noqa: F401 (fixtures)
 
 from bench import tracking
@@ -53,24 +54,24 @@ def _runs(url: str, experiment: str) -> list:
 
 def _all_artifacts(url: str, run_id: str, path: str | None = None) -> set[str]:
     found = set()
-    for info in tracking.client(url).list_artifacts(run_id, path):
+    for info in MlflowClient(url).list_artifacts(run_id, path):
         found |= _all_artifacts(url, run_id, info.path) if info.is_dir else {info.path}
     return found
 
 
 def _assert_complete(server, run, epochs: int, tmp: Path) -> None:
     """FINISHED, every epoch's metrics, the test metrics, and the artifacts stored by the server."""
-    url, run_id = server.url, run.info.run_id
-    assert run.info.status == "FINISHED", run.data.tags.get("failure")
+    url, run_id = server.url, run.run_id
+    assert run.status == "FINISHED", run.tags.get("failure")
     for key in EPOCH_METRICS:
         assert sorted(step for step, _ in tracking.metric_history(url, run_id, key)) == list(range(1, epochs + 1)), key
-    assert "test/top1" in run.data.metrics and "gradflow/health" in run.data.metrics
+    assert "test/top1" in run.metrics and "gradflow/health" in run.metrics
     assert set(ARTIFACTS) <= _all_artifacts(url, run_id)
     [model] = tracking.logged_models(url, run_id)  # the weights, as the run's MLflow model, stored by the server
-    assert str(model.status).endswith("READY") and model.artifact_location.startswith("mlflow-artifacts:")
-    assert "data/model.pth" in {f.path for f in tracking.client(url).list_logged_model_artifacts(model.model_id, "data")}
+    assert model.status == "READY" and model.artifact_location.startswith("mlflow-artifacts:")
+    assert "data/model.pth" in {f.path for f in MlflowClient(url).list_logged_model_artifacts(model.model_id, "data")}
     # Proxied: the run points at the server's artifact store, and the files are in the server's folder.
-    assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+    assert MlflowClient(url).get_run(run_id).info.artifact_uri.startswith("mlflow-artifacts:")
     assert list(server.artifacts.rglob(f"{run_id}/artifacts/history.csv"))
     local = tracking.download_artifact(url, run_id, "gradflow/gradflow.json", tmp / run_id)
     assert json.loads(local.read_text())
@@ -85,7 +86,7 @@ def _grid_over_http(server, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "cpu#0" in result.stdout and "cpu#1" in result.stdout
     runs = _runs(server.url, "grid")
-    assert sorted(r.data.tags["model"] for r in runs) == ["resnet18", "senet18"]
+    assert sorted(r.tags["model"] for r in runs) == ["resnet18", "senet18"]
     for run in runs:
         _assert_complete(server, run, epochs=1, tmp=tmp_path / "downloads")
     assert not (tmp_path / "mlartifacts").exists() and not (tmp_path / "mlruns").exists()
@@ -215,8 +216,8 @@ def test_logger_queues_while_the_server_is_down_and_replays_in_order(mlflow_serv
     logger.log_metrics({"val_acc": 0.3}, step=3)
     assert len(logger.outbox) == 0 and not (tmp_path / "outbox").exists()
     logger.end(tracking.FINISHED)
-    run = tracking.client(url).get_run(run_id)
-    assert run.info.status == "FINISHED" and run.data.tags["phase"] == "down"
+    run = tracking.get_run(url, run_id)
+    assert run.status == "FINISHED" and run.tags["phase"] == "down"
     assert tracking.metric_history(url, run_id, "val_acc") == [(1, 0.1), (2, 0.2), (3, 0.3)]
     assert "notes/down.txt" in _all_artifacts(url, run_id)
 
@@ -226,7 +227,7 @@ def _val_steps(url: str, experiment: str) -> set[int]:
         runs = _runs(url, experiment)
     except Exception:
         return set()
-    return {step for run in runs for step, _ in tracking.metric_history(url, run.info.run_id, "val/acc")}
+    return {step for run in runs for step, _ in tracking.metric_history(url, run.run_id, "val/acc")}
 
 
 def test_server_stopped_mid_run_loses_no_run_or_epoch(mlflow_server, tmp_path):
@@ -240,7 +241,7 @@ def test_server_stopped_mid_run_loses_no_run_or_epoch(mlflow_server, tmp_path):
         while 1 not in _val_steps(url, "restart"):
             assert first.poll() is None and time.monotonic() < deadline, first.stdout.read() if first.poll() is not None else "no epoch 1"
             time.sleep(0.5)
-        run_id = _runs(url, "restart")[0].info.run_id
+        run_id = _runs(url, "restart")[0].run_id
         mlflow_server.stop(kill=True)
         out, _ = first.communicate(timeout=400)  # trains on, evaluates, waits 3 s for the server, gives up
     finally:
@@ -260,6 +261,6 @@ def test_server_stopped_mid_run_loses_no_run_or_epoch(mlflow_server, tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     assert "1 run(s) to do" in again.stdout
     runs = _runs(url, "restart")
-    assert [r.info.run_id for r in runs] == [run_id]  # the same run, completed; no duplicate
+    assert [r.run_id for r in runs] == [run_id]  # the same run, completed; no duplicate
     _assert_complete(mlflow_server, runs[0], epochs=2, tmp=tmp_path / "downloads")
     assert not list((tmp_path / "outbox").rglob("*.json"))

@@ -45,14 +45,14 @@ NAME = "depth-width-digits-gradattn-rope"
 
 
 def _trial_runs(uri: str, experiment: str = "test") -> dict[int, object]:
-    exp = tracking.client(uri).get_experiment_by_name(experiment)
-    runs = tracking.runs_of(uri, exp.experiment_id)
-    return {int(r.data.tags["trial_number"]): r for r in runs if "trial_number" in r.data.tags}
+    exp = tracking.experiment_id(uri, experiment)
+    runs = tracking.runs_of(uri, exp)
+    return {int(r.tags["trial_number"]): r for r in runs if "trial_number" in r.tags}
 
 
 def _parent_runs(uri: str, experiment: str = "test") -> list:
-    exp = tracking.client(uri).get_experiment_by_name(experiment)
-    return [r for r in tracking.runs_of(uri, exp.experiment_id) if r.data.tags.get("study_kind") == "depth-width"]
+    exp = tracking.experiment_id(uri, experiment)
+    return [r for r in tracking.runs_of(uri, exp) if r.tags.get("study_kind") == "depth-width"]
 
 
 @pytest.fixture(scope="module")
@@ -81,13 +81,13 @@ def test_four_trials_each_a_tracked_run_nested_under_the_study(study):
     assert [t.number for t in study.trials] == [0, 1, 2, 3]
     assert sorted(study.runs) == [0, 1, 2, 3]
     (parent,) = study.parents
-    assert parent.info.status == tracking.FINISHED
-    assert parent.data.tags["optuna_study"] == NAME and parent.data.tags["optuna_storage"] == study.storage
+    assert parent.status == tracking.FINISHED
+    assert parent.tags["optuna_study"] == NAME and parent.tags["optuna_storage"] == study.storage
     for trial in study.trials:
         run = study.runs[trial.number]
-        tags, params = run.data.tags, run.data.params
-        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
-        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        tags, params = run.tags, run.params
+        assert trial.user_attrs["mlflow_run_id"] == run.run_id
+        assert tags["mlflow.parentRunId"] == parent.run_id
         assert tags["optuna_study"] == NAME
         assert tags["optuna_state"] == trial.state.name
         assert {k: tags[f"optuna_param.{k}"] for k in trial.params} == {k: str(v) for k, v in trial.params.items()}
@@ -100,7 +100,7 @@ def test_four_trials_each_a_tracked_run_nested_under_the_study(study):
         assert trial.user_attrs["parameters"] == int(tags["parameters"])
         assert trial.user_attrs["epoch_time_s"] > 0
         # per-epoch validation accuracy: reported to the trial and logged to the run
-        history = dict(tracking.metric_history(study.store["uri"], run.info.run_id, "val/acc"))
+        history = dict(tracking.metric_history(study.store["uri"], run.run_id, "val/acc"))
         assert trial.intermediate_values == pytest.approx(history)
 
 
@@ -112,35 +112,35 @@ def test_poor_trials_are_pruned_and_marked_in_mlflow(study):
     for trial in pruned:
         run = study.runs[trial.number]
         # stopped gracefully after an epoch before the last: the run ends KILLED, tagged PRUNED
-        assert run.info.status == tracking.KILLED and run.data.tags["optuna_state"] == "PRUNED"
+        assert run.status == tracking.KILLED and run.tags["optuna_state"] == "PRUNED"
         last = max(trial.intermediate_values)
         assert sorted(trial.intermediate_values) == list(range(1, last + 1)) and last < 3
-        assert trial.user_attrs["pruned_after_epoch"] == last and "test/top1" not in run.data.metrics
+        assert trial.user_attrs["pruned_after_epoch"] == last and "test/top1" not in run.metrics
         assert trial.intermediate_values[last] < max(t.intermediate_values[last] for t in complete)
     for trial in complete:
         run = study.runs[trial.number]
-        assert run.info.status == tracking.FINISHED and sorted(trial.intermediate_values) == [1, 2, 3]
+        assert run.status == tracking.FINISHED and sorted(trial.intermediate_values) == [1, 2, 3]
         # objective = best validation accuracy
         assert trial.value == pytest.approx(max(trial.intermediate_values.values()))
-        assert trial.value == pytest.approx(run.data.metrics["val/best_acc"])
+        assert trial.value == pytest.approx(run.metrics["val/best_acc"])
 
 
 @pytest.mark.slow
 def test_parent_run_holds_the_summary_artifacts(study):
     (parent,) = study.parents
     uri = study.store["uri"]
-    files = set(tracking.list_artifacts(uri, parent.info.run_id, "study"))
+    files = set(tracking.list_artifacts(uri, parent.run_id, "study"))
     expected = {"trials.csv", "top_trials.csv", "top_trials.md", "best_trial.json", "importances.json", "config.json",
                 "optimization_history.png", "parallel_coordinate.png"}
     assert {f"study/{name}" for name in expected} <= files
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     best = max(complete, key=lambda t: t.value)
-    assert parent.data.tags["best_trial"] == str(best.number)
-    assert parent.data.metrics["study/best_val_acc"] == pytest.approx(best.value)
+    assert parent.tags["best_trial"] == str(best.number)
+    assert parent.metrics["study/best_val_acc"] == pytest.approx(best.value)
     assert f"best trial {best.number}" in study.output
     # two or more completed trials (this sampler seed gives them): importances, and their figure
     assert len(complete) >= 2
-    importances = tracking.download_artifact(uri, parent.info.run_id, "study/importances.json", study.store["root"] / "dl")
+    importances = tracking.download_artifact(uri, parent.run_id, "study/importances.json", study.store["root"] / "dl")
     document = json.loads(importances.read_text())
     assert document["note"] is None and set(document["importances"]) == {"num_layers", "d_model", "nhead", "ff_multiplier", "dropout"}
     assert "study/param_importances.png" in files
@@ -169,12 +169,12 @@ def test_running_again_with_two_workers_adds_distinct_trials_to_the_same_study(s
     assert not {t.user_attrs["worker"] for t in new} & {t.user_attrs["worker"] for t in trials[:4]}
     runs = _trial_runs(study.store["uri"])
     assert sorted(runs) == [0, 1, 2, 3, 4, 5]
-    assert len({r.info.run_id for r in runs.values()}) == 6
-    assert {t.user_attrs["mlflow_run_id"] for t in new} == {runs[4].info.run_id, runs[5].info.run_id}
+    assert len({r.run_id for r in runs.values()}) == 6
+    assert {t.user_attrs["mlflow_run_id"] for t in new} == {runs[4].run_id, runs[5].run_id}
     (parent,) = _parent_runs(study.store["uri"])  # the parent run is reused, not duplicated
-    assert parent.info.run_id == study.parents[0].info.run_id
-    assert {r.data.tags["mlflow.parentRunId"] for r in runs.values()} == {parent.info.run_id}
-    assert all(r.info.status in (tracking.FINISHED, tracking.KILLED) for r in runs.values())
+    assert parent.run_id == study.parents[0].run_id
+    assert {r.tags["mlflow.parentRunId"] for r in runs.values()} == {parent.run_id}
+    assert all(r.status in (tracking.FINISHED, tracking.KILLED) for r in runs.values())
 
 
 # -- settings and storage, no training -----------------------------------------------------------------

@@ -29,15 +29,15 @@ def digits_runs(tmp_path_factory, migrated_store):
         "--jobs-per-device", "2", *store_args(store), cwd=root, env={"OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    exp = tracking.client(store["uri"]).get_experiment_by_name("test")
-    runs = {r.data.tags["model"]: r for r in tracking.runs_of(store["uri"], exp.experiment_id, status=tracking.FINISHED)}
+    exp = tracking.experiment_id(store["uri"], "test")
+    runs = {r.tags["model"]: r for r in tracking.runs_of(store["uri"], exp, status=tracking.FINISHED)}
     assert sorted(runs) == sorted(MODELS)
     return SimpleNamespace(store=store, runs=runs, args=["--tracking-uri", store["uri"], "--experiment", "test"])
 
 
 def _sensitivity_runs(store) -> list:
-    exp = tracking.client(store["uri"]).get_experiment_by_name("test")
-    return [r for r in tracking.runs_of(store["uri"], exp.experiment_id) if r.data.tags.get("study_kind") == "sensitivity"]
+    exp = tracking.experiment_id(store["uri"], "test")
+    return [r for r in tracking.runs_of(store["uri"], exp) if r.tags.get("study_kind") == "sensitivity"]
 
 
 @pytest.mark.slow
@@ -51,7 +51,7 @@ def test_default_grid_reproduces_the_logged_scores_at_the_protocol_pair(digits_r
     at_protocol = table[(table.vanishing == 1e-6) & (table.exploding == 10.0)].set_index("model")
     assert at_protocol["protocol_pair"].all()
     for model, run in digits_runs.runs.items():
-        logged = run.data.metrics
+        logged = run.metrics
         row = at_protocol.loc[model]
         # exactly what the runs logged (both formulas and the verdict counts), without retraining
         assert row["health"] == logged["gradflow/health"]
@@ -61,17 +61,17 @@ def test_default_grid_reproduces_the_logged_scores_at_the_protocol_pair(digits_r
     # the grid is an Optuna study (GridSampler) in the default storage beside the MLflow store
     (run,) = _sensitivity_runs(digits_runs.store)
     storage = f"sqlite:///{digits_runs.store['root'] / 'optuna.db'}"
-    study = optuna.load_study(study_name=run.data.tags["optuna_study"], storage=storage)
+    study = optuna.load_study(study_name=run.tags["optuna_study"], storage=storage)
     pairs = {(t.params["vanishing"], t.params["exploding"]) for t in study.trials}
     assert len(study.trials) == 16 and pairs == set(ThresholdGrid().pairs)
     assert all(t.state.name == "COMPLETE" for t in study.trials)
     protocol_trial = next(t for t in study.trials if (t.params["vanishing"], t.params["exploding"]) == (1e-6, 10.0))
-    assert protocol_trial.user_attrs["models"]["resnet18"]["health"] == digits_runs.runs["resnet18"].data.metrics["gradflow/health"]
+    assert protocol_trial.user_attrs["models"]["resnet18"]["health"] == digits_runs.runs["resnet18"].metrics["gradflow/health"]
     # the sensitivity run links its sources and holds the table and figures
-    assert run.info.status == tracking.FINISHED
-    assert set(run.data.tags["source_run_ids"].split(",")) == {r.info.run_id for r in digits_runs.runs.values()}
-    assert run.data.tags["source_run.resnet18"] == digits_runs.runs["resnet18"].info.run_id
-    files = set(tracking.list_artifacts(digits_runs.store["uri"], run.info.run_id, "sensitivity"))
+    assert run.status == tracking.FINISHED
+    assert set(run.tags["source_run_ids"].split(",")) == {r.run_id for r in digits_runs.runs.values()}
+    assert run.tags["source_run.resnet18"] == digits_runs.runs["resnet18"].run_id
+    files = set(tracking.list_artifacts(digits_runs.store["uri"], run.run_id, "sensitivity"))
     expected = {"sensitivity.csv", "sensitivity.md", "ranking.png", "sources.json", *(f"heatmap_{m}.png" for m in MODELS)}
     assert {f"sensitivity/{name}" for name in expected} == files
     assert all((out / "digits" / name).stat().st_size > 0 for name in expected - {"sources.json"})
@@ -84,7 +84,7 @@ def test_default_grid_reproduces_the_logged_scores_at_the_protocol_pair(digits_r
 
 
 def _mean_norms(store, run) -> dict[str, float]:
-    path = tracking.download_artifact(store["uri"], run.info.run_id, "gradflow/gradflow.json", store["root"] / "dl" / run.info.run_id)
+    path = tracking.download_artifact(store["uri"], run.run_id, "gradflow/gradflow.json", store["root"] / "dl" / run.run_id)
     records = json.loads(path.read_text())["records"]
     return {name: float(np.mean(norms)) for name, norms in records.items() if norms}
 
@@ -98,7 +98,7 @@ def test_verdicts_move_with_the_thresholds_for_the_named_run(digits_runs, capsys
     vanishing, exploding = values[len(values) // 4], values[3 * len(values) // 4]
     out = tmp_path / "out"
     code, _, err = cli(
-        capsys, "sensitivity", "digits", "--run-id", run.info.run_id, "--vanishing", f"{vanishing!r},1e-6",
+        capsys, "sensitivity", "digits", "--run-id", run.run_id, "--vanishing", f"{vanishing!r},1e-6",
         "--exploding", f"{exploding!r},10", *digits_runs.args, "--out", str(out),
     )
     assert code == 0, err
@@ -111,7 +111,7 @@ def test_verdicts_move_with_the_thresholds_for_the_named_run(digits_runs, capsys
     assert n_vanishing > 0 and n_exploding > 0
     assert row.health == pytest.approx((len(norms) - n_vanishing - n_exploding) / len(norms))
     protocol = table[(table.vanishing == 1e-6) & (table.exploding == 10)].iloc[0]
-    assert protocol.health == run.data.metrics["gradflow/health"]
+    assert protocol.health == run.metrics["gradflow/health"]
 
 
 @pytest.mark.slow
@@ -142,7 +142,7 @@ def test_bad_thresholds_and_runs_exit_2(ready_store, capsys, tmp_path, options, 
 @pytest.mark.slow
 def test_a_run_of_another_dataset_is_refused(digits_runs, capsys, tmp_path):
     run = digits_runs.runs["resnet18"]
-    code, _, err = cli(capsys, "sensitivity", "svhn", "--run-id", run.info.run_id, *digits_runs.args, "--out", str(tmp_path))
+    code, _, err = cli(capsys, "sensitivity", "svhn", "--run-id", run.run_id, *digits_runs.args, "--out", str(tmp_path))
     assert code == 2 and "is a run of 'digits'" in err
 
 

@@ -27,7 +27,7 @@ def test_timm_names_are_listed_by_pattern_and_built_without_weights():
 def test_a_timm_model_trains_one_epoch_on_digits(store):
     result = bench("run", "--models", "timm/resnet10t", "--max-epochs", "1", "--set", "gradflow.num_batches=1", *store_args(store))
     assert result.returncode == 0, result.stdout + result.stderr
-    experiment = tracking.client(store["uri"]).get_experiment_by_name("test")
-    (run,) = tracking.runs_of(store["uri"], experiment.experiment_id)
-    assert run.info.status == "FINISHED" and run.info.run_name == "digits/timm/resnet10t/42"
-    assert 0.0 <= run.data.metrics["test/top1"] <= 1.0 and "gradflow/health" in run.data.metrics
+    experiment = tracking.experiment_id(store["uri"], "test")
+    (run,) = tracking.runs_of(store["uri"], experiment)
+    assert run.status == "FINISHED" and run.name == "digits/timm/resnet10t/42"
+    assert 0.0 <= run.metrics["test/top1"] <= 1.0 and "gradflow/health" in run.metrics

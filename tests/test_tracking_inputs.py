@@ -8,6 +8,7 @@ import time
 
 import pytest
 from conftest import bench, store_args
+from mlflow.tracking import MlflowClient
 
 from bench import data, tracking
 
@@ -19,11 +20,11 @@ def test_each_run_logs_its_dataset_input_and_system_metrics(store):
         "--set", "gradflow.num_batches=1", *store_args(store), env={"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    experiment = tracking.client(store["uri"]).get_experiment_by_name("test")
-    runs = {r.data.tags["dataset"]: r for r in tracking.runs_of(store["uri"], experiment.experiment_id)}
+    experiment = tracking.experiment_id(store["uri"], "test")
+    runs = {r.tags["dataset"]: r for r in tracking.runs_of(store["uri"], experiment)}
     digests = set()
     for name, run in runs.items():
-        (entry,) = run.inputs.dataset_inputs
+        (entry,) = MlflowClient(store["uri"]).get_run(run.run_id).inputs.dataset_inputs  # as MLflow stores it
         dataset = entry.dataset
         bundle = data.get(name).load(store["data"])
         profile = json.loads(dataset.profile)
@@ -31,7 +32,7 @@ def test_each_run_logs_its_dataset_input_and_system_metrics(store):
         assert (profile["train"], profile["val"], profile["test"]) == (len(bundle.train), len(bundle.val), len(bundle.test))
         assert [t.value for t in entry.tags if t.key == "mlflow.data.context"] == ["training"]
         digests.add(dataset.digest)
-        system = [k for k in run.data.metrics if k.startswith("system/")]
+        system = [k for k in run.metrics if k.startswith("system/")]
         assert "system/cpu_utilization_percentage" in system and "system/system_memory_usage_megabytes" in system
     assert set(runs) == {"synthetic", "digits"} and len(digests) == 2  # different data, different digests
 
@@ -46,6 +47,6 @@ def test_system_metrics_are_sampled_while_a_run_trains_and_not_when_switched_off
         run_id = tracking.create_run(uri, experiment_id, f"run-{switch}", {})
         with tracking.system_metrics(uri, run_id):
             time.sleep(1.5)
-        sampled[switch] = [k for k in tracking.client(uri).get_run(run_id).data.metrics if k.startswith("system/")]
+        sampled[switch] = [k for k in tracking.get_run(uri, run_id).metrics if k.startswith("system/")]
     assert "system/cpu_utilization_percentage" in sampled["1"]
     assert sampled["0"] == []

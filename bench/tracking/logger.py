@@ -77,7 +77,7 @@ class RunLogger(Callback):
         http_defaults(uri)
         self.uri = uri
         self.run_id = run_id
-        self.client = client(uri)
+        self._client = client(uri)
         self.retries = retries
         self.backoff_s = backoff_s
         self.outbox = Outbox(Path(outbox_dir) if outbox_dir else outbox_root() / run_id)
@@ -159,12 +159,12 @@ class RunLogger(Callback):
         from mlflow.entities import Metric, Param, RunTag
 
         if kind == "params":
-            existing = self.client.get_run(self.run_id).data.params
+            existing = self._client.get_run(self.run_id).data.params
             fresh = [Param(k, v) for k, v in payload["params"].items() if k not in existing]
             for start in range(0, len(fresh), 100):
-                self.client.log_batch(self.run_id, params=fresh[start : start + 100])
+                self._client.log_batch(self.run_id, params=fresh[start : start + 100])
         elif kind == "tags":
-            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in payload["tags"].items()])
+            self._client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in payload["tags"].items()])
         elif kind == "metrics":
             logged = self._logged_steps()
             fresh = {}  # once per (key, step), across resumes and replays: the first value stands
@@ -173,7 +173,7 @@ class RunLogger(Callback):
                     fresh.setdefault((key, step), Metric(key, value, ts, step))
             batch = list(fresh.values())
             for start in range(0, len(batch), 500):
-                self.client.log_batch(self.run_id, metrics=batch[start : start + 500])
+                self._client.log_batch(self.run_id, metrics=batch[start : start + 500])
                 for metric in batch[start : start + 500]:
                     logged.setdefault(metric.key, set()).add(metric.step)
         elif kind == "history":  # epochs a checkpoint holds that the store may have missed
@@ -187,28 +187,28 @@ class RunLogger(Callback):
             )
             inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])]
             # Runs of one grid log the same dataset at once: the store's first writer creates its row.
-            retry_creation_race(lambda: self.client.log_inputs(self.run_id, datasets=inputs))
+            retry_creation_race(lambda: self._client.log_inputs(self.run_id, datasets=inputs))
         elif kind == "clear_failure":
             self._clear_failure()
         elif kind == "artifact":
-            self.client.log_artifact(self.run_id, payload["file"], payload["artifact_dir"])
+            self._client.log_artifact(self.run_id, payload["file"], payload["artifact_dir"])
         elif kind == "end":
-            self.client.set_terminated(self.run_id, payload["status"])
+            self._client.set_terminated(self.run_id, payload["status"])
 
     def _logged_steps(self) -> dict[str, set[int]]:
         """key -> steps the store already holds, read once (a fresh run holds none)."""
         if self._logged is None:
-            keys = self.client.get_run(self.run_id).data.metrics
-            self._logged = {key: {m.step for m in self.client.get_metric_history(self.run_id, key)} for key in keys}
+            keys = self._client.get_run(self.run_id).data.metrics
+            self._logged = {key: {m.step for m in self._client.get_metric_history(self.run_id, key)} for key in keys}
         return self._logged
 
     def _clear_failure(self) -> None:
-        run = self.client.get_run(self.run_id)
+        run = self._client.get_run(self.run_id)
         if "failure" in run.data.tags:
-            self.client.delete_tag(self.run_id, "failure")
-        if self.client.list_artifacts(self.run_id, "failure"):
+            self._client.delete_tag(self.run_id, "failure")
+        if self._client.list_artifacts(self.run_id, "failure"):
             try:
-                self.client._tracking_client._get_artifact_repo(self.run_id).delete_artifacts("failure")
+                self._client._tracking_client._get_artifact_repo(self.run_id).delete_artifacts("failure")
             except Exception as error:  # an artifact store without deletes: say so, keep going
                 log.warning("could not delete the failure/ artifacts of run %s (%s)", self.run_id, one_line(error))
 
@@ -266,15 +266,15 @@ class RunLogger(Callback):
         import mlflow.pytorch
 
         def log_once() -> str:
-            experiment_id = self.client.get_run(self.run_id).info.experiment_id
+            experiment_id = self._client.get_run(self.run_id).info.experiment_id
             existing = self._logged_models(experiment_id, name)
             ready = [m for m in existing if str(m.status).endswith("READY")]
             if ready:
                 return ready[0].model_id
             for stale in existing:
-                self.client.delete_logged_model(stale.model_id)
+                self._client.delete_logged_model(stale.model_id)
             # Created here: left to itself, MLflow files a model with no active run under experiment 0.
-            created = self.client.create_logged_model(experiment_id, name=name, source_run_id=self.run_id, tags=tags)
+            created = self._client.create_logged_model(experiment_id, name=name, source_run_id=self.run_id, tags=tags)
             mlflow.set_tracking_uri(self.uri)  # MLflow's model logging reads the process-wide URI
             # pickle: any module tree loads back (torch.export's "pt2" traces only some); loading
             # it runs its code, as for every pickled MLflow model: load models you trust.
@@ -294,7 +294,7 @@ class RunLogger(Callback):
             return None
 
     def _logged_models(self, experiment_id: str, name: str) -> list:
-        found = self.client.search_logged_models(experiment_ids=[experiment_id], filter_string=f"source_run_id = '{self.run_id}'")
+        found = self._client.search_logged_models(experiment_ids=[experiment_id], filter_string=f"source_run_id = '{self.run_id}'")
         return [m for m in found if m.name == name]
 
     def end(self, status: str) -> None:

@@ -53,36 +53,19 @@ def run_status(uri: str, run_id: str) -> str:
     return client(uri).get_run(run_id).info.status
 
 
-def _search(uri: str, experiment_id: str, tags: dict[str, str] | None = None) -> list:
-    """MLflow's runs of an experiment carrying `tags` (all of them, with these values), newest first."""
+def runs_of(uri: str, experiment_id: str, tags: dict[str, str] | None = None, status: str | None = None) -> list[Run]:
+    """Every run of an experiment, newest first; only those carrying `tags` (all of them, with these
+    values) and with `status`, when given."""
     c = client(uri)
     where = " and ".join(f"tags.`{key}` = '{value}'" for key, value in (tags or {}).items())
     found, token = [], None
     while True:
         page = c.search_runs([experiment_id], filter_string=where, order_by=["attributes.start_time DESC"], max_results=1000, page_token=token)
-        found.extend(page)
+        found.extend(run_record(r) for r in page)
         token = page.token
         if not token:
             break
-    return found
-
-
-def runs_of(uri: str, experiment_id: str, filter_string: str = "", status: str | None = None) -> list:
-    """Every run of an experiment (paged), optionally only those with a given status."""
-    c = client(uri)
-    found, token = [], None
-    while True:
-        page = c.search_runs([experiment_id], filter_string=filter_string, max_results=1000, page_token=token)
-        found.extend(page)
-        token = page.token
-        if not token:
-            break
-    return [r for r in found if status is None or r.info.status == status]
-
-
-def _runs(uri: str, experiment_id: str, tags: dict[str, str] | None = None, status: str | None = None) -> list[Run]:
-    """Every run of an experiment, newest first; only those carrying `tags` and with `status`, when given."""
-    return [run_record(r) for r in _search(uri, experiment_id, tags) if status is None or r.info.status == status]
+    return [run for run in found if status is None or run.status == status]
 
 
 def grid_runs(
@@ -91,33 +74,13 @@ def grid_runs(
     """The runs of the dataset x model grid (`is_grid_run`), newest first; only those of one
     configuration, of one dataset, with one status, when given."""
     tags = {CONFIG_HASH_TAG: config_hash, "dataset": dataset}
-    found = _runs(uri, experiment_id, {k: v for k, v in tags.items() if v is not None}, status)
+    found = runs_of(uri, experiment_id, {k: v for k, v in tags.items() if v is not None}, status)
     return [run for run in found if is_grid_run(run)]
 
 
 def study_runs(uri: str, experiment_id: str, kind: str, study: str) -> list[Run]:
     """The runs of one study of a kind (its parent run, its analysis run), newest first."""
-    return _runs(uri, experiment_id, {STUDY_TAG: study, STUDY_KIND_TAG: kind})
-
-
-def find_runs(uri: str, experiment_id: str, config_hash: str) -> list:
-    """All runs of this experiment carrying this config hash, newest first."""
-    return client(uri).search_runs(
-        [experiment_id],
-        filter_string=f"tags.config_hash = '{config_hash}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=100,
-    )
-
-
-def run_state(uri: str, run_id: str) -> tuple[str, str] | None:
-    """(status, lifecycle stage) of a run, None when this store has no such run."""
-    run = find_run(uri, run_id)
-    return None if run is None else (run.status, "deleted" if run.deleted else "active")
-
-
-def iter_params(run):
-    return run.data.params.items()
+    return runs_of(uri, experiment_id, {STUDY_TAG: study, STUDY_KIND_TAG: kind})
 
 
 def create_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, str], parent_run_id: str | None = None) -> str:

@@ -26,6 +26,7 @@ class Run:
     experiment_id: str
     status: str  # FINISHED, RUNNING, FAILED, KILLED (or SCHEDULED)
     start_time: int | None  # milliseconds since the epoch
+    end_time: int | None  # None while it has not ended
     deleted: bool  # deleted in the UI (its lifecycle stage), restorable there
     tags: dict[str, str]
     params: dict[str, str]
@@ -58,6 +59,7 @@ def run_record(run) -> Run:
         experiment_id=info.experiment_id,
         status=info.status,
         start_time=info.start_time,
+        end_time=info.end_time,
         deleted=info.lifecycle_stage == "deleted",
         tags=dict(data.tags),
         params=dict(data.params),
