@@ -46,6 +46,15 @@ def _to(values: torch.Tensor, device: torch.device, dtype: torch.dtype | None = 
     return values.to(device=device, dtype=dtype, non_blocking=True)
 
 
+class _PerDeviceConstants:
+    """A step that keeps its constant tensors per (device, dtype) in `_cache`. A copy or a pickle
+    starts with an empty cache, so the step moves to another process or device (a logged model
+    loaded on a CPU) without taking CUDA tensors along; the constants are rebuilt on first use."""
+
+    def __getstate__(self) -> dict:
+        return self.__dict__ | {"_cache": {}}
+
+
 def _per_channel(values: tuple[float, ...], cache: dict, x: torch.Tensor) -> torch.Tensor:
     key = (values, x.device, x.dtype)
     if key not in cache:
@@ -95,7 +104,7 @@ class GrayToRGB:
 
 
 @dataclass(frozen=True)
-class Normalize:
+class Normalize(_PerDeviceConstants):
     """(x - mean) / std per channel, as torchvision's Normalize after ToTensor."""
 
     mean: tuple[float, ...]
@@ -119,7 +128,7 @@ def notebook_uint8_wrap(values: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class NotebookDoubleTransform:
+class NotebookDoubleTransform(_PerDeviceConstants):
     """Defect reproduced in `notebook` mode (protocol 7.1, CIFAR-10 and FashionMNIST).
 
     The notebooks' training items were already ToTensor+Normalize'd; ToPILImage then multiplied the

@@ -28,7 +28,5 @@ def packaged(net: nn.Module, eval_transform) -> WithPreprocessing:
     """A CPU, eval-mode copy of `net` behind `eval_transform` (the trained module is left as it is)."""
     if eval_transform.augments:
         raise ValueError("a logged model's transform must be deterministic")
-    transform = copy.deepcopy(eval_transform)
-    for op in transform.ops:  # per-device constants (Normalize's) are rebuilt where the model is loaded
-        getattr(op, "_cache", {}).clear()
-    return WithPreprocessing(copy.deepcopy(net).cpu().float().eval(), transform)
+    # the copy leaves the steps' per-device constants behind (bench.data.pipeline._PerDeviceConstants)
+    return WithPreprocessing(copy.deepcopy(net).cpu().float().eval(), copy.deepcopy(eval_transform))
