@@ -17,6 +17,7 @@ from bench.callbacks import Callback
 from bench.errors import BenchError
 from bench.tracking.failures import network_reason, one_line, retry_creation_race, transient
 from bench.tracking.outbox import Outbox, outbox_root
+from bench.tracking.queries import search_logged_models
 from bench.tracking.records import FINISHED
 from bench.tracking.store import client, http_defaults, quiet_mlflow, shown_uri
 
@@ -294,8 +295,7 @@ class RunLogger(Callback):
             return None
 
     def _logged_models(self, experiment_id: str, name: str) -> list:
-        found = self._client.search_logged_models(experiment_ids=[experiment_id], filter_string=f"source_run_id = '{self.run_id}'")
-        return [m for m in found if m.name == name]
+        return [m for m in search_logged_models(self._client, self.run_id, experiment_id) if m.name == name]
 
     def end(self, status: str) -> None:
         """Set the final status once everything queued before it is delivered.

@@ -126,6 +126,10 @@ def download_artifact(uri: str, run_id: str, artifact_path: str, dst: Path) -> P
 def logged_models(uri: str, run_id: str) -> list[LoggedModel]:
     """The models a run logged (its "Logged models"), oldest first."""
     c = client(uri)
-    experiment = c.get_run(run_id).info.experiment_id
-    found = c.search_logged_models(experiment_ids=[experiment], filter_string=f"source_run_id = '{run_id}'")
+    found = search_logged_models(c, run_id, c.get_run(run_id).info.experiment_id)
     return sorted((model_record(m) for m in found), key=lambda m: m.created)
+
+
+def search_logged_models(c, run_id: str, experiment_id: str) -> list:
+    """MLflow's own entities of the models `run_id` logged in its experiment (for tracking's modules)."""
+    return c.search_logged_models(experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'")
