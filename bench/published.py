@@ -1,4 +1,5 @@
-"""The notebooks' printed results (protocol section 6, `resources/notebook_results.csv`), by our names.
+"""The notebooks' printed results (protocol section 6, `resources/notebook_results.csv`) and parameter
+counts (protocol 1.10, `resources/parameter_counts.csv`), by our names.
 
 A "published cell" is one row of that file: the final metrics of one (dataset, model) notebook cell.
 Notebook-mode runs record the row they reproduce; `bench report` puts its figure beside them.
@@ -12,6 +13,7 @@ from functools import lru_cache
 from importlib import resources
 
 RESOURCE = "resources/notebook_results.csv"
+PARAMETER_COUNTS = "resources/parameter_counts.csv"
 # The notebooks' names for our datasets and models.
 NOTEBOOK_DATASETS = {
     "CIFAR-10": "cifar10", "FashionMNIST": "fashionmnist", "SVHN": "svhn", "BloodMNIST": "bloodmnist",
@@ -41,8 +43,6 @@ class Cell:
 def cells() -> tuple[Cell, ...]:
     """Every published cell of the current notebooks, plus Tiny ImageNet's only (2025) version;
     the superseded 2025 No-PE runs are left out (protocol 0.2)."""
-    with resources.files("bench").joinpath(RESOURCE).open() as handle:
-        rows = list(csv.DictReader(handle))
     return tuple(
         Cell(
             row=number,
@@ -52,7 +52,7 @@ def cells() -> tuple[Cell, ...]:
             transformer=row["transformer_d_h_ff"],
             top1=float(row["test_top1_pct"]),
         )
-        for number, row in enumerate(rows, start=1)
+        for number, row in enumerate(_rows(RESOURCE), start=1)
         if "superseded" not in row["notebook_version"]
     )
 
@@ -60,3 +60,19 @@ def cells() -> tuple[Cell, ...]:
 def cell(dataset: str, model: str) -> Cell | None:
     """The published cell of (dataset, model), or None where the notebooks did not run it."""
     return next((c for c in cells() if c.dataset == dataset and c.model == model), None)
+
+
+@lru_cache(maxsize=None)
+def parameter_counts(model: str) -> dict[tuple[int, int], int]:
+    """(in_channels, num_classes) -> the total parameters the notebooks printed for ``model`` with its
+    published defaults; empty for a model they never built (a plugin's, timm's)."""
+    return {
+        (int(row["in_channels"]), int(row["num_classes"])): int(row["parameters"])
+        for row in _rows(PARAMETER_COUNTS)
+        if row["model"] == model
+    }
+
+
+def _rows(resource: str) -> list[dict[str, str]]:
+    with resources.files("bench").joinpath(resource).open() as handle:
+        return list(csv.DictReader(handle))

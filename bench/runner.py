@@ -244,7 +244,7 @@ def _gradflow_analysis(spec: RunSpec, bundle, loaders: dict, device: torch.devic
             bundle.train, batch_size=spec.train.batch_size, transform=bundle.eval_transform, device=device,
             shuffle=True, seed=spec.split_seed,
         )
-    thresholds = gradflow.GradFlowThresholds(spec.gradflow.vanishing, spec.gradflow.exploding)
+    thresholds = spec.gradflow.thresholds
 
     def analyze(net):
         batches = _gradflow_batches(source, spec.gradflow.num_batches)

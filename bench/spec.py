@@ -151,11 +151,18 @@ class GradFlowConfig:
     )
     mode: str = setting("train", "Forward in train mode (dropout, batch statistics) as training sees it, or eval.", choices=("train", "eval"))
 
+    @property
+    def thresholds(self):
+        """The pair as the analyzer takes it (``GradFlowThresholds``, which checks it)."""
+        from bench.gradflow.stats import GradFlowThresholds  # the analyzer's package imports torch
+
+        return GradFlowThresholds(self.vanishing, self.exploding)
+
     def validate(self) -> None:
-        if not self.vanishing < self.exploding:
-            raise BenchError(
-                f"Gradient thresholds must satisfy vanishing < exploding, got {self.vanishing:g} and {self.exploding:g}."
-            )
+        try:
+            self.thresholds
+        except ValueError as error:
+            raise BenchError(f"{str(error).capitalize()}; set gradflow.vanishing and gradflow.exploding accordingly.") from None
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,13 @@ def run_task(task: "Task", context: Context, device: str, slot: str | None = Non
     send("done", asdict(outcome))
 
 
+def run_allocated_task(task: "Task", context: Context, gpus: float, threads: int, env: dict | None = None) -> None:
+    """A task in a process a cluster scheduler (Ray, Slurm) started and pinned to its GPUs through
+    CUDA_VISIBLE_DEVICES: the first visible GPU when it was given any, else the CPU."""
+    start(threads=threads, env=env)
+    run_task(task, context, "cuda:0" if gpus > 0 else "cpu")
+
+
 # -- the parent's side -----------------------------------------------------------------------------
 
 

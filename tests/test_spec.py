@@ -1,6 +1,7 @@
 """Run specs: protocol defaults, a stable config hash, study files and their overrides."""
 
 import dataclasses
+import re
 
 import pytest
 
@@ -180,3 +181,17 @@ def test_bad_study_files(tmp_path, text, fragment):
     path.write_text(text)
     with pytest.raises(BenchError, match=fragment):
         studyfile.load(path)
+
+
+@pytest.mark.parametrize(
+    "vanishing, exploding, fragment",
+    [
+        (10.0, 10.0, "0 < vanishing < exploding, got 10 and 10; set gradflow.vanishing and gradflow.exploding"),
+        (20.0, 10.0, "0 < vanishing < exploding, got 20 and 10; set gradflow.vanishing and gradflow.exploding"),
+        (1e-6, float("inf"), "gradflow.exploding must be a finite number"),  # the schema's own check, first
+    ],
+)
+def test_a_threshold_pair_that_cannot_classify_is_refused(vanishing, exploding, fragment):
+    spec = RunSpec("digits", "resnet18", gradflow=GradFlowConfig(vanishing=vanishing, exploding=exploding))
+    with pytest.raises(BenchError, match=re.escape(fragment)):
+        spec.validate()

@@ -128,6 +128,7 @@ def test_a_dataset_without_finished_runs_says_which_run_to_start(digits_runs, ca
         (["--exploding", ""], "--exploding needs at least one"),
         (["--vanishing", "-1e-6"], "positive"),
         (["--vanishing", "1e-6,20"], "below every exploding"),
+        (["--exploding", "10,inf"], "positive finite numbers"),
         (["--run-id", "0123456789abcdef"], "not in the tracking store"),
     ],
 )

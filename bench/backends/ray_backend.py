@@ -28,9 +28,8 @@ FORWARDED_ENV_PREFIXES = ("MLFLOW_", "BENCH_")
 
 
 def run_task(task, context: worker.Context, gpus: float, threads: int) -> None:
-    """The body of one Ray task. Ray pins the task's GPUs through CUDA_VISIBLE_DEVICES."""
-    worker.start(threads=threads, env=context.env)
-    worker.run_task(task, context, "cuda:0" if gpus > 0 else "cpu")
+    """The body of one Ray task; its settings (``context.env``) travel with it."""
+    worker.run_allocated_task(task, context, gpus, threads, env=context.env)
 
 
 class RayBackend:

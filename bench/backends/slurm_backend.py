@@ -29,10 +29,8 @@ class RunJob(submitit.helpers.Checkpointable if submitit else object):
     requeues the same call: the run continues from its last epoch checkpoint in the same MLflow run."""
 
     def __call__(self, task, context: worker.Context, gpus: int, threads: int) -> None:
-        # Slurm (and the local executor) pin the job's GPUs through CUDA_VISIBLE_DEVICES; jobs
-        # inherit the submitting environment, so no credential is written into the job files.
-        worker.start(threads=threads)
-        worker.run_task(task, context, "cuda:0" if gpus > 0 else "cpu")
+        # Jobs inherit the submitting environment, so no credential is written into the job files.
+        worker.run_allocated_task(task, context, gpus, threads)
 
 
 class SlurmBackend:

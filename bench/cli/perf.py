@@ -11,6 +11,7 @@ from bench.cli import app
 from bench.cli import console as make_console
 from bench.cli.run import parse_seeds
 from bench.errors import BenchError
+from bench.numbers import parse_numbers
 
 perf_app = typer.Typer(
     help="Throughput benchmarks against baselines measured in the same run. Without a command: training and "
@@ -20,13 +21,7 @@ app.add_typer(perf_app, name="perf")
 
 
 def _positive_ints(text: str, option: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise BenchError(f"{option} must be a comma-separated list of integers, got {text!r}.") from None
-    if not values or min(values) < 1:
-        raise BenchError(f"{option} needs at least one positive integer, got {text!r}.")
-    return values
+    return parse_numbers(text, option, int, valid=lambda value: value >= 1, what="positive integers")
 
 
 def _gib(nbytes: int) -> str:

@@ -14,6 +14,7 @@ from bench.backends import Placement
 from bench.cli import app, listing_settings, setting_help, with_backend
 from bench.cli import console as make_console
 from bench.errors import BenchError
+from bench.numbers import parse_numbers
 from bench.spec import schema
 from bench.tracking import DEFAULT_EXPERIMENT
 
@@ -23,16 +24,7 @@ MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
 def parse_seeds(text: str | None, option: str = "--seeds") -> list[int] | None:
     if text is None:
         return None
-    try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise BenchError(f"{option} must be a comma-separated list of integers, got {text!r}.") from None
-    if not seeds:
-        raise BenchError(f"{option} needs at least one integer.")
-    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
-    if bad:
-        raise BenchError(f"{option} must be integers from 0 to {MAX_SEED}, got {', '.join(map(str, bad))}.")
-    return seeds
+    return parse_numbers(text, option, int, valid=lambda seed: 0 <= seed <= MAX_SEED, what=f"integers from 0 to {MAX_SEED}")
 
 
 def check_text_option(value: str | None, option: str) -> None:

@@ -571,6 +571,19 @@ class Dataset:
         return f"<dataset {self.name}>"
 
 
+class InMemoryDataset(Dataset):
+    """Data made in memory, not read from files (scikit-learn's digits, synthetic): nothing to download.
+    ``files`` stays empty, so nothing is missing and nothing takes disk space."""
+
+    made_by: ClassVar[str]  # how it comes to be, for `how_to_get`
+
+    def how_to_get(self, data_dir: Path) -> str:
+        return f"{self.name} {self.made_by}; there is nothing to download."
+
+    def download(self, data_dir: Path, progress: Progress | None = None) -> None:
+        return None
+
+
 class PooledDataset(Dataset):
     """Official parts that the protocol pools and re-splits 70/15/15 (CIFAR-10, FashionMNIST, SVHN,
     Tiny ImageNet, protocol 2.2). ``--splits official`` keeps the official train/test instead."""

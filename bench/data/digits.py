@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data.base import Dataset, Progress, SplitSet, index_lists, register, resplit, resplit_sizes, split_views
+from bench.data.base import InMemoryDataset, SplitSet, index_lists, register, resplit, resplit_sizes, split_views
 from bench.data.pipeline import BatchOp, RandomCrop
 
 SAMPLES = 1_797
@@ -20,7 +20,7 @@ SIZE = 16  # model input size in pixels
 
 
 @register
-class Digits(Dataset):
+class Digits(InMemoryDataset):
     name = "digits"
     num_classes = 10
     in_channels = 1
@@ -31,19 +31,8 @@ class Digits(Dataset):
     protocol_section = "-"  # not part of the original study
     homepage = "scikit-learn (sklearn.datasets.load_digits)"
     split_choices = ("protocol",)
+    made_by = "ships with scikit-learn"
     expected_sizes = resplit_sizes(SAMPLES)
-
-    def missing_files(self, data_dir: Path) -> list[Path]:
-        return []
-
-    def how_to_get(self, data_dir: Path) -> str:
-        return "digits ships with scikit-learn; there is nothing to download."
-
-    def download(self, data_dir: Path, progress: Progress | None = None) -> None:
-        return None
-
-    def disk_size(self, data_dir: Path) -> int:
-        return 0
 
     def sizes(self, data_dir: Path) -> dict[str, int]:
         return resplit_sizes(SAMPLES)

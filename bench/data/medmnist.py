@@ -10,18 +10,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from bench.data.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Dataset,
-    Progress,
-    Remote,
-    Split,
-    SplitSet,
-    check_labels,
-    fetch,
-    register,
-)
+from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, Dataset, Progress, Remote, Split, SplitSet, check_labels, fetch, register
 from bench.data.pipeline import BatchOp, ColorJitter, RandomAffine, RandomHorizontalFlip
 
 PARTS = ("train", "val", "test")

@@ -9,20 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Dataset,
-    H5Images,
-    Progress,
-    Remote,
-    Split,
-    SplitSet,
-    check_labels,
-    fetch,
-    gunzip,
-    register,
-)
+from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, Dataset, H5Images, Progress, Remote, Split, SplitSet, check_labels, fetch, gunzip, register
 
 FOLDER = "pcam"  # torchvision's PCAM layout
 PARTS = {"train": "train", "val": "valid", "test": "test"}

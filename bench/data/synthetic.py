@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.data.base import DataBundle, Dataset, Progress, Split, SplitSet, register
+from bench.data.base import DataBundle, InMemoryDataset, Split, SplitSet, register
 from bench.data.pipeline import BatchOp, RandomCrop, RandomHorizontalFlip
 
 TEMPLATE_WEIGHT = 0.6  # the rest is per-image noise
@@ -33,11 +33,12 @@ def make_images(n: int, templates: torch.Tensor, generator: torch.Generator) -> 
 
 
 @register
-class Synthetic(Dataset):
+class Synthetic(InMemoryDataset):
     name = "synthetic"
     protocol_section = "-"  # not part of the original study
     homepage = "generated in memory"
     split_choices = ("protocol",)
+    made_by = "is generated in memory"
 
     def __init__(
         self,
@@ -53,18 +54,6 @@ class Synthetic(Dataset):
         self.split_sizes, self.data_seed = tuple(sizes), data_seed
         self.mean, self.std = (0.5,) * channels, (0.25,) * channels
         self.class_names = tuple(f"class_{k}" for k in range(num_classes))
-
-    def missing_files(self, data_dir: Path) -> list[Path]:
-        return []
-
-    def how_to_get(self, data_dir: Path) -> str:
-        return "synthetic is generated in memory; there is nothing to download."
-
-    def download(self, data_dir: Path, progress: Progress | None = None) -> None:
-        return None
-
-    def disk_size(self, data_dir: Path) -> int:
-        return 0
 
     def sizes(self, data_dir: Path) -> dict[str, int]:
         return dict(zip(("train", "val", "test"), self.split_sizes))

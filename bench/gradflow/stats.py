@@ -25,8 +25,11 @@ class GradFlowThresholds:
     exploding: float = 10.0
 
     def __post_init__(self) -> None:
-        if not 0 < self.vanishing < self.exploding:
-            raise ValueError(f"need 0 < vanishing < exploding, got {self.vanishing} and {self.exploding}")
+        # The one check of a threshold pair, wherever it comes from (a run's settings, a stored report).
+        if not (math.isfinite(self.exploding) and 0 < self.vanishing < self.exploding):
+            raise ValueError(
+                f"gradient thresholds must be finite and satisfy 0 < vanishing < exploding, got {self.vanishing:g} and {self.exploding:g}"
+            )
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 ``build("gradattn-rope", num_classes=10, in_channels=3, d_model=128)`` is the only way to make a
 model; ``names("gradattn-*")`` and ``expand("resnet18,gradattn-*")`` list them. Each model is one
 decorated builder in its family's module (``resnet.py``, ``gradattn.py``), registered together with
-its metadata (``ModelInfo``): family, protocol section and the parameter counts the original
-notebooks printed (protocol 1.10). Plugins register theirs with the same decorator (bench.plugins);
+its metadata (``ModelInfo``): family, protocol section, options, and the parameter counts the original
+notebooks printed (protocol 1.10, kept with their other printed figures in ``bench/resources``). Plugins register theirs with the same decorator (bench.plugins);
 ``timm/<architecture>`` names any model timm can build (bench.models.timm_family).
 """
 
@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch.nn as nn
 
+from bench import published
 from bench.errors import BenchError
 from bench.registry import Registry
 
@@ -32,9 +33,12 @@ class ModelInfo:
     description: str
     protocol_section: str
     options: tuple[str, ...]
-    # (in_channels, num_classes) -> total parameters printed by the notebooks for the published
-    # defaults (protocol 1.10); checked by the tests.
-    reference_params: dict[tuple[int, int], int] = field(default_factory=dict, hash=False)
+
+    @property
+    def reference_params(self) -> dict[tuple[int, int], int]:
+        """(in_channels, num_classes) -> total parameters printed by the notebooks for the published
+        defaults (protocol 1.10, ``resources/parameter_counts.csv``); checked by the tests."""
+        return published.parameter_counts(self.name)
 
 
 Resolver = Callable[..., dict[str, Any]]

@@ -26,7 +26,7 @@ from bench.errors import BenchError
 from bench.models import ModelInfo, register_model
 from bench.models.encoder import shared_encoder
 from bench.models.init import check_init, initialise, keep_pytorch_defaults
-from bench.models.resnet import STAGE_CHANNELS, STEM_CHANNELS, ResNetBody, conv3x3
+from bench.models.resnet import STAGE_CHANNELS, STEM_CHANNELS, ResNetBody, TwoConvs
 from bench.models.rope import LayerStack, RoPEEncoderLayer
 
 TOKEN_NAMES = ("stem", "layer1", "layer2", "layer3", "layer4")
@@ -102,16 +102,8 @@ class TransformerConfig:
         return self.d_model // self.nhead
 
 
-class NonResidualBlock(nn.Module):
+class NonResidualBlock(TwoConvs):
     """conv3x3-BN-ReLU-conv3x3-BN-ReLU with no shortcut at all (protocol 1.5)."""
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = conv3x3(in_planes, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
@@ -246,59 +238,21 @@ def _gradattn(model_name: str, position: str, num_classes: int, in_channels: int
     return initialise(model, resolved["init"], keep_pytorch_defaults)  # protocol 1.9: PyTorch defaults
 
 
-def _info(name: str, description: str, section: str, reference: dict[tuple[int, int], int]) -> ModelInfo:
-    return ModelInfo(name, "gradattn", description, section, GRADATTN_OPTIONS, reference)
+def _register(name: str, description: str, section: str):
+    info = ModelInfo(name, "gradattn", description, section, GRADATTN_OPTIONS)
+    return register_model(info, resolver=partial(resolved_options, name))
 
 
-def _register(info: ModelInfo):
-    return register_model(info, resolver=partial(resolved_options, info.name))
-
-
-@_register(
-    _info(
-        "gradattn-nope",
-        "GradAttn, depth tokens without positional encoding",
-        "1.6",
-        {(3, 10): 12_849_994, (1, 10): 12_843_722, (3, 8): 12_849_480},
-    )
-)
+@_register("gradattn-nope", "GradAttn, depth tokens without positional encoding", "1.6")
 def gradattn_nope(num_classes: int, in_channels: int, **options: Any) -> GradAttn:
     return _gradattn("gradattn-nope", "none", num_classes, in_channels, **options)
 
 
-@_register(
-    _info(
-        "gradattn-lpe",
-        "GradAttn, learnable positional embedding",
-        "1.7",
-        {
-            (3, 10): 12_851_274,
-            (1, 10): 12_845_002,
-            (3, 8): 12_850_760,
-            (3, 2): 12_849_218,
-            (3, 6): 12_850_246,
-            (3, 200): 12_900_104,
-        },
-    )
-)
+@_register("gradattn-lpe", "GradAttn, learnable positional embedding", "1.7")
 def gradattn_lpe(num_classes: int, in_channels: int, **options: Any) -> GradAttn:
     return _gradattn("gradattn-lpe", "learned", num_classes, in_channels, **options)
 
 
-@_register(
-    _info(
-        "gradattn-rope",
-        "GradAttn, rotary position embedding on queries and keys",
-        "1.8",
-        {
-            (3, 10): 12_847_690,
-            (1, 10): 12_841_418,
-            (3, 8): 12_847_176,
-            (3, 2): 12_845_634,
-            (3, 6): 12_846_662,
-            (3, 200): 12_896_520,
-        },
-    )
-)
+@_register("gradattn-rope", "GradAttn, rotary position embedding on queries and keys", "1.8")
 def gradattn_rope(num_classes: int, in_channels: int, **options: Any) -> GradAttn:
     return _gradattn("gradattn-rope", "rotary", num_classes, in_channels, **options)

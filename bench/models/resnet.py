@@ -27,12 +27,8 @@ def conv3x3(in_planes: int, planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
 
 
-class BasicBlock(nn.Module):
-    """conv3x3-BN-ReLU-conv3x3-BN (-> attention) + shortcut -> ReLU (protocol 1.2).
-
-    Subclasses add a channel/spatial attention module between the second BN and the addition
-    (protocol 1.3, 1.4) by overriding ``add_attention`` and ``attend``.
-    """
+class TwoConvs(nn.Module):
+    """The layers every block of both families has: conv3x3-BN-ReLU-conv3x3-BN; subclasses wire them."""
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
@@ -41,6 +37,17 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
+
+
+class BasicBlock(TwoConvs):
+    """conv3x3-BN-ReLU-conv3x3-BN (-> attention) + shortcut -> ReLU (protocol 1.2).
+
+    Subclasses add a channel/spatial attention module between the second BN and the addition
+    (protocol 1.3, 1.4) by overriding ``add_attention`` and ``attend``.
+    """
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__(in_planes, planes, stride)
         # Registered before the shortcut, as in the notebooks (protocol 5.2 hook indices).
         self.add_attention(planes)
         self.downsample: nn.Module | None = None
@@ -196,56 +203,24 @@ def _resnet(
     return initialise(ResNet(block, num_classes, in_channels), init, own_policy)
 
 
-def _info(name: str, description: str, section: str, reference: dict[tuple[int, int], int]) -> ModelInfo:
-    return ModelInfo(name, "resnet", description, section, RESNET_OPTIONS, reference)
-
-
 def _resolved_options(init: str = "per-model") -> dict[str, str]:
     return {"init": check_init(init)}
 
 
-def _register(info: ModelInfo):
-    return register_model(info, resolver=_resolved_options)
+def _register(name: str, description: str, section: str):
+    return register_model(ModelInfo(name, "resnet", description, section, RESNET_OPTIONS), resolver=_resolved_options)
 
 
-@_register(
-    _info(
-        "resnet18",
-        "ResNet-18 (ImageNet stem, basic blocks, projection shortcuts)",
-        "1.2",
-        {
-            (3, 10): 11_181_642,
-            (1, 10): 11_175_370,
-            (3, 8): 11_180_616,
-            (3, 2): 11_177_538,
-            (3, 6): 11_179_590,
-            (3, 200): 11_279_112,
-        },
-    )
-)
+@_register("resnet18", "ResNet-18 (ImageNet stem, basic blocks, projection shortcuts)", "1.2")
 def resnet18(num_classes: int, in_channels: int, init: str = "per-model") -> ResNet:
     return _resnet(BasicBlock, keep_pytorch_defaults, num_classes, in_channels, init)
 
 
-@_register(
-    _info(
-        "senet18",
-        "SE-ResNet-18 (squeeze-and-excitation in every block, r=16)",
-        "1.3",
-        {(3, 10): 11_268_682, (1, 10): 11_262_410},
-    )
-)
+@_register("senet18", "SE-ResNet-18 (squeeze-and-excitation in every block, r=16)", "1.3")
 def senet18(num_classes: int, in_channels: int, init: str = "per-model") -> ResNet:
     return _resnet(SEBasicBlock, kaiming_fan_out, num_classes, in_channels, init)
 
 
-@_register(
-    _info(
-        "cbam18",
-        "CBAM-ResNet-18 (channel then spatial attention in every block)",
-        "1.4",
-        {(3, 10): 11_269_466, (1, 10): 11_263_194},
-    )
-)
+@_register("cbam18", "CBAM-ResNet-18 (channel then spatial attention in every block)", "1.4")
 def cbam18(num_classes: int, in_channels: int, init: str = "per-model") -> ResNet:
     return _resnet(CBAMBasicBlock, kaiming_fan_out, num_classes, in_channels, init)

@@ -29,6 +29,7 @@ import pandas as pd
 
 from bench import metric_names, tracking
 from bench.errors import BenchError
+from bench.numbers import parse_numbers
 from bench.spec import GradFlowConfig
 from bench.studies import storage as study_storage
 from bench.studies.tables import to_markdown
@@ -45,14 +46,7 @@ SCORES = ("health", "health_notebook", "n_vanishing", "n_exploding", "n_layers")
 
 
 def parse_thresholds(text: str, option: str) -> tuple[float, ...]:
-    try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise BenchError(f"{option} must be a comma-separated list of numbers like 1e-8,1e-7, got {text!r}.") from None
-    if not values:
-        raise BenchError(f"{option} needs at least one threshold.")
-    if any(not math.isfinite(v) or v <= 0 for v in values):
-        raise BenchError(f"{option} thresholds must be positive finite numbers, got {text!r}.")
+    values = parse_numbers(text, option, float, valid=lambda v: math.isfinite(v) and v > 0, what="positive finite numbers like 1e-8,1e-7")
     return tuple(sorted(set(values)))
 
 
@@ -64,12 +58,11 @@ class ThresholdGrid:
     @classmethod
     def parse(cls, vanishing: str, exploding: str) -> "ThresholdGrid":
         grid = cls(parse_thresholds(vanishing, "--vanishing"), parse_thresholds(exploding, "--exploding"))
-        # Every pair must be a valid classification (protocol 5.3): vanishing below exploding.
-        if max(grid.vanishing) >= min(grid.exploding):
-            raise BenchError(
-                f"Every vanishing threshold must lie below every exploding one, but {max(grid.vanishing):g} >= "
-                f"{min(grid.exploding):g}; fix --vanishing or --exploding."
-            )
+        # Every pair must be a valid classification (protocol 5.3): checking the closest pair checks all.
+        try:
+            GradFlowConfig(vanishing=max(grid.vanishing), exploding=min(grid.exploding)).thresholds
+        except ValueError as error:
+            raise BenchError(f"Every vanishing threshold must lie below every exploding one ({error}); fix --vanishing or --exploding.") from None
         return grid
 
     @property
