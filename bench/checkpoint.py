@@ -84,8 +84,10 @@ def load(path: Path) -> Any:
 def load_resume(folder: Path) -> tuple[dict | None, dict | None]:
     """(last, best) checkpoints of a run folder, verified together; (None, None) when it starts afresh.
 
-    The best-weights file must be there, and of the epoch `last` names as best, whenever `last`
-    records a best epoch: a run never silently ends on other weights than its best ones.
+    The best weights must be those of the epoch `last` names as best, whenever `last` records a best
+    epoch: a run never silently ends on other weights than its best ones. The trainer writes `last`
+    before `best`, so a process killed between the two leaves `last` naming its own epoch as best:
+    then `last` holds the best weights itself: the best file is written from it, not refused.
     """
     folder = Path(folder)
     if not (folder / LAST).exists():
@@ -94,18 +96,22 @@ def load_resume(folder: Path) -> tuple[dict | None, dict | None]:
     best_epoch = int(last.get("early_stopping", {}).get("best_epoch") or 0)
     if not best_epoch:
         return last, None
-    if not (folder / BEST).exists():
+    best = load(folder / BEST) if (folder / BEST).exists() else None
+    if best is not None and int(best.get("epoch", -1)) == best_epoch:
+        return last, best
+    if best_epoch == int(last.get("epoch", -1)) and "model" in last:
+        best = {"epoch": best_epoch, "model": last["model"]}
+        save(best, folder / BEST)  # written now, as the killed process would have
+        return last, best
+    if best is None:
         raise BenchError(
             f"The best-weights checkpoint {folder / BEST} of epoch {best_epoch} is missing while {folder / LAST} "
             f"is there; restore it, or delete {folder} to train that run afresh."
         )
-    best = load(folder / BEST)
-    if int(best.get("epoch", -1)) != best_epoch:
-        raise BenchError(
-            f"The best-weights checkpoint {folder / BEST} is of epoch {best.get('epoch')}, but {folder / LAST} "
-            f"names epoch {best_epoch} as best; delete {folder} to train that run afresh."
-        )
-    return last, best
+    raise BenchError(
+        f"The best-weights checkpoint {folder / BEST} is of epoch {best.get('epoch')}, but {folder / LAST} "
+        f"names epoch {best_epoch} as best; delete {folder} to train that run afresh."
+    )
 
 
 class FolderInUse(BenchError):

@@ -239,8 +239,6 @@ class Trainer:
                 )
             lr_reduced = self.plateau.step(val_acc, self.optimizer)
             improved, stopped_early = self.early.step(val_acc, epoch)
-            if improved:
-                self._remember_best(epoch)
             record = EpochRecord(
                 epoch=epoch,
                 train_loss=train_loss,
@@ -258,8 +256,11 @@ class Trainer:
             for callback in self.callbacks:
                 callback.complete_record(record)
             self.history.append(record)
-            # Checkpointed before anyone hears of the epoch: what was logged is always resumable.
+            # Checkpointed before anyone hears of the epoch: what was logged is always resumable. The
+            # best weights are written after last.pt, which then holds them too (see load_resume).
             checkpoint.save(self._checkpoint_state(epoch), self.checkpoint_dir / LAST)
+            if improved:
+                self._remember_best(epoch)
             for callback in self.callbacks:
                 callback.on_epoch_end(record)
             if any(callback.should_stop() for callback in self.callbacks):

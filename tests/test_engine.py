@@ -8,6 +8,7 @@ tests train a tiny network, since restoring and resuming do not depend on the mo
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import pytest
 import torch
@@ -113,6 +114,25 @@ def test_best_weights_really_restored_and_last_kept_in_notebook_mode(tmp_path):
     assert result.final_weights == "last" and result.best_epoch < result.epochs_run
     for key, value in trainer.model.state_dict().items():
         assert torch.equal(value, last[key]), key
+
+
+@pytest.mark.parametrize("best_file", ["stale", "missing"])
+def test_a_kill_between_last_and_best_checkpoint_resumes_with_the_best_weights(tmp_path, best_file):
+    # The files a kill leaves after last.pt of epoch 2 (its best so far) and before best.pt of epoch 2.
+    whole = _tiny_trainer(tmp_path / "whole", restore_best=True, max_epochs=3)
+    assert whole.fit().best_epoch == 2
+    _tiny_trainer(tmp_path / "split", restore_best=True, max_epochs=2).fit()
+    if best_file == "stale":
+        _tiny_trainer(tmp_path / "one", restore_best=True, max_epochs=1).fit()
+        shutil.copy(tmp_path / "one" / BEST, tmp_path / "split" / BEST)
+    else:
+        (tmp_path / "split" / BEST).unlink()
+    resumed = _tiny_trainer(tmp_path / "split", restore_best=True, max_epochs=3)
+    result = resumed.fit()
+    assert (result.resumed_from_epoch, result.best_epoch, result.final_weights) == (2, 2, "best")
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+    assert checkpoint.load(tmp_path / "split" / BEST)["epoch"] == 2
 
 
 def test_fit_resumes_from_the_last_checkpoint_in_process(tmp_path):

@@ -84,12 +84,20 @@ def test_checkpoint_round_trip_and_flipped_bytes(tmp_path):
 
 
 def test_missing_best_weights_is_an_error_not_the_last_epoch(tmp_path):
-    checkpoint.save({"epoch": 2, "early_stopping": {"best_epoch": 2}}, tmp_path / checkpoint.LAST)
+    checkpoint.save({"epoch": 3, "model": {"w": torch.ones(2)}, "early_stopping": {"best_epoch": 2}}, tmp_path / checkpoint.LAST)
     with pytest.raises(BenchError, match="best-weights checkpoint .* is missing"):
         checkpoint.load_resume(tmp_path)
     checkpoint.save({"epoch": 1, "model": {}}, tmp_path / checkpoint.BEST)
     with pytest.raises(BenchError, match="of epoch 1"):
         checkpoint.load_resume(tmp_path)
+
+
+def test_last_checkpoint_of_the_best_epoch_holds_the_best_weights_when_best_was_not_written(tmp_path):
+    weights = {"w": torch.full((2,), 0.5)}
+    checkpoint.save({"epoch": 2, "model": weights, "early_stopping": {"best_epoch": 2}}, tmp_path / checkpoint.LAST)
+    checkpoint.save({"epoch": 1, "model": {"w": torch.zeros(2)}}, tmp_path / checkpoint.BEST)  # stale: killed before
+    _, best = checkpoint.load_resume(tmp_path)
+    assert best["epoch"] == 2 and torch.equal(best["model"]["w"], weights["w"])
 
 
 def test_crafted_cifar10_batch_runs_nothing(tmp_path):
