@@ -62,15 +62,17 @@ def cell(dataset: str, model: str) -> Cell | None:
     return next((c for c in cells() if c.dataset == dataset and c.model == model), None)
 
 
-@lru_cache(maxsize=None)
 def parameter_counts(model: str) -> dict[tuple[int, int], int]:
     """(in_channels, num_classes) -> the total parameters the notebooks printed for ``model`` with its
     published defaults; empty for a model they never built (a plugin's, timm's)."""
-    return {
-        (int(row["in_channels"]), int(row["num_classes"])): int(row["parameters"])
-        for row in _rows(PARAMETER_COUNTS)
-        if row["model"] == model
-    }
+    return {(channels, classes): count for name, channels, classes, count in _parameter_table() if name == model}
+
+
+@lru_cache(maxsize=1)
+def _parameter_table() -> tuple[tuple[str, int, int, int], ...]:
+    return tuple(
+        (row["model"], int(row["in_channels"]), int(row["num_classes"]), int(row["parameters"])) for row in _rows(PARAMETER_COUNTS)
+    )
 
 
 def _rows(resource: str) -> list[dict[str, str]]:

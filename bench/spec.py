@@ -162,7 +162,8 @@ class GradFlowConfig:
         try:
             self.thresholds
         except ValueError as error:
-            raise BenchError(f"{str(error).capitalize()}; set gradflow.vanishing and gradflow.exploding accordingly.") from None
+            problem = str(error)
+            raise BenchError(f"{problem[:1].upper()}{problem[1:]}; set gradflow.vanishing and gradflow.exploding accordingly.") from None
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@
 model; ``names("gradattn-*")`` and ``expand("resnet18,gradattn-*")`` list them. Each model is one
 decorated builder in its family's module (``resnet.py``, ``gradattn.py``), registered together with
 its metadata (``ModelInfo``): family, protocol section, options, and the parameter counts the original
-notebooks printed (protocol 1.10, kept with their other printed figures in ``bench/resources``). Plugins register theirs with the same decorator (bench.plugins);
+notebooks printed (protocol 1.10, kept with their other printed figures in ``bench/resources``).
+Plugins register theirs with the same decorator (bench.plugins);
 ``timm/<architecture>`` names any model timm can build (bench.models.timm_family).
 """
 
