@@ -31,7 +31,8 @@ def _start(uri: str, root: Path, name: str, experiment: str) -> subprocess.Popen
         "--tracking-uri", uri, "--experiment", experiment,
         "--checkpoint-dir", str(root / "checkpoints"), "--data-dir", str(root / "data"),
     ]
-    env = os.environ | {"PYTHONUNBUFFERED": "1", "BENCH_OUTBOX_DIR": str(root / f"outbox-{name}")}
+    # The two planners race with the product's pause before reading claims back (conftest shortens it).
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "BENCH_OUTBOX_DIR": str(root / f"outbox-{name}"), "BENCH_CLAIM_SETTLE_S": "2"}
     log = open(root / f"{name}.log", "w")
     return subprocess.Popen(args, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
 
@@ -95,10 +96,12 @@ def test_two_commands_on_postgresql(postgres, tmp_path, delay_s):  # noqa: F811
 _LOG_ONE_DATASET = """
 import sys, time
 from bench import tracking
-uri, run_id, start, rounds = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+uri, run_id, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 logger = tracking.RunLogger(uri, run_id, retries=0)
+print("ready", flush=True)
+start = float(sys.stdin.readline())  # the same moment for every process
 for n in range(rounds):  # all processes log round n's dataset at the same moment
-    time.sleep(max(0.0, start + n - time.time()))
+    time.sleep(max(0.0, start + n / 2 - time.time()))
     logger.log_dataset(f"digits-{n}", f"digest{n}", "sklearn://digits", {"train": 1})
 """
 
@@ -109,12 +112,17 @@ def test_runs_of_one_grid_log_one_dataset_at_once(ready_store):
     uri, rounds = ready_store["uri"], 4
     experiment = tracking.prepare(uri, "datasets")
     run_ids = [tracking.create_run(uri, experiment, f"run-{i}", {}) for i in range(4)]
-    start = time.time() + 8  # after every process has imported MLflow and opened the store
     writers = [
-        subprocess.Popen([sys.executable, "-c", _LOG_ONE_DATASET, uri, run_id, str(start), str(rounds)],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen([sys.executable, "-c", _LOG_ONE_DATASET, uri, run_id, str(rounds)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for run_id in run_ids
     ]
+    for writer in writers:  # every process has imported MLflow and opened the store
+        assert writer.stdout.readline().strip() == "ready", writer.communicate()[0]
+    start = f"{time.time() + 0.5}\n"
+    for writer in writers:
+        writer.stdin.write(start)
+        writer.stdin.flush()
     outputs = [w.communicate(timeout=120)[0] for w in writers]
     assert [w.returncode for w in writers] == [0] * len(writers), "\n".join(outputs)
     c = MlflowClient(uri)  # the dataset inputs as MLflow stores them

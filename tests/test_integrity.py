@@ -52,7 +52,8 @@ def _flip_tensor_bytes(path, value: float) -> None:
 
 
 @pytest.mark.parametrize("damage", ["crafted", "flipped"])
-def test_bench_run_refuses_a_crafted_or_damaged_checkpoint_before_training(store, damage):
+def test_bench_run_refuses_a_crafted_or_damaged_checkpoint_before_training(ready_store, damage):
+    store = ready_store
     run_id = _resumable_run(store)
     folder = store["checkpoints"] / run_id
     folder.mkdir(parents=True)
@@ -135,7 +136,8 @@ def test_a_diverging_run_stops_with_the_epoch_and_keeps_its_checkpoints(tmp_path
     assert checkpoint.load(tmp_path / checkpoint.LAST)["epoch"] == 2  # the last finite epoch is kept
 
 
-def test_a_damaged_outbox_entry_is_moved_aside_and_the_run_finishes(store, caplog):
+def test_a_damaged_outbox_entry_is_moved_aside_and_the_run_finishes(ready_store, caplog):
+    store = ready_store
     uri = store["uri"]
     run_id = tracking.create_run(uri, tracking.prepare(uri, "outbox"), "r", {})
     outbox = store["root"] / "outbox" / run_id

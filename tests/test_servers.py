@@ -152,7 +152,9 @@ def not_mlflow_url():
     ids=["closed-port", "bad-scheme"],
 )
 def test_unreachable_or_misconfigured_server_is_one_line_and_exit_2_before_training(uri, says, tmp_path):
-    result = _bench(_run_args(uri, tmp_path, "x", "--models", "resnet18", "--max-epochs", "1"), tmp_path, timeout=120)
+    # MLflow's own retries of a refused connection would only delay the same sentence.
+    args = _run_args(uri, tmp_path, "x", "--models", "resnet18", "--max-epochs", "1")
+    result = _bench(args, tmp_path, timeout=120, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], result.stderr
@@ -201,7 +203,8 @@ def test_no_password_of_an_http_uri_reaches_the_console(mlflow_server, tmp_path,
 # -- a server that goes away and comes back ------------------------------------------------------------
 
 
-def test_logger_queues_while_the_server_is_down_and_replays_in_order(mlflow_server, tmp_path):
+def test_logger_queues_while_the_server_is_down_and_replays_in_order(mlflow_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the logger's retries and outbox are under test, not MLflow's
     url = mlflow_server.url
     run_id = tracking.create_run(url, tracking.prepare(url, "outbox"), "outbox-run", {})
     logger = tracking.RunLogger(url, run_id, retries=0, backoff_s=0.2, outbox_dir=tmp_path / "outbox")
@@ -235,7 +238,10 @@ def test_server_stopped_mid_run_loses_no_run_or_epoch(mlflow_server, tmp_path):
     the same port and store, and run the same command again: the run completes with every epoch."""
     url = mlflow_server.url
     args = _run_args(url, tmp_path, "restart", "--models", "resnet18", "--max-epochs", "2")
-    first = subprocess.Popen(args, cwd=tmp_path, env=_env(tmp_path, BENCH_TRACKING_WAIT_S="3"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # No retries inside MLflow's HTTP client (seconds per call to a closed port): the logger's own
+    # retries and its outbox are what is under test.
+    env = _env(tmp_path, BENCH_TRACKING_WAIT_S="3", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+    first = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 400
         while 1 not in _val_steps(url, "restart"):

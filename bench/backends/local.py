@@ -21,6 +21,7 @@ def _worker_main(slot: Slot, tasks, parent_pid: int) -> None:
     while (item := tasks.get()) is not None:
         task, context = item
         worker.run_task(task, context, slot.device, slot.name)
+    worker.exit_now()
 
 
 class _Worker:
