@@ -1,5 +1,6 @@
 """Real servers on loopback for the integration tests: an `mlflow server` process and a throwaway
-PostgreSQL cluster. Test modules import the fixtures they use (`from servers import ...`).
+PostgreSQL cluster, and `bench run` against them with what a complete run must leave on the server.
+Test modules import the fixtures and helpers they use (`from servers import ...`).
 
 Nothing here is a stand-in: the MLflow server is the `mlflow server` command with a sqlite or
 PostgreSQL backend store and artifact proxying (`--serve-artifacts`), the cluster is Debian's
@@ -9,7 +10,9 @@ when its binaries or the `psycopg` driver are missing.
 
 from __future__ import annotations
 
+import csv
 import glob
+import json
 import os
 import shutil
 import signal
@@ -24,6 +27,9 @@ from typing import Callable
 
 import pytest
 from conftest import new_store
+from mlflow.tracking import MlflowClient
+
+from bench import tracking
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 180.0  # a shared 2-core machine can take a minute to import MLflow and migrate a store
@@ -216,6 +222,64 @@ class PostgresCluster:
         except (RuntimeError, subprocess.TimeoutExpired):
             pass
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+# -- `bench run` against a server, and what it must leave there --------------------------------------
+
+
+EPOCH_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "train/lr", "train/epoch_time_s", "val/improved")
+ARTIFACTS = ("gradflow/gradflow.json", "evaluation/confusion_matrix.csv", "history.csv")
+
+
+def server_env(root: Path, **extra: str) -> dict:
+    return os.environ | {"PYTHONUNBUFFERED": "1", "BENCH_OUTBOX_DIR": str(root / "outbox")} | extra
+
+
+def run_args(url: str, root: Path, experiment: str, *extra: str) -> list[str]:
+    # The small synthetic set: what these tests check is the tracking, not the data.
+    return [
+        sys.executable, "-m", "bench", "run",
+        "--datasets", "synthetic", "--set", "gradflow.num_batches=1", "--devices", "cpu",
+        "--tracking-uri", url, "--experiment", experiment,
+        "--checkpoint-dir", str(root / "checkpoints"), "--data-dir", str(root / "data"),
+        *extra,
+    ]
+
+
+def bench_at(args: list[str], root: Path, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    # Run from the test folder: a worker that wrote artifacts itself would leave ./mlartifacts there.
+    return subprocess.run(args, cwd=root, env=server_env(root, **env), capture_output=True, text=True, timeout=timeout)
+
+
+def runs_of(url: str, experiment: str) -> list:
+    return tracking.runs_of(url, tracking.experiment_id(url, experiment))
+
+
+def all_artifacts(url: str, run_id: str, path: str | None = None) -> set[str]:
+    found = set()
+    for info in MlflowClient(url).list_artifacts(run_id, path):
+        found |= all_artifacts(url, run_id, info.path) if info.is_dir else {info.path}
+    return found
+
+
+def assert_complete(server, run, epochs: int, tmp: Path) -> None:
+    """FINISHED, every epoch's metrics, the test metrics, and the artifacts stored by the server."""
+    url, run_id = server.url, run.run_id
+    assert run.status == "FINISHED", run.tags.get("failure")
+    for key in EPOCH_METRICS:
+        assert sorted(step for step, _ in tracking.metric_history(url, run_id, key)) == list(range(1, epochs + 1)), key
+    assert "test/top1" in run.metrics and "gradflow/health" in run.metrics
+    assert set(ARTIFACTS) <= all_artifacts(url, run_id)
+    [model] = tracking.logged_models(url, run_id)  # the weights, as the run's MLflow model, stored by the server
+    assert model.status == "READY" and model.artifact_location.startswith("mlflow-artifacts:")
+    assert "data/model.pth" in {f.path for f in MlflowClient(url).list_logged_model_artifacts(model.model_id, "data")}
+    # Proxied: the run points at the server's artifact store, and the files are in the server's folder.
+    assert MlflowClient(url).get_run(run_id).info.artifact_uri.startswith("mlflow-artifacts:")
+    assert list(server.artifacts.rglob(f"{run_id}/artifacts/history.csv"))
+    local = tracking.download_artifact(url, run_id, "gradflow/gradflow.json", tmp / run_id)
+    assert json.loads(local.read_text())
+    history = tracking.download_artifact(url, run_id, "history.csv", tmp / run_id)
+    assert len(list(csv.DictReader(history.open()))) == epochs
 
 
 # -- fixtures ----------------------------------------------------------------------------------------

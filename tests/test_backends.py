@@ -27,8 +27,6 @@ from bench.errors import BenchError
 from bench.scheduler import plan_runs
 from bench.spec import GradFlowConfig, RunSpec, TrainConfig
 
-pytestmark = pytest.mark.xdist_group("ray")  # one xdist worker runs the module: its tests share one local Ray cluster; the other Ray test joins the group
-
 ONE_EPOCH = TrainConfig(max_epochs=1)
 ONE_BATCH = GradFlowConfig(num_batches=1)
 GRID_FLAGS = ["--datasets", "digits", "--max-epochs", "1", "--set", "gradflow.num_batches=1"]

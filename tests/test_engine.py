@@ -22,8 +22,6 @@ from bench.engine import BEST, LAST, Trainer
 from bench.runner import RunContext, execute
 from bench.spec import GradFlowConfig, RunSpec, TrainConfig
 
-pytestmark = pytest.mark.xdist_group("engine")  # one xdist worker runs the module: its tests share the module's trainings
-
 SPEC = RunSpec(
     "synthetic",
     "resnet18",

@@ -18,8 +18,6 @@ from bench import data, tracking
 from bench.runner import MODEL_NAME, RunContext, execute
 from bench.spec import GradFlowConfig, RunSpec, TrainConfig
 
-pytestmark = pytest.mark.xdist_group("logged_model")  # one xdist worker runs the module: its tests share one module run
-
 SPEC = RunSpec("digits", "resnet18", seed=1, train=TrainConfig(max_epochs=1), gradflow=GradFlowConfig(num_batches=1))
 
 

@@ -65,7 +65,6 @@ def test_installed_plugin_trains_on_digits_and_on_its_own_data(example_site, sto
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("ray")  # not beside test_backends' Ray cluster: one Ray at a time
 def test_installed_plugin_trains_on_ray(example_site, store):
     pytest.importorskip("ray", reason="Ray is not installed; pip install 'gradattn-bench[ray]'")
     result = bench(

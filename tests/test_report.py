@@ -18,8 +18,6 @@ from bench.report import collect_runs, comparison_table, health_table
 from bench.runner import run_tags
 from bench.spec import ModelConfig, RunSpec, TrainConfig
 
-pytestmark = pytest.mark.xdist_group("report")  # one xdist worker runs the module: its tests share the module's trained grids
-
 N_TEST = 40
 
 

@@ -16,9 +16,7 @@ from data_fixtures import write_cifar10
 from bench import models, tracking
 from bench.spec import RunSpec
 
-# Seven real trainings through the CLI (about a minute on 2 cores), in one module grid its tests
-# share: one xdist worker runs the module.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("run_identity")]
+pytestmark = pytest.mark.slow  # seven real trainings through the CLI (about a minute on 2 cores)
 
 FAST = ["--datasets", "cifar10", "--max-epochs", "1", "--set", "gradflow.num_batches=1", "--jobs-per-device", "2"]
 

@@ -16,8 +16,6 @@ from bench.studies import depth_width as dw
 from bench.studies import storage as study_storage
 from bench.studies import summary
 
-pytestmark = pytest.mark.xdist_group("depth_width")  # one xdist worker runs the module: its tests share one module study
-
 # A tiny space with a fixed dropout. With this sampler seed the first four (random) trials are
 # (layers, d_model, heads, ff) = (2,16,2,1), (2,16,2,2), (1,16,2,2), (2,32,4,2). On two CPU slots
 # trials 0 and 1 train together and complete; 2 and 3 start as they end and fall below the median

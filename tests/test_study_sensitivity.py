@@ -16,8 +16,6 @@ from bench import tracking
 from bench.errors import BenchError
 from bench.studies.sensitivity import ThresholdGrid
 
-pytestmark = pytest.mark.xdist_group("sensitivity")  # one xdist worker runs the module: its tests share one module grid
-
 MODELS = ["resnet18", "gradattn-rope"]
 
 
