@@ -105,23 +105,16 @@ def environment_tags(device: torch.device) -> dict[str, str]:
     return {f"env.{key}": str(value) for key, value in machine_info(str(device)).items()}
 
 
-def configure_determinism(deterministic: bool, strict: bool = False, compiled: bool = False) -> None:
+def configure_determinism(deterministic: bool, strict: bool = False) -> None:
     """Deterministic cuDNN kernels by default (deterministic algorithms where PyTorch has them, a
     warning where not); ``strict`` also fixes cuBLAS's workspace and makes a nondeterministic op an
-    error. cuBLAS reads CUBLAS_WORKSPACE_CONFIG when it creates its handle, before the first matmul.
-
-    ``compiled``: the model will be torch.compiled, so inductor's own ``deterministic`` option must
-    follow too. `torch.use_deterministic_algorithms` sets it by importing inductor (1 to 2 s of CPU
-    in every worker); a run that does not compile sets PyTorch's flag alone and is spared that."""
+    error. cuBLAS reads CUBLAS_WORKSPACE_CONFIG when it creates its handle, before the first matmul."""
     if strict:
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
     deterministic = deterministic or strict
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic  # autotuning picks kernels nondeterministically
-    if compiled:
-        torch.use_deterministic_algorithms(deterministic, warn_only=not strict)
-    else:
-        torch._C._set_deterministic_algorithms(deterministic, warn_only=not strict)
+    torch.use_deterministic_algorithms(deterministic, warn_only=not strict)
 
 
 def _gradflow_batches(loader, count: int):
@@ -170,7 +163,7 @@ def execute(spec: RunSpec, ctx: RunContext, run_id: str, callbacks=(), should_st
 def _execute(spec, ctx, logger: tracking.RunLogger, callbacks, should_stop) -> RunOutcome:
     spec = spec.resolved()
     device = torch.device(ctx.device)
-    configure_determinism(spec.train.deterministic, spec.train.strict_determinism, spec.train.compile)
+    configure_determinism(spec.train.deterministic, spec.train.strict_determinism)
     bundle = _load_data(spec, ctx, logger)
     model = _build_model(spec, ctx, bundle, logger, device)
     loaders = _loaders(spec, bundle, device)

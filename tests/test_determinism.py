@@ -1,8 +1,6 @@
 """The determinism settings a run applies before it builds anything."""
 
 import os
-import subprocess
-import sys
 
 import torch
 
@@ -24,23 +22,3 @@ def test_strict_determinism_sets_what_cuda_needs_and_refuses_nondeterministic_op
     finally:
         configure_determinism(False)
         torch.backends.cudnn.benchmark = False
-
-
-_FLAGS_IN_A_FRESH_PROCESS = """
-import sys
-import torch
-from bench.runner import configure_determinism
-configure_determinism(True, compiled=sys.argv[1] == "compiled")
-inductor = sys.modules.get("torch._inductor.config")
-print(torch.are_deterministic_algorithms_enabled(), inductor is not None and inductor.deterministic)
-"""
-
-
-def test_inductor_follows_the_flag_when_the_model_is_compiled_and_is_not_imported_otherwise():
-    def flags(mode: str) -> str:
-        result = subprocess.run([sys.executable, "-c", _FLAGS_IN_A_FRESH_PROCESS, mode], capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stderr
-        return result.stdout.split()
-
-    assert flags("compiled") == ["True", "True"]
-    assert flags("eager") == ["True", "False"]  # deterministic, and inductor never imported

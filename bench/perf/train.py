@@ -406,7 +406,7 @@ class ModelPerf:
 
 
 def benchmark_model(name: str, workload: Workload, store: TrackingStore) -> ModelPerf:
-    configure_determinism(workload.deterministic, compiled=workload.compile)
+    configure_determinism(workload.deterministic)
     if workload.torch_device.type == "cuda":
         torch.cuda.empty_cache()  # the previous model's blocks
     batches = synthetic_batches(workload, workload.steps)
@@ -437,7 +437,7 @@ def run_benchmark(model_names: Sequence[str], workload: Workload, on_model=None,
 
 def training_only(name: str, workload: Workload, store: TrackingStore) -> TrainingThroughput:
     """Harness and bare training throughput of one model (the GPU script's figure)."""
-    configure_determinism(workload.deterministic, compiled=workload.compile)
+    configure_determinism(workload.deterministic)
     batches = synthetic_batches(workload, workload.steps)
     harness = Harness(build_model(name, workload), workload, store, f"perf/{name}/{workload.image_size}px/{workload.precision}")
     try:
