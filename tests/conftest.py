@@ -17,6 +17,12 @@ REPO = Path(__file__).resolve().parents[1]
 # (with the default, set there); elsewhere one planner works alone and the pause only costs time.
 os.environ.setdefault("BENCH_CLAIM_SETTLE_S", "0.2")
 
+# The tests' own small model `tiny` (tests/plugins/tiny_models.py), for the processes a test starts
+# where the model does not matter (tracking, scheduling, races): it reaches them as a user's
+# `--plugin` module does, through the environment. This process never imports it, so the catalogue
+# the other tests see is the project's own.
+TINY_MODEL_ENV = {"BENCH_PLUGINS": "tiny_models", "BENCH_PLUGIN_PATH": str(REPO / "tests" / "plugins")}
+
 
 def bench(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the real CLI (`python -m bench ...`) in a subprocess and capture its output."""

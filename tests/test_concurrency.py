@@ -16,23 +16,26 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import TINY_MODEL_ENV
 from mlflow.tracking import MlflowClient
 from servers import mlflow_server, postgres  # noqa: F401 (fixtures)
 
 from bench import tracking
 
-MODELS = ("resnet18", "senet18")
+# Two configurations of the tests' small model: what races is the planning and the logging, not the model.
+SEEDS = ("1", "2")
+NAMES = [f"digits/tiny/{seed}" for seed in SEEDS]
 
 
 def _start(uri: str, root: Path, name: str, experiment: str) -> subprocess.Popen:
     args = [
-        sys.executable, "-m", "bench", "run", "--datasets", "digits", "--models", ",".join(MODELS),
+        sys.executable, "-m", "bench", "run", "--datasets", "digits", "--models", "tiny", "--seeds", ",".join(SEEDS),
         "--max-epochs", "1", "--set", "gradflow.num_batches=1", "--devices", "cpu", "--jobs-per-device", "2",
         "--tracking-uri", uri, "--experiment", experiment,
         "--checkpoint-dir", str(root / "checkpoints"), "--data-dir", str(root / "data"),
     ]
     # The two planners race with the product's pause before reading claims back (conftest shortens it).
-    env = os.environ | {"PYTHONUNBUFFERED": "1", "BENCH_OUTBOX_DIR": str(root / f"outbox-{name}"), "BENCH_CLAIM_SETTLE_S": "2"}
+    env = os.environ | TINY_MODEL_ENV | {"PYTHONUNBUFFERED": "1", "BENCH_OUTBOX_DIR": str(root / f"outbox-{name}"), "BENCH_CLAIM_SETTLE_S": "2"}
     log = open(root / f"{name}.log", "w")
     return subprocess.Popen(args, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
 
@@ -54,9 +57,8 @@ def _trained_by(log: str) -> set[str]:
 
 def _assert_once(uri: str, root: Path, logs: list[str], experiment: str) -> None:
     runs = tracking.runs_of(uri, tracking.experiment_id(uri, experiment))
-    names = [f"digits/{m}/42" for m in MODELS]
-    assert sorted(r.name for r in runs) == sorted(names), [(r.name, r.status) for r in runs]
-    assert len({r.tags["config_hash"] for r in runs}) == len(MODELS)  # one run per config hash
+    assert sorted(r.name for r in runs) == NAMES, [(r.name, r.status) for r in runs]
+    assert len({r.tags["config_hash"] for r in runs}) == len(NAMES)  # one run per config hash
     assert all(r.status == "FINISHED" for r in runs), [r.tags.get("failure") for r in runs]
     for run in runs:
         for key in run.metrics:
@@ -65,7 +67,7 @@ def _assert_once(uri: str, root: Path, logs: list[str], experiment: str) -> None
         assert sorted(step for step, _ in tracking.metric_history(uri, run.run_id, "val/acc")) == [1]
     trained = [_trained_by(log) for log in logs]
     assert not trained[0] & trained[1], trained  # no configuration (and so no checkpoint folder) trained twice
-    assert trained[0] | trained[1] == set(names), logs
+    assert trained[0] | trained[1] == set(NAMES), logs
     held = sum(log.count("being trained by another process") + log.count("another process (run") for log in logs)
     assert held >= 1 or not all(trained), logs  # whoever stepped back said so
     assert not list((root / "checkpoints").glob("*/last.pt"))  # finished runs leave no checkpoint behind

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import bench, cli, store_args
+from conftest import TINY_MODEL_ENV, bench, cli, store_args
 
 from bench import tracking
 from bench.errors import BenchError
@@ -160,14 +160,14 @@ def test_ctrl_c_once_checkpoints_and_marks_killed(store):
 def test_a_failing_run_is_isolated_and_missing_datasets_skipped(store):
     store["data"].mkdir(parents=True)
     (store["data"] / "bloodmnist.npz").write_bytes(b"this is not a zip archive")
-    args = ["--datasets", "synthetic,bloodmnist,cifar10", "--models", "resnet18", "--max-epochs", "1", "--set", "gradflow.num_batches=1", *store_args(store)]
-    refused = bench("run", *args)
+    args = ["--datasets", "synthetic,bloodmnist,cifar10", "--models", "tiny", "--max-epochs", "1", "--set", "gradflow.num_batches=1", *store_args(store)]
+    refused = bench("run", *args, env=TINY_MODEL_ENV)
     assert refused.returncode == 2
     assert "cifar10" in refused.stderr and "--skip-missing" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert _runs(store) == []  # nothing created before the check
 
-    result = bench("run", *args, "--skip-missing")
+    result = bench("run", *args, "--skip-missing", env=TINY_MODEL_ENV)
     assert result.returncode == 1, result.stdout + result.stderr
     by_dataset = {r.tags["dataset"]: r for r in _runs(store)}
     assert set(by_dataset) == {"synthetic", "bloodmnist"}

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import new_store
+from conftest import TINY_MODEL_ENV, new_store
 from servers import (  # noqa: F401 (fixtures)
     MlflowServer,
     assert_complete,
@@ -29,13 +29,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _grid_over_http(server, tmp_path: Path) -> None:
-    """Two models on two worker slots, logging over HTTP at once."""
-    args = run_args(server.url, tmp_path, "grid", "--models", "resnet18,senet18", "--max-epochs", "1", "--jobs-per-device", "2")
-    result = bench_at(args, tmp_path)
+    """Two runs (of the tests' small model) on two worker slots, logging over HTTP at once."""
+    args = run_args(server.url, tmp_path, "grid", "--models", "tiny", "--seeds", "1,2", "--max-epochs", "1", "--jobs-per-device", "2")
+    result = bench_at(args, tmp_path, **TINY_MODEL_ENV)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "cpu#0" in result.stdout and "cpu#1" in result.stdout
     runs = runs_of(server.url, "grid")
-    assert sorted(r.tags["model"] for r in runs) == ["resnet18", "senet18"]
+    assert sorted(r.name for r in runs) == ["synthetic/tiny/1", "synthetic/tiny/2"]
     for run in runs:
         assert_complete(server, run, epochs=1, tmp=tmp_path / "downloads")
     assert not (tmp_path / "mlartifacts").exists() and not (tmp_path / "mlruns").exists()

@@ -1,0 +1,23 @@
+"""tiny: a small CNN for the tests where the model does not matter (tracking, scheduling, kills
+and resumes), registered through the plugin route a user's own model takes (``--plugin``).
+
+Its layers are those the gradient-flow analysis and the checkpoints see in every model here
+(convolutions, batch statistics, a linear head); it trains a digits or synthetic epoch in a
+fraction of a second on one CPU thread.
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from bench.models import ModelInfo, register_model
+
+
+@register_model(ModelInfo("tiny", "test", "two conv blocks and a linear head (tests/plugins)", "-", ()))
+def tiny(num_classes: int, in_channels: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes),
+    )
