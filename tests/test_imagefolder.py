@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import bench, store_args
+from conftest import TINY_MODEL_ENV, bench, store_args
 from data_fixtures import write_image_folder
 
 from bench import data, tracking
@@ -63,9 +63,9 @@ def test_a_folder_named_in_a_study_file_trains(tmp_path, store):
     study = tmp_path / "pets.toml"
     study.write_text(
         '[datasets.pets]\nroot = "pets"\nimage_size = 8\n[train]\nmax_epochs = 1\n[gradflow]\nnum_batches = 1\n'
-        '[[grid]]\ndatasets = ["pets"]\nmodels = ["resnet18"]\n'
+        '[[grid]]\ndatasets = ["pets"]\nmodels = ["tiny"]\n'
     )
-    result = bench("run", "--study", str(study), *store_args(store))
+    result = bench("run", "--study", str(study), *store_args(store), env=TINY_MODEL_ENV)
     assert result.returncode == 0, result.stdout + result.stderr
     experiment = tracking.experiment_id(store["uri"], "test")
     (run,) = tracking.runs_of(store["uri"], experiment)

@@ -50,7 +50,7 @@ def test_server_stopped_mid_run_loses_no_run_or_epoch(mlflow_server, tmp_path):
     args = run_args(url, tmp_path, "restart", "--models", "resnet18", "--max-epochs", "2")
     # No retries inside MLflow's HTTP client (seconds per call to a closed port): the logger's own
     # retries and its outbox are what is under test.
-    env = server_env(tmp_path, BENCH_TRACKING_WAIT_S="3", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+    env = server_env(tmp_path, BENCH_TRACKING_WAIT_S="1", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
     first = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 400
@@ -59,7 +59,7 @@ def test_server_stopped_mid_run_loses_no_run_or_epoch(mlflow_server, tmp_path):
             time.sleep(0.5)
         run_id = runs_of(url, "restart")[0].run_id
         mlflow_server.stop(kill=True)
-        out, _ = first.communicate(timeout=400)  # trains on, evaluates, waits 3 s for the server, gives up
+        out, _ = first.communicate(timeout=400)  # trains on, evaluates, waits 1 s for the server, gives up
     finally:
         if first.poll() is None:
             first.kill()

@@ -7,7 +7,7 @@ import json
 import time
 
 import pytest
-from conftest import bench, store_args
+from conftest import TINY_MODEL_ENV, bench, store_args
 from mlflow.tracking import MlflowClient
 
 from bench import data, tracking
@@ -16,8 +16,8 @@ from bench import data, tracking
 @pytest.mark.slow
 def test_each_run_logs_its_dataset_input_and_system_metrics(store):
     result = bench(
-        "run", "--datasets", "synthetic,digits", "--models", "resnet18", "--max-epochs", "1",
-        "--set", "gradflow.num_batches=1", *store_args(store), env={"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"},
+        "run", "--datasets", "synthetic,digits", "--models", "tiny", "--max-epochs", "1",
+        "--set", "gradflow.num_batches=1", *store_args(store), env=TINY_MODEL_ENV | {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     experiment = tracking.experiment_id(store["uri"], "test")
