@@ -1,5 +1,6 @@
-"""tiny: a small CNN for the tests where the model does not matter (tracking, scheduling, kills
-and resumes), registered through the plugin route a user's own model takes (``--plugin``).
+"""tiny: a small CNN for the tests where the model does not matter (tracking, scheduling, races),
+registered through the plugin route a user's own model takes (``--plugin``). The kill and resume
+tests keep ResNet-18: a tiny epoch ends before a kill can land.
 
 Its layers are those the gradient-flow analysis and the checkpoints see in every model here
 (convolutions, batch statistics, a linear head); it trains a digits or synthetic epoch in a
