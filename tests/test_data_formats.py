@@ -213,6 +213,14 @@ def test_digits_is_embedded_and_split_70_15_15():
     assert int(bundle.train.take(torch.arange(len(bundle.train))).max()) == 255
 
 
+def test_digits_are_scikit_learns_images_and_labels_scaled_to_uint8():
+    from sklearn.datasets import load_digits
+
+    shipped = load_digits()
+    images = np.rint(shipped.images * (255 / 16)).astype(np.uint8)[:, None]
+    check_pooled_content(data.get("digits").load("/nonexistent"), {"images": images, "labels": shipped.target})
+
+
 def test_synthetic_has_any_shape_and_a_learnable_class_signal():
     bundle = data.get("synthetic").load(None, channels=1, image_size=16, num_classes=4, sizes=(200, 40, 60))
     check_bundle(bundle, (200, 40, 60), (1, 16, 16), 4)
