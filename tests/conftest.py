@@ -24,6 +24,22 @@ os.environ.setdefault("BENCH_CLAIM_SETTLE_S", "0.2")
 TINY_MODEL_ENV = {"BENCH_PLUGINS": "tiny_models", "BENCH_PLUGIN_PATH": str(REPO / "tests" / "plugins")}
 
 
+# The modules that take longest (several `bench` processes, servers, a Ray cluster), longest first:
+# pytest-xdist hands each worker the next module in collection order (`--no-loadscope-reorder` in
+# pyproject), so these start first and the short ones fill the cores at the end, instead of a long
+# module started last keeping one core busy after the others are done. The rest follow in file order.
+LONGEST_FIRST = (
+    "test_concurrency", "test_backends", "test_grid", "test_plugins", "test_study_depth_width", "test_servers",
+    "test_run_identity", "test_server_outage", "test_schema", "test_finish", "test_engine", "test_study_sensitivity",
+    "test_imagefolder", "test_tracking_inputs", "test_timm", "test_cli_models", "test_perf", "test_integrity",
+)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__, len(rank)))  # stable: file order within each
+
+
 def bench(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the real CLI (`python -m bench ...`) in a subprocess and capture its output."""
     full_env = os.environ | {"PYTHONUNBUFFERED": "1"} | (env or {})

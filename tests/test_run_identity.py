@@ -10,7 +10,7 @@ import json
 
 import pytest
 import torch
-from conftest import bench, store_args
+from conftest import bench, cli, store_args
 from data_fixtures import write_cifar10
 
 from bench import models, tracking
@@ -18,7 +18,7 @@ from bench.spec import RunSpec
 
 pytestmark = pytest.mark.slow  # seven real trainings through the CLI (about a minute on 2 cores)
 
-FAST = ["--datasets", "cifar10", "--max-epochs", "1", "--set", "gradflow.num_batches=1", "--jobs-per-device", "2"]
+FAST = ["--datasets", "cifar10", "--max-epochs", "1", "--set", "gradflow.num_batches=1", "--jobs-per-device", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -121,11 +121,11 @@ def test_every_run_records_its_environment_and_gradflow_sample(grid):
         ["--set", "model.d_model=256", "--set", "train.batch_size=128", "--set", "model.init=uniform", "--set", "model.encoder=shared"],  # defaults spelled out
     ],
 )
-def test_analysis_settings_and_spelled_out_defaults_skip_finished_runs(grid, options):
+def test_analysis_settings_and_spelled_out_defaults_skip_finished_runs(grid, options, capsys):
     store, _ = grid
-    result = bench("run", *FAST, "--models", "senet18,gradattn-rope", "--seeds", "1,2", *options, *store_args(store))
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "0 run(s) to do, 4 already finished" in result.stdout
+    code, out, err = cli(capsys, "run", *FAST, "--models", "senet18,gradattn-rope", "--seeds", "1,2", *options, *store_args(store))
+    assert code == 0, out + err
+    assert "0 run(s) to do, 4 already finished" in out
 
 
 def test_the_config_hash_tag_is_the_resolved_specs(grid):
