@@ -17,6 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
 # (with the default, set there); elsewhere one planner works alone and the pause only costs time.
 os.environ.setdefault("BENCH_CLAIM_SETTLE_S", "0.2")
 
+# One torch thread in the test processes (a worker pins its own count to its slot): pytest-xdist
+# already runs a test per core, and a second thread per process only spins waiting for a core.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # The tests' own small model `tiny` (tests/plugins/tiny_models.py), for the processes a test starts
 # where the model does not matter (tracking, scheduling, races): it reaches them as a user's
 # `--plugin` module does, through the environment. This process never imports it, so the catalogue

@@ -234,7 +234,7 @@ def write_pad(
 def run_bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`python -m bench ARGS` in a fresh process, as a user would run it."""
     environment = {k: v for k, v in os.environ.items() if k != "BENCH_DATA_DIR"}
-    environment.update({"OMP_NUM_THREADS": "1", "COLUMNS": "200", **(env or {})})
+    environment.update({"COLUMNS": "200", **(env or {})})
     return subprocess.run(
         [sys.executable, "-m", "bench", *args], cwd=REPO, env=environment, capture_output=True, text=True, timeout=120
     )

@@ -20,7 +20,7 @@ COUNTS_3CH_10 = {
 
 
 def run(*command: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "160", "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "COLUMNS": "160", "NO_COLOR": "1"}
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
 
 

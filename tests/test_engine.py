@@ -35,7 +35,6 @@ SPEC = RunSpec(
 def context(tmp_path_factory, migrated_store):
     store = new_store(tmp_path_factory.mktemp("engine"), migrated_store)
     experiment = tracking.prepare(store["uri"], "engine")
-    torch.set_num_threads(2)
     return RunContext(tracking_uri=store["uri"], data_dir=store["data"], checkpoint_root=store["checkpoints"]), experiment
 
 

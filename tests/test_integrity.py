@@ -12,7 +12,7 @@ import sqlite3
 
 import pytest
 import torch
-from conftest import bench, store_args
+from conftest import cli, store_args
 from data_fixtures import write_cifar10
 
 from bench import checkpoint, scheduler, studyfile, tracking
@@ -52,7 +52,7 @@ def _flip_tensor_bytes(path, value: float) -> None:
 
 
 @pytest.mark.parametrize("damage", ["crafted", "flipped"])
-def test_bench_run_refuses_a_crafted_or_damaged_checkpoint_before_training(ready_store, damage):
+def test_bench_run_refuses_a_crafted_or_damaged_checkpoint_before_training(ready_store, damage, capsys):
     store = ready_store
     run_id = _resumable_run(store)
     folder = store["checkpoints"] / run_id
@@ -63,10 +63,10 @@ def test_bench_run_refuses_a_crafted_or_damaged_checkpoint_before_training(ready
     else:
         checkpoint.save({"epoch": 1, "model": {"w": torch.full((64,), 1.2345)}}, folder / "last.pt")
         _flip_tensor_bytes(folder / "last.pt", 1.2345)
-    result = bench("run", "--datasets", "digits", "--models", "resnet18", "--max-epochs", "1", *store_args(store))
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert str(folder / "last.pt") in result.stderr and "Traceback" not in result.stderr
-    assert ("nothing in it ran" if damage == "crafted" else "checksum") in result.stderr
+    code, out, err = cli(capsys, "run", "--datasets", "digits", "--models", "resnet18", "--max-epochs", "1", *store_args(store))
+    assert code == 2, out + err
+    assert str(folder / "last.pt") in err and "Traceback" not in err
+    assert ("nothing in it ran" if damage == "crafted" else "checksum") in err
     assert not marker.exists()
     run = tracking.get_run(store["uri"], run_id)
     assert run.status == tracking.KILLED  # released, resumable once the file is dealt with
@@ -101,15 +101,15 @@ def test_last_checkpoint_of_the_best_epoch_holds_the_best_weights_when_best_was_
     assert best["epoch"] == 2 and torch.equal(best["model"]["w"], weights["w"])
 
 
-def test_crafted_cifar10_batch_runs_nothing(tmp_path):
+def test_crafted_cifar10_batch_runs_nothing(tmp_path, capsys):
     data = tmp_path / "data"
     write_cifar10(data)
     marker = tmp_path / "marker"
     with open(data / "cifar-10-batches-py" / "data_batch_2", "wb") as stream:
         pickle.dump({"data": WritesMarker(marker), "labels": [0]}, stream)
-    result = bench("data", "check", "cifar10", "--data-dir", str(data))
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "data_batch_2" in result.stdout + result.stderr and "nothing in it was run" in result.stdout + result.stderr
+    code, out, err = cli(capsys, "data", "check", "cifar10", "--data-dir", str(data))
+    assert code == 2, out + err
+    assert "data_batch_2" in out + err and "nothing in it was run" in out + err
     assert not marker.exists()
 
 
@@ -183,11 +183,11 @@ def test_bad_numbers_and_choices_stop_before_the_store(store, options, message):
 
 
 @pytest.mark.parametrize("option", [["--set", "train.lr=nan"], ["--checkpoint-dir", "/proc/bench-checkpoints"]])
-def test_nan_lr_and_unwritable_checkpoint_folder_exit_2_before_training(store, option):
-    result = bench("run", "--datasets", "digits", "--models", "resnet18", "--max-epochs", "1", *store_args(store), *option)
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert ("train.lr (command line: --set train.lr=nan) must be a finite number" if "--set" in option else "/proc/bench-checkpoints is not writable") in result.stderr
-    assert "Traceback" not in result.stderr and "epoch" not in result.stdout
+def test_nan_lr_and_unwritable_checkpoint_folder_exit_2_before_training(store, option, capsys):
+    code, out, err = cli(capsys, "run", "--datasets", "digits", "--models", "resnet18", "--max-epochs", "1", *store_args(store), *option)
+    assert code == 2, out + err
+    assert ("train.lr (command line: --set train.lr=nan) must be a finite number" if "--set" in option else "/proc/bench-checkpoints is not writable") in err
+    assert "Traceback" not in err and "epoch" not in out
     assert not (store["root"] / "mlflow.db").exists()
 
 

@@ -34,7 +34,6 @@ def _models_of(uri: str, run_id: str) -> list:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, migrated_store):
-    torch.set_num_threads(2)
     store = new_store(tmp_path_factory.mktemp("model"), migrated_store)
     experiment = tracking.prepare(store["uri"], "model")
     return store, experiment, _finished(store, experiment, SPEC)

@@ -40,7 +40,7 @@ max_epochs = 3
 [gradflow]
 num_batches = 1
 """
-ENV = {"OMP_NUM_THREADS": "1", "COLUMNS": "200", "NO_COLOR": "1"}
+ENV = {"COLUMNS": "200", "NO_COLOR": "1"}
 NAME = "depth-width-digits-gradattn-rope"
 
 
