@@ -83,3 +83,14 @@ def test_console_script_prints_the_table():
 def test_importing_the_cli_does_not_import_torch():
     result = run(sys.executable, "-c", "import bench.cli, sys; assert 'torch' not in sys.modules")
     assert result.returncode == 0, result.stderr
+
+
+def test_counting_parameters_on_the_meta_device_imports_no_compiler():
+    # what `bench models` does per model: a second of torch._dynamo's import saved on every listing
+    code = (
+        "import sys, torch\nfrom bench import models\nwith torch.device('meta'):\n"
+        "    [models.count_parameters(models.build(name, 10, 3, init='per-model')) for name in models.names()]\n"
+        "assert 'torch._dynamo' not in sys.modules"
+    )
+    result = run(sys.executable, "-c", code)
+    assert result.returncode == 0, result.stderr

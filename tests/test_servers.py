@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import TINY_MODEL_ENV, new_store
+from conftest import TINY_MODEL_ENV, cli, new_store
 from servers import (  # noqa: F401 (fixtures)
     MlflowServer,
     assert_complete,
@@ -100,14 +100,17 @@ def not_mlflow_url():
     ],
     ids=["closed-port", "bad-scheme"],
 )
-def test_unreachable_or_misconfigured_server_is_one_line_and_exit_2_before_training(uri, says, tmp_path):
-    # MLflow's own retries of a refused connection would only delay the same sentence.
-    args = run_args(uri, tmp_path, "x", "--models", "resnet18", "--max-epochs", "1")
-    result = bench_at(args, tmp_path, timeout=120, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
-    assert result.returncode == 2, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], result.stderr
-    assert "Traceback" not in result.stderr and "run(s) to do" not in result.stdout
+def test_unreachable_or_misconfigured_server_is_one_line_and_exit_2_before_training(uri, says, tmp_path, capsys, monkeypatch):
+    # The entry point in this process: it stops before planning. MLflow's own retries of a refused
+    # connection would only delay the same sentence.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.chdir(tmp_path)
+    args = run_args(uri, tmp_path, "x", "--models", "resnet18", "--max-epochs", "1")[3:]  # after `python -m bench`
+    code, out, err = cli(capsys, *args)
+    assert code == 2, out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], err
+    assert "Traceback" not in err and "run(s) to do" not in out
     assert not (tmp_path / "checkpoints").exists()  # nothing started
 
 

@@ -55,7 +55,12 @@ def check_init(init: object) -> str:
 
 
 def initialise(model: nn.Module, init: str, own_policy: InitPolicy) -> nn.Module:
-    """Apply ``own_policy`` (the model's own, protocol 1.9) or keep the defaults (``uniform``)."""
-    if check_init(init) == "per-model":
+    """Apply ``own_policy`` (the model's own, protocol 1.9) or keep the defaults (``uniform``).
+
+    A model built on the meta device (to count its parameters) has no values to set: initialising
+    it would only cost ``bench models`` an import of torch's compiler, which meta-tensor
+    ``normal_`` goes through (about a second).
+    """
+    if check_init(init) == "per-model" and not any(p.is_meta for p in model.parameters()):
         own_policy(model)
     return model
