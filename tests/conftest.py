@@ -18,8 +18,10 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("BENCH_CLAIM_SETTLE_S", "0.2")
 
 # One torch thread in the test processes (a worker pins its own count to its slot): pytest-xdist
-# already runs a test per core, and a second thread per process only spins waiting for a core.
+# already runs a test per core. Threads that wait sleep instead of spinning: beside the other tests,
+# a spinning thread only takes a core from them.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # The tests' own small model `tiny` (tests/plugins/tiny_models.py), for the processes a test starts
 # where the model does not matter (tracking, scheduling, races): it reaches them as a user's

@@ -160,7 +160,9 @@ def test_ctrl_c_once_checkpoints_and_marks_killed(store):
 def test_a_failing_run_is_isolated_and_missing_datasets_skipped(store):
     store["data"].mkdir(parents=True)
     (store["data"] / "bloodmnist.npz").write_bytes(b"this is not a zip archive")
-    args = ["--datasets", "synthetic,bloodmnist,cifar10", "--models", "tiny", "--max-epochs", "1", "--set", "gradflow.num_batches=1", *store_args(store)]
+    # One worker: the failing run and the finished one share its process.
+    args = ["--datasets", "synthetic,bloodmnist,cifar10", "--models", "tiny", "--max-epochs", "1", "--set", "gradflow.num_batches=1",
+            "--jobs-per-device", "1", *store_args(store)]
     refused = bench("run", *args, env=TINY_MODEL_ENV)
     assert refused.returncode == 2
     assert "cifar10" in refused.stderr and "--skip-missing" in refused.stderr

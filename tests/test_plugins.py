@@ -54,7 +54,7 @@ def test_installed_plugin_is_found_with_no_option(example_site):
 
 @pytest.mark.slow
 def test_installed_plugin_trains_on_digits_and_on_its_own_data(example_site, store):
-    result = bench("run", "--datasets", "digits,shapes", "--models", "tinycnn", *QUICK, *store_args(store), env=example_site)
+    result = bench("run", "--datasets", "digits,shapes", "--models", "tinycnn", *QUICK, "--jobs-per-device", "1", *store_args(store), env=example_site)
     assert result.returncode == 0, result.stdout + result.stderr
     runs = _runs(store)
     assert set(runs) == {"digits/tinycnn/42", "shapes/tinycnn/42"}

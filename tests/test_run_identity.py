@@ -18,7 +18,7 @@ from bench.spec import RunSpec
 
 pytestmark = pytest.mark.slow  # seven real trainings through the CLI (about a minute on 2 cores)
 
-FAST = ["--datasets", "cifar10", "--max-epochs", "1", "--set", "gradflow.num_batches=1", "--jobs-per-device", "2"]
+FAST = ["--datasets", "cifar10", "--max-epochs", "1", "--set", "gradflow.num_batches=1", "--jobs-per-device", "1"]
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,12 @@ MODELS = ["resnet18", "gradattn-rope"]
 
 @pytest.fixture(scope="module")
 def digits_runs(tmp_path_factory, migrated_store):
-    """Finished digits runs of two models, trained by the real `bench run` (one epoch each, side by side)."""
+    """Finished digits runs of two models, trained by the real `bench run` (one epoch each, one worker)."""
     root = tmp_path_factory.mktemp("sensitivity")
     store = new_store(root, migrated_store)
     result = bench(
         "run", "--datasets", "digits", "--models", ",".join(MODELS), "--max-epochs", "1", "--set", "gradflow.num_batches=2",
-        "--jobs-per-device", "2", *store_args(store), cwd=root,
+        "--jobs-per-device", "1", *store_args(store), cwd=root,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     exp = tracking.experiment_id(store["uri"], "test")
