@@ -35,9 +35,10 @@ TINY_MODEL_ENV = {"BENCH_PLUGINS": "tiny_models", "BENCH_PLUGIN_PATH": str(REPO 
 # pyproject), so these start first and the short ones fill the cores at the end, instead of a long
 # module started last keeping one core busy after the others are done. The rest follow in file order.
 LONGEST_FIRST = (
-    "test_concurrency", "test_backends", "test_grid", "test_plugins", "test_study_depth_width", "test_servers",
-    "test_run_identity", "test_server_outage", "test_schema", "test_finish", "test_engine", "test_study_sensitivity",
-    "test_imagefolder", "test_tracking_inputs", "test_timm", "test_cli_models", "test_perf", "test_integrity",
+    "test_backends", "test_grid", "test_concurrency", "test_plugins", "test_study_depth_width", "test_servers",
+    "test_run_identity", "test_server_outage", "test_schema", "test_study_sensitivity", "test_finish", "test_timm",
+    "test_tracking_inputs", "test_imagefolder", "test_engine", "test_cli_models", "test_report", "test_perf",
+    "test_logged_model",
 )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import bench, store_args
+from conftest import bench, cli, store_args
 
 from bench import models, tracking
 from bench.errors import BenchError
@@ -11,10 +11,10 @@ from bench.errors import BenchError
 timm = pytest.importorskip("timm", reason="timm is not installed; pip install 'gradattn-bench[timm]'")
 
 
-def test_timm_names_are_listed_by_pattern_and_built_without_weights():
-    listed = bench("models", "--timm", "resnet1*t", "--in-channels", "1")
-    assert listed.returncode == 0, listed.stderr
-    assert "timm/resnet10t" in listed.stdout and "4,927,186" in listed.stdout
+def test_timm_names_are_listed_by_pattern_and_built_without_weights(capsys):
+    code, listed, err = cli(capsys, "models", "--timm", "resnet1*t", "--in-channels", "1")
+    assert code == 0, err
+    assert "timm/resnet10t" in listed and "4,927,186" in listed
     net = models.build("timm/resnet10t", 10, 1)
     assert models.count_parameters(net) == 4_927_186
     assert models.expand("resnet18,timm/resnet10t") == ["resnet18", "timm/resnet10t"]
