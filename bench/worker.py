@@ -17,7 +17,6 @@ import contextlib
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 import traceback
@@ -119,18 +118,6 @@ def run_task(task: "Task", context: Context, device: str, slot: str | None = Non
             raise
         return
     send("done", asdict(outcome))
-
-
-def exit_now() -> None:
-    """End a worker process whose runs have all ended, skipping the interpreter's teardown.
-
-    Tearing down torch's and MLflow's modules takes seconds on a small machine, and the parent waits
-    for it after every grid. Nothing is left to clean up: runs log and checkpoint synchronously, and
-    their heartbeat and system-metrics threads have stopped when `run_task` returns.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 def run_allocated_task(task: "Task", context: Context, gpus: float, threads: int, env: dict | None = None) -> None:

@@ -117,13 +117,13 @@ def store_args(store: dict, experiment: str = "test", devices: str | None = "cpu
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
-    """The real entry point (`bench.cli.main`) in this process: exit status, stdout and stderr."""
-    from bench.cli import main
+    """The real entry point (`bench.cli.invoke`, what `bench` runs) in this process: exit status, stdout and stderr."""
+    from bench.cli import invoke
 
     argv = sys.argv
     sys.argv = ["bench", *args]
     try:
-        main()
+        invoke()
         code = 0
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 
-from bench import worker
+from bench import shutdown, worker
 from bench.backends import CANCELLED, Placement
 from bench.scheduler import Slot, Task, resolve_slots
 
@@ -21,7 +21,9 @@ def _worker_main(slot: Slot, tasks, parent_pid: int) -> None:
     while (item := tasks.get()) is not None:
         task, context = item
         worker.run_task(task, context, slot.device, slot.name)
-    worker.exit_now()
+    # The parent waits for a worker's end after every grid: no teardown of torch and MLflow. Runs log
+    # and checkpoint synchronously, so nothing of theirs is left to clean up.
+    shutdown.end_now(0)
 
 
 class _Worker:

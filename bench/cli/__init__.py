@@ -124,10 +124,23 @@ from bench.cli import run as _run  # noqa: E402,F401
 from bench.cli import study as _study  # noqa: E402,F401
 
 
-def main() -> None:
-    """Console-script entry point: user errors become one line on stderr and exit status 2."""
+def invoke() -> None:
+    """`app`, with user errors as one line on stderr and exit status 2; ends in SystemExit, as `app` does."""
     try:
         app()
     except BenchError as error:
         typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
         sys.exit(BenchError.exit_code)
+
+
+def main() -> None:
+    """Console-script entry point (`bench`, `python -m bench`): `invoke`, then the process ends
+    without tearing down torch's and MLflow's modules (bench.shutdown)."""
+    from bench import shutdown
+
+    try:
+        invoke()
+    except SystemExit as exit_:
+        if exit_.code is not None and not isinstance(exit_.code, int):
+            raise  # a message for Python to print
+        shutdown.end_now(exit_.code or 0)
