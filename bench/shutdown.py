@@ -10,6 +10,7 @@ thread pool), Python's own exit is used instead: it waits for such threads.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 import threading
@@ -21,6 +22,7 @@ def end_now(code: int = 0) -> NoReturn:
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not main):
         sys.exit(code)
     atexit._run_exitfuncs()  # CPython's exit handlers: the part of the teardown that matters
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a reader that went away (`bench models | head`)
+            stream.flush()
     os._exit(code)
