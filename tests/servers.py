@@ -236,9 +236,14 @@ def server_env(root: Path, **extra: str) -> dict:
 
 
 def run_args(url: str, root: Path, experiment: str, *extra: str) -> list[str]:
+    """`python -m bench` with `run_options`."""
+    return [sys.executable, "-m", "bench", *run_options(url, root, experiment, *extra)]
+
+
+def run_options(url: str, root: Path, experiment: str, *extra: str) -> list[str]:
     # The small synthetic set: what these tests check is the tracking, not the data.
     return [
-        sys.executable, "-m", "bench", "run",
+        "run",
         "--datasets", "synthetic", "--set", "gradflow.num_batches=1", "--devices", "cpu",
         "--tracking-uri", url, "--experiment", experiment,
         "--checkpoint-dir", str(root / "checkpoints"), "--data-dir", str(root / "data"),

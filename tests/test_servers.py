@@ -19,6 +19,7 @@ from servers import (  # noqa: F401 (fixtures)
     postgres,
     postgres_mlflow_server,
     run_args,
+    run_options,
     runs_of,
 )
 
@@ -105,8 +106,7 @@ def test_unreachable_or_misconfigured_server_is_one_line_and_exit_2_before_train
     # connection would only delay the same sentence.
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.chdir(tmp_path)
-    args = run_args(uri, tmp_path, "x", "--models", "resnet18", "--max-epochs", "1")[3:]  # after `python -m bench`
-    code, out, err = cli(capsys, *args)
+    code, out, err = cli(capsys, *run_options(uri, tmp_path, "x", "--models", "resnet18", "--max-epochs", "1"))
     assert code == 2, out + err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], err

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import typer
 
-from bench import __version__
+from bench import __version__, shutdown
 from bench.errors import BenchError
 
 app = typer.Typer(
@@ -136,8 +136,6 @@ def invoke() -> None:
 def main() -> None:
     """Console-script entry point (`bench`, `python -m bench`): `invoke`, then the process ends
     without tearing down torch's and MLflow's modules (bench.shutdown)."""
-    from bench import shutdown
-
     try:
         invoke()
     except SystemExit as exit_:
