@@ -1,3 +1,5 @@
 """gradattn-bench: an experiment-tracked benchmark harness for GradAttn and its ResNet-18 baselines."""
 
-__version__ = "0.1.0"
+from bench.core.version import __version__
+
+__all__ = ["__version__"]

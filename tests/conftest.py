@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# A planner pauses (bench.scheduler.CLAIM_SETTLE_S, 2 s) before it reads its new claims back, so that
+# A planner pauses (bench.execution.scheduler.CLAIM_SETTLE_S, 2 s) before it reads its new claims back, so that
 # two planners racing for one configuration see each other's. Only test_concurrency races planners
 # (with the default, set there); elsewhere one planner works alone and the pause only costs time.
 os.environ.setdefault("BENCH_CLAIM_SETTLE_S", "0.2")

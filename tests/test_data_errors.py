@@ -22,9 +22,9 @@ from data_fixtures import (
 )
 
 from bench import data
+from bench.core.errors import BenchError
 from bench.data import cifar10 as cifar_module
 from bench.data.base import Remote, fetch
-from bench.errors import BenchError
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,8 @@ from data_fixtures import (
 )
 
 from bench import data
+from bench.core.errors import BenchError
 from bench.data.pipeline import BatchLoader, NotebookDoubleTransform
-from bench.errors import BenchError
 
 
 def check_bundle(bundle, sizes, image_shape, num_classes):

@@ -1,6 +1,6 @@
 """The training engine: determinism, best-weight restore, resume, untouched state.
 
-The runs through `bench.runner.execute` (a registered model, a real sqlite MLflow store) train
+The runs through `bench.execution.runner.execute` (a registered model, a real sqlite MLflow store) train
 ResNet-18 on the synthetic dataset (256 training images of 16 px) for two epochs; the `Trainer`
 tests train a tiny network, since restoring and resuming do not depend on the model.
 """
@@ -16,11 +16,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from conftest import new_store
 
-from bench import checkpoint, data, tracking
+from bench import data, tracking
+from bench.config.spec import GradFlowConfig, RunSpec, TrainConfig
 from bench.data.pipeline import BatchLoader
-from bench.engine import BEST, LAST, Trainer
-from bench.runner import RunContext, execute
-from bench.spec import GradFlowConfig, RunSpec, TrainConfig
+from bench.execution.runner import RunContext, execute
+from bench.train import checkpoint
+from bench.train.engine import BEST, LAST, Trainer
 
 SPEC = RunSpec(
     "synthetic",

@@ -20,7 +20,8 @@ import pytest
 from conftest import bench, cli, store_args
 from servers import wait_until
 
-from bench import scheduler, tracking
+from bench import tracking
+from bench.execution import scheduler
 
 ARGS = ("run", "--datasets", "digits", "--models", "resnet18", "--max-epochs", "1", "--set", "gradflow.num_batches=1")
 

@@ -394,7 +394,7 @@ def test_eval_mode_runs_in_eval_and_hooks_go_even_when_the_forward_fails():
     with pytest.raises(RuntimeError):
         analyze(model, [(torch.randn(2, 5, 8, 8), torch.tensor([0, 1]))])  # wrong channel count
     _assert_no_hooks(model)
-    from bench.errors import BenchError
+    from bench.core.errors import BenchError
 
     with pytest.raises(BenchError):
         analyze(model, [])

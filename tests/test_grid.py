@@ -13,7 +13,7 @@ import pytest
 from conftest import TINY_MODEL_ENV, bench, cli, store_args
 
 from bench import tracking
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 SYNTH = ["--datasets", "synthetic", "--set", "gradflow.num_batches=1"]
 

@@ -8,7 +8,7 @@ from conftest import TINY_MODEL_ENV, bench, store_args
 from data_fixtures import write_image_folder
 
 from bench import data, tracking
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 
 def test_one_folder_is_split_by_the_seed_with_size_channels_and_statistics_inferred(tmp_path):

@@ -15,10 +15,13 @@ import torch
 from conftest import cli, store_args
 from data_fixtures import write_cifar10
 
-from bench import checkpoint, scheduler, studyfile, tracking
-from bench.engine import Diverged, Trainer
-from bench.errors import BenchError
-from bench.spec import TrainConfig
+from bench import tracking
+from bench.config import studyfile
+from bench.config.spec import TrainConfig
+from bench.core.errors import BenchError
+from bench.execution import scheduler
+from bench.train import checkpoint
+from bench.train.engine import Diverged, Trainer
 
 
 class WritesMarker:
@@ -240,9 +243,9 @@ def test_a_half_migrated_sqlite_store_is_repaired(store):
 def test_error_text_with_brackets_is_printed_literally():
     from rich.console import Console
 
-    from bench.progress import GridDisplay, print_problems
-    from bench.scheduler import Task, TaskState
-    from bench.spec import RunSpec
+    from bench.config.spec import RunSpec
+    from bench.execution.progress import GridDisplay, print_problems
+    from bench.execution.scheduler import Task, TaskState
 
     error = "ValueError: autodetected range of [nan, nan] is not finite"
     state = TaskState(Task(RunSpec("digits", "resnet18"), "r" * 32, resumed=False), status="failed", slot="cpu#0", error=error)

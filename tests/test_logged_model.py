@@ -15,8 +15,8 @@ from conftest import new_store
 from mlflow.tracking import MlflowClient
 
 from bench import data, tracking
-from bench.runner import MODEL_NAME, RunContext, execute
-from bench.spec import GradFlowConfig, RunSpec, TrainConfig
+from bench.config.spec import GradFlowConfig, RunSpec, TrainConfig
+from bench.execution.runner import MODEL_NAME, RunContext, execute
 
 SPEC = RunSpec("digits", "resnet18", seed=1, train=TrainConfig(max_epochs=1), gradflow=GradFlowConfig(num_batches=1))
 

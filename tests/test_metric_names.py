@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from bench import metric_names
-from bench.engine import EpochRecord
-from bench.metrics import classification_metrics
+from bench.tracking import metric_names
+from bench.train.engine import EpochRecord
+from bench.train.metrics import classification_metrics
 
 
 def test_every_epoch_record_field_is_logged_in_a_section():

@@ -1,4 +1,4 @@
-"""bench.metrics against scikit-learn and hand-computed cases (protocol 4)."""
+"""bench.train.metrics against scikit-learn and hand-computed cases (protocol 4)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from sklearn import metrics as skm
 
-from bench.metrics import classification_metrics, expected_calibration_error
+from bench.train.metrics import classification_metrics, expected_calibration_error
 
 
 def _random_case(n: int, k: int, seed: int, absent: int | None = None):

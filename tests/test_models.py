@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 import bench.models as models
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.models.rope import RotaryEmbedding
 
 NAMES = models.names()  # every registered model

@@ -2,7 +2,7 @@
 
 import torch
 
-from bench.monitors import EarlyStopping, PlateauScheduler
+from bench.train.monitors import EarlyStopping, PlateauScheduler
 
 
 def _optimizer(lr=1e-3):

@@ -11,7 +11,7 @@ import torch
 from conftest import bench, cli, new_store
 
 from bench import gradflow, tracking
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.perf.grid import GridScaling, grid_specs
 from bench.perf.grid import run_benchmark as run_grid_benchmark
 from bench.perf.train import TrackingStore, Workload, bare_epoch, build_model, leftover_hooks, synthetic_batches
@@ -106,7 +106,7 @@ def test_leftover_hooks_sees_hooks_and_analysis_leaves_none():
 
 
 def test_bare_loop_trains_like_the_harness_even_after_an_evaluation():
-    from bench.engine import make_optimizer
+    from bench.train.engine import make_optimizer
 
     workload = Workload(image_size=8, batch_size=2)
     model = build_model("gradattn-rope", workload).eval()  # as Trainer.evaluate leaves it
@@ -179,8 +179,8 @@ def test_perf_user_errors_exit_2_with_one_line(tmp_path, args, message, capsys, 
 
 
 def test_speed_options_are_run_parameters_and_deterministic_mode_turns_cudnn_benchmark_off():
-    from bench.runner import configure_determinism
-    from bench.spec import RunSpec, TrainConfig
+    from bench.config.spec import RunSpec, TrainConfig
+    from bench.execution.runner import configure_determinism
 
     fast = TrainConfig(precision="bf16", channels_last=True, compile=True, deterministic=False)
     params = RunSpec("digits", "resnet18", train=fast).flat_params()

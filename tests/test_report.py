@@ -13,10 +13,12 @@ import pytest
 from conftest import bench
 from scipy import stats
 
-from bench import metric_names, significance, tracking
-from bench.report import collect_runs, comparison_table, health_table
-from bench.runner import run_tags
-from bench.spec import ModelConfig, RunSpec, TrainConfig
+from bench import tracking
+from bench.config.spec import ModelConfig, RunSpec, TrainConfig
+from bench.execution.runner import run_tags
+from bench.results import significance
+from bench.results.report import collect_runs, comparison_table, health_table
+from bench.tracking import metric_names
 
 N_TEST = 40
 
@@ -87,7 +89,7 @@ def report_store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def table(report_store):
-    from bench.report import Predictions
+    from bench.results.report import Predictions
 
     runs = collect_runs(report_store["uri"], "mixed")
     return runs, comparison_table(runs, Predictions(report_store["uri"], report_store["root"] / "dl"))

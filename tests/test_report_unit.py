@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bench import references, significance
-from bench.report import _fmt, published_results
+from bench.results import references, significance
+from bench.results.report import _fmt, published_results
 
 
 def test_t_interval_is_students_with_n_minus_one_degrees_of_freedom():

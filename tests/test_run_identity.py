@@ -14,7 +14,7 @@ from conftest import bench, cli, store_args
 from data_fixtures import write_cifar10
 
 from bench import models, tracking
-from bench.spec import RunSpec
+from bench.config.spec import RunSpec
 
 pytestmark = pytest.mark.slow  # seven real trainings through the CLI (about a minute on 2 cores)
 
@@ -133,7 +133,7 @@ def test_the_config_hash_tag_is_the_resolved_specs(grid):
     run = runs["cifar10/gradattn-rope/2"]
     spec = RunSpec("cifar10", "gradattn-rope", seed=2)
     assert run.tags["config_hash"] != spec.config_hash()  # max_epochs and gradflow batches differ
-    from bench.spec import GradFlowConfig, TrainConfig
+    from bench.config.spec import GradFlowConfig, TrainConfig
 
     same = RunSpec("cifar10", "gradattn-rope", seed=2, train=TrainConfig(max_epochs=1), gradflow=GradFlowConfig(num_batches=1))
     assert run.tags["config_hash"] == same.config_hash()

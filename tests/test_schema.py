@@ -12,9 +12,10 @@ import sys
 import pytest
 from conftest import REPO, cli, store_args
 
-from bench import studyfile, tracking
-from bench.errors import BenchError
-from bench.spec import RunSpec, schema
+from bench import tracking
+from bench.config import studyfile
+from bench.config.spec import RunSpec, schema
+from bench.core.errors import BenchError
 
 
 def test_every_field_of_every_section_is_a_setting_with_help():

@@ -24,7 +24,7 @@ from servers import (  # noqa: F401 (fixtures)
 )
 
 from bench import tracking
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from bench import studyfile
-from bench.errors import BenchError
-from bench.spec import GradFlowConfig, ModelConfig, RunSpec, TrainConfig
+from bench.config import studyfile
+from bench.config.spec import GradFlowConfig, ModelConfig, RunSpec, TrainConfig
+from bench.core.errors import BenchError
 
 
 def test_protocol_defaults():
@@ -37,7 +37,7 @@ def test_protocol_mode_resolves_one_init_policy_and_the_shared_encoder(model):
 
 
 def test_the_notebook_no_pe_size_per_dataset_is_the_published_cells():
-    from bench import published
+    from bench.core import published
 
     nope = [c for c in published.cells() if c.model == "gradattn-nope"]
     assert len(nope) == 8

@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO, bench, cli, new_store, store_args
 
 from bench import tracking
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.studies import depth_width as dw
 from bench.studies import storage as study_storage
 from bench.studies import summary

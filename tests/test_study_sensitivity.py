@@ -13,7 +13,7 @@ import pytest
 from conftest import bench, cli, new_store, store_args
 
 from bench import tracking
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.studies.sensitivity import ThresholdGrid
 
 MODELS = ["resnet18", "gradattn-rope"]

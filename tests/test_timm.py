@@ -6,7 +6,7 @@ import pytest
 from conftest import bench, cli, store_args
 
 from bench import models, tracking
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 timm = pytest.importorskip("timm", reason="timm is not installed; pip install 'gradattn-bench[timm]'")
 

@@ -1,4 +1,4 @@
-"""The one Ctrl-C policy every backend's parent follows (bench.worker.ctrl_c), with real signals."""
+"""The one Ctrl-C policy every backend's parent follows (bench.execution.worker.ctrl_c), with real signals."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from bench import worker
+from bench.execution import worker
 
 
 def test_first_ctrl_c_asks_for_a_graceful_stop_and_the_second_stops_now():

@@ -15,8 +15,9 @@ from typing import Any, Callable
 
 import typer
 
-from bench import __version__, shutdown
-from bench.errors import BenchError
+from bench.core import shutdown
+from bench.core.errors import BenchError
+from bench.core.version import __version__
 
 app = typer.Typer(
     name="bench",
@@ -42,9 +43,9 @@ BACKEND_PANEL = "Where runs execute"
 
 
 def with_backend(command):
-    """Give a command `--backend` and one option per `bench.backends.Placement` field, declared there
+    """Give a command `--backend` and one option per `bench.execution.backends.Placement` field, declared there
     once; the command receives them as its keyword-only `backend` (a name) and `placement`."""
-    from bench.backends import Placement, check
+    from bench.execution.backends import Placement, check
 
     hints = typing.get_type_hints(Placement)
     options = [
@@ -135,7 +136,7 @@ def invoke() -> None:
 
 def main() -> None:
     """Console-script entry point (`bench`, `python -m bench`): `invoke`, then the process ends
-    without tearing down torch's and MLflow's modules (bench.shutdown)."""
+    without tearing down torch's and MLflow's modules (bench.core.shutdown)."""
     try:
         invoke()
     except SystemExit as exit_:

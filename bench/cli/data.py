@@ -44,7 +44,7 @@ def list_command(data_dir: Path | None = DATA_DIR_OPTION) -> None:
     from rich.table import Table
 
     from bench import data
-    from bench.errors import BenchError
+    from bench.core.errors import BenchError
 
     root = _root(data_dir)
     table = Table(title=f"Datasets in {root}")
@@ -94,7 +94,7 @@ def _download(dataset: Dataset, root: Path, console: Console) -> None:
 def download_command(name: str = NAMES_ARGUMENT, data_dir: Path | None = DATA_DIR_OPTION) -> None:
     """Fetch datasets with checksum verification (PAD-UFES-20 explains its manual download)."""
     from bench import data
-    from bench.errors import BenchError
+    from bench.core.errors import BenchError
 
     root = _root(data_dir)
     console = make_console()
@@ -120,7 +120,7 @@ def _check_split(bundle: DataBundle, split_name: str, root: Path) -> list[str]:
     """Verify one split (count, label range, first and last image through the eval transform); its table row."""
     import torch
 
-    from bench.errors import BenchError
+    from bench.core.errors import BenchError
 
     name, split = bundle.dataset, getattr(bundle, split_name)
     fix = f"the files in {root} are incomplete or damaged; run `bench data download {name}`"

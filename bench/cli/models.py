@@ -8,7 +8,7 @@ import typer
 
 from bench.cli import app
 from bench.cli import console as make_console
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 
 @app.command("models")
@@ -27,8 +27,8 @@ def models_command(
     from rich.table import Table
 
     from bench import models as registry
+    from bench.config.spec import MODE_DEFAULTS
     from bench.models import timm_family
-    from bench.spec import MODE_DEFAULTS
 
     protocol = MODE_DEFAULTS["protocol"]
 

@@ -10,8 +10,8 @@ import typer
 from bench.cli import app
 from bench.cli import console as make_console
 from bench.cli.run import parse_seeds
-from bench.errors import BenchError
-from bench.numbers import parse_numbers
+from bench.core.errors import BenchError
+from bench.core.numbers import parse_numbers
 
 perf_app = typer.Typer(
     help="Throughput benchmarks against baselines measured in the same run. Without a command: training and "

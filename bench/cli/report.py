@@ -22,7 +22,7 @@ def report(
     from rich.markdown import Markdown
 
     from bench import tracking
-    from bench.report import write_report
+    from bench.results.report import write_report
 
     uri = tracking.resolve_uri(tracking_uri)
     tracking.prepare(uri, experiment)

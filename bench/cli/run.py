@@ -10,12 +10,12 @@ from typing import List, Optional
 
 import typer
 
-from bench.backends import Placement
 from bench.cli import app, listing_settings, setting_help, with_backend
 from bench.cli import console as make_console
-from bench.errors import BenchError
-from bench.numbers import parse_numbers
-from bench.spec import schema
+from bench.config.spec import schema
+from bench.core.errors import BenchError
+from bench.core.numbers import parse_numbers
+from bench.execution.backends import Placement
 from bench.tracking import DEFAULT_EXPERIMENT
 
 MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
@@ -74,10 +74,13 @@ def run(
     placement: Placement,
 ) -> None:
     """Train the dataset x model x seed grid and log every run to MLflow."""
-    from bench import backends, data, plugins, scheduler, studyfile, tracking
-    from bench.backends.driver import run_plan
-    from bench.progress import GridDisplay, print_problems, summary_table
-    from bench.runner import LOG_MODEL_ENV, default_checkpoint_root
+    from bench import data, tracking
+    from bench.config import studyfile
+    from bench.core import plugins
+    from bench.execution import backends, scheduler
+    from bench.execution.backends.driver import run_plan
+    from bench.execution.progress import GridDisplay, print_problems, summary_table
+    from bench.execution.runner import LOG_MODEL_ENV, default_checkpoint_root
 
     plugins.use(plugin or [])
     os.environ[tracking.SYSTEM_METRICS_ENV] = "1" if system_metrics else "0"  # read in every worker

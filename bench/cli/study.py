@@ -8,9 +8,9 @@ from typing import List, Optional
 
 import typer
 
-from bench.backends import Placement
 from bench.cli import app, listing_settings, with_backend
 from bench.cli import console as make_console
+from bench.execution.backends import Placement
 from bench.tracking import DEFAULT_EXPERIMENT
 
 study_app = typer.Typer(help="Optuna studies over GradAttn, tracked in MLflow.", no_args_is_help=True)
@@ -49,9 +49,11 @@ def depth_width(
 ) -> None:
     """Search GradAttn's transformer depth and width with Optuna; each trial is a tracked run,
     trained on any backend like the runs of `bench run`."""
-    from bench import backends, data, plugins, tracking
-    from bench.progress import GridDisplay
-    from bench.runner import LOG_MODEL_ENV, default_checkpoint_root
+    from bench import data, tracking
+    from bench.core import plugins
+    from bench.execution import backends
+    from bench.execution.progress import GridDisplay
+    from bench.execution.runner import LOG_MODEL_ENV, default_checkpoint_root
     from bench.studies import depth_width as dw
     from bench.studies.tables import to_markdown
 

@@ -3,7 +3,7 @@
 ``get("cifar10").load(data_dir, preprocessing="protocol", splits="protocol", seed=42)`` gives a
 DataBundle (three decoded splits and their batch transforms); ``names()`` and ``expand("a,b,all")``
 list datasets by the names users type. Each dataset is one module that registers itself; a plugin
-registers its own with the same ``register`` (bench.plugins); ``folder:PATH`` names a folder of
+registers its own with the same ``register`` (bench.core.plugins); ``folder:PATH`` names a folder of
 images in class folders (bench.data.imagefolder).
 """
 

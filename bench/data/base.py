@@ -22,11 +22,11 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from bench.config.spec import PREPROCESSING_MODES
+from bench.core.errors import BenchError
+from bench.core.files import atomic_write_bytes
+from bench.core.registry import Registry
 from bench.data.pipeline import BatchOp, BatchTransform, GrayToRGB, Normalize, Resize
-from bench.errors import BenchError
-from bench.files import atomic_write_bytes
-from bench.registry import Registry
-from bench.spec import PREPROCESSING_MODES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # protocol 2.1
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -636,7 +636,7 @@ class PooledDataset(Dataset):
 
 
 def _load_plugins() -> None:
-    from bench import plugins
+    from bench.core import plugins
 
     plugins.load()
 

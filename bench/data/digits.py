@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.core.errors import BenchError
 from bench.data.base import InMemoryDataset, SplitSet, index_lists, register, resplit, resplit_sizes, split_views
 from bench.data.pipeline import BatchOp, RandomCrop
-from bench.errors import BenchError
 
 SAMPLES = 1_797
 SIZE = 16  # model input size in pixels

@@ -24,8 +24,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from bench.core.errors import BenchError
 from bench.data.base import Dataset, Split, SplitSet, add, holdout, index_lists, resplit, split_views
-from bench.errors import BenchError
 
 PREFIX = "folder:"
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.core.errors import BenchError
 from bench.data.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -33,7 +34,6 @@ from bench.data.base import (
     split_views,
 )
 from bench.data.pipeline import BatchOp, ColorJitter, RandomAffine, RandomHorizontalFlip, RandomResizedCrop
-from bench.errors import BenchError
 
 FOLDER = "pad-ufes-20"
 CACHE = "decoded-224-uint8.npz"

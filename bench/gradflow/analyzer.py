@@ -27,11 +27,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench import checkpoint
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.gradflow import stats
 from bench.gradflow.report import GradFlowReport
 from bench.gradflow.stats import GradFlowThresholds, NotebookScope
+from bench.train import checkpoint
 
 MODES = ("train", "eval")
 # protocol 5.2: the module types the original hooked

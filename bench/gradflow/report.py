@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.files import atomic_write_bytes
+from bench.core.files import atomic_write_bytes
 from bench.gradflow import stats
 from bench.gradflow.stats import EXPLODING, HEALTHY, VANISHING, FlowPatterns, GradFlowThresholds, LayerStats, NotebookScope
 
@@ -176,7 +176,7 @@ def _label_size(count: int) -> float:
 
 def plot(report: GradFlowReport, path: str | Path, dpi: int = 300) -> Path:
     """The 2 x 2 figure of protocol 5.6 with full layer names and a per-batch heat map."""
-    from bench.plots import pyplot
+    from bench.core.plots import pyplot
 
     plt = pyplot()
     names = [layer.name for layer in report.layers]

@@ -5,7 +5,7 @@ model; ``names("gradattn-*")`` and ``expand("resnet18,gradattn-*")`` list them. 
 decorated builder in its family's module (``resnet.py``, ``gradattn.py``), registered together with
 its metadata (``ModelInfo``): family, protocol section, options, and the parameter counts the original
 notebooks printed (protocol 1.10, kept with their other printed figures in ``bench/resources``).
-Plugins register theirs with the same decorator (bench.plugins);
+Plugins register theirs with the same decorator (bench.core.plugins);
 ``timm/<architecture>`` names any model timm can build (bench.models.timm_family).
 """
 
@@ -18,9 +18,9 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-from bench import published
-from bench.errors import BenchError
-from bench.registry import Registry
+from bench.core import published
+from bench.core.errors import BenchError
+from bench.core.registry import Registry
 
 Builder = Callable[..., nn.Module]
 
@@ -57,7 +57,7 @@ class _Entry:
 
 
 def _load_plugins() -> None:
-    from bench import plugins
+    from bench.core import plugins
 
     plugins.load()
 

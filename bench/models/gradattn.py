@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.models import ModelInfo, register_model
 from bench.models.encoder import shared_encoder
 from bench.models.init import check_init, initialise, keep_pytorch_defaults

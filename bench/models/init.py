@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch.nn as nn
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 InitPolicy = Callable[[nn.Module], None]
 

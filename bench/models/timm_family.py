@@ -11,7 +11,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.models import Builder, ModelInfo
 
 PREFIX = "timm/"

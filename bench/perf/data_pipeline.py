@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.core.errors import BenchError
 from bench.data.base import Split
 from bench.data.pipeline import BatchLoader
-from bench.errors import BenchError
 
 SOURCES = ("auto", "synthetic", "cifar10")
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from bench.errors import BenchError
-from bench.spec import GradFlowConfig, RunSpec, TrainConfig
+from bench.config.spec import GradFlowConfig, RunSpec, TrainConfig
+from bench.core.errors import BenchError
 
 TARGET_RATIO = 0.6  # issue 7: 2 slots / 1 slot on a 2-core machine
 
@@ -57,7 +57,7 @@ def on_cpu(devices: str) -> bool:
 
 def slots_for(devices: str, count: int) -> list:
     """`count` CPU slots sharing the cores, or the first `count` of the CUDA devices, one run each."""
-    from bench.scheduler import resolve_slots
+    from bench.execution.scheduler import resolve_slots
 
     if on_cpu(devices):
         return resolve_slots("cpu", count)
@@ -70,10 +70,10 @@ def slots_for(devices: str, count: int) -> list:
 def time_grid(specs: list[RunSpec], slots: list, root: Path, data_dir: Path) -> float:
     """Wall seconds of the whole grid on `slots`, in a fresh store under `root`."""
     from bench import tracking
-    from bench.backends import Destination
-    from bench.backends.driver import run_plan
-    from bench.backends.local import LocalBackend
-    from bench.scheduler import plan_runs
+    from bench.execution.backends import Destination
+    from bench.execution.backends.driver import run_plan
+    from bench.execution.backends.local import LocalBackend
+    from bench.execution.scheduler import plan_runs
 
     uri = tracking.sqlite_uri(root)
     experiment_id = tracking.prepare(uri, "grid-scaling")

@@ -9,7 +9,7 @@ loop, the notebooks' setting. Meant for a CUDA device; it runs anywhere (the tes
 
 from __future__ import annotations
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 # The options of each configuration: the original's fp32, and the CUDA speed options of TrainConfig.
 CONFIGS = {

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.environment import machine_info
-from bench.files import atomic_write_bytes
+from bench.core.environment import machine_info
+from bench.core.files import atomic_write_bytes
 
 
 def write_json(payload: dict[str, Any], path: Path) -> Path:

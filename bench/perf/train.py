@@ -34,11 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import checkpoint, models, tracking
-from bench.engine import EpochRecord, Trainer, autocast, make_optimizer
-from bench.errors import BenchError
-from bench.runner import configure_determinism
-from bench.spec import PRECISIONS, TrainConfig
+from bench import models, tracking
+from bench.config.spec import PRECISIONS, TrainConfig
+from bench.core.errors import BenchError
+from bench.execution.runner import configure_determinism
+from bench.train import checkpoint
+from bench.train.engine import EpochRecord, Trainer, autocast, make_optimizer
 
 DEFAULT_MODELS = "resnet18,gradattn-rope"
 BATCH_POOL = 4  # distinct pre-built batches, cycled; enough to defeat any caching by value
@@ -156,8 +157,8 @@ class Harness:
     """Our training step as a worker runs it, one timed epoch at a time."""
 
     def __init__(self, model: nn.Module, workload: Workload, store: TrackingStore, run_name: str) -> None:
-        from bench.mailbox import Mailbox
-        from bench.worker import Progress  # the worker's progress callback
+        from bench.execution.mailbox import Mailbox
+        from bench.execution.worker import Progress  # the worker's progress callback
 
         self.device = workload.torch_device
         self.logger = store.logger(run_name)

@@ -1,6 +1,6 @@
 """The GradAttn depth/width study: Optuna searches the transformer of a GradAttn model.
 
-A trial is one normal tracked run (bench.runner.execute) of the sampled transformer, nested in
+A trial is one normal tracked run (bench.execution.runner.execute) of the sampled transformer, nested in
 MLflow under the study's parent run, trained on any backend (local workers, Ray, Slurm) through the
 driver that runs `bench run`'s grid: the parent asks Optuna for trials and tells it their results. Its objective is the best validation accuracy; the parameter
 count and the mean epoch time are trial attributes, so accuracy per parameter can be read off.
@@ -8,7 +8,7 @@ Per-epoch validation accuracy goes to the trial and a MedianPruner stops poor tr
 engine stops gracefully after the epoch, the run ends KILLED and is tagged ``optuna_state=PRUNED``.
 
 The search space and settings live in ``studies/depth-width.toml`` (the defaults below are the
-same), read by ``bench.studyfile`` against the settings declared here and the runs' (bench/spec.py);
+same), read by ``bench.config.studyfile`` against the settings declared here and the runs' (bench/spec.py);
 ``--set`` on the command line overrides them.
 """
 
@@ -21,14 +21,15 @@ from typing import Any
 
 import optuna
 
-from bench import studyfile, tracking
-from bench.callbacks import Callback
-from bench.errors import BenchError
-from bench.scheduler import Task, TaskState
-from bench.schema import Schema, section, setting
-from bench.spec import ModelConfig, RunSpec
+from bench import tracking
+from bench.config import studyfile
+from bench.config.schema import Schema, section, setting
+from bench.config.spec import ModelConfig, RunSpec
+from bench.core.errors import BenchError
+from bench.execution.scheduler import Task, TaskState
+from bench.execution.worker import worker_id
 from bench.studies import storage as study_storage
-from bench.worker import worker_id
+from bench.train.callbacks import Callback
 
 KIND = "depth-width"
 # Optuna's trial states as MLflow tag values (tag `optuna_state` on each trial's run).
@@ -237,7 +238,7 @@ def _trial_id(storage: optuna.storages.BaseStorage, study_name: str, number: int
 
 
 class TrialSource:
-    """The study's trials as tasks for the driver (bench.backends.driver): a trial is asked from
+    """The study's trials as tasks for the driver (bench.execution.backends.driver): a trial is asked from
     Optuna when there is room for it, trained as a tracked run like any grid run, and told to Optuna
     when its run ends. At most `in_flight` trials train at once; TPE's constant liar counts those
     still training as poor, so parallel trials spread out."""
@@ -353,7 +354,7 @@ def run_study(
     on_update=lambda states: None,
 ):
     """Create or continue the study, train its trials on the backend, log the summary to the parent run."""
-    from bench.backends.driver import run_tasks
+    from bench.execution.backends.driver import run_tasks
     from bench.studies import summary
 
     config.validate()

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.plots import pyplot
+from bench.core.plots import pyplot
 
 
 def _tick(value: float) -> str:

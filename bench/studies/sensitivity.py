@@ -27,12 +27,13 @@ from statistics import fmean
 import optuna
 import pandas as pd
 
-from bench import metric_names, tracking
-from bench.errors import BenchError
-from bench.numbers import parse_numbers
-from bench.spec import GradFlowConfig
+from bench import tracking
+from bench.config.spec import GradFlowConfig
+from bench.core.errors import BenchError
+from bench.core.numbers import parse_numbers
 from bench.studies import storage as study_storage
 from bench.studies.tables import to_markdown
+from bench.tracking import metric_names
 
 KIND = "sensitivity"
 DEFAULT_VANISHING = (1e-8, 1e-7, 1e-6, 1e-5)
@@ -279,7 +280,7 @@ def _safe(label: str) -> str:
 
 def write_outputs(table: pd.DataFrame, grid: ThresholdGrid, dataset: str, out_dir: Path) -> list[Path]:
     """sensitivity.csv, sensitivity.md, heatmap_MODEL.png per model and ranking.png in `out_dir`."""
-    from bench.files import atomic_write_bytes
+    from bench.core.files import atomic_write_bytes
     from bench.studies import figures
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 
 from bench import tracking
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 JOURNAL_PREFIX = "journal:"
 DEFAULT_FILE = "optuna.db"

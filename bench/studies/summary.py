@@ -14,9 +14,10 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from bench import metric_names, tracking
+from bench import tracking
 from bench.studies.depth_width import PARAMS
 from bench.studies.tables import to_markdown
+from bench.tracking import metric_names
 
 TOP_K = 10
 
@@ -108,7 +109,7 @@ PLOTS = {
 
 
 def _draw(study: optuna.Study, plot_name: str, path) -> None:
-    from bench.plots import pyplot
+    from bench.core.plots import pyplot
 
     plt = pyplot()
     import optuna.visualization.matplotlib as ovm

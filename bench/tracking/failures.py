@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 # What a second creator of the same store or experiment sees while the first is at work.
 CREATION_RACES = (

@@ -12,14 +12,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import metric_names
-from bench.callbacks import Callback
-from bench.errors import BenchError
+from bench.core.errors import BenchError
+from bench.tracking import metric_names
 from bench.tracking.failures import network_reason, one_line, retry_creation_race, transient
 from bench.tracking.outbox import Outbox, outbox_root
 from bench.tracking.queries import search_logged_models
 from bench.tracking.records import FINISHED
 from bench.tracking.store import client, http_defaults, quiet_mlflow, shown_uri
+from bench.train.callbacks import Callback
 
 log = logging.getLogger(__name__)
 DEFAULT_FINAL_WAIT_S = 300.0  # how long a finished run waits for an absent server before giving up

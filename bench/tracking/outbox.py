@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from bench.files import atomic_write_bytes
+from bench.core.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

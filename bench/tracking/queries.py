@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bench import metric_names
-from bench.errors import BenchError
+from bench.core.errors import BenchError
+from bench.tracking import metric_names
 from bench.tracking.failures import http_status
 from bench.tracking.records import (
     CONFIG_HASH_TAG,

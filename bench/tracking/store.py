@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
-from bench.errors import BenchError
-from bench.locks import file_lock
+from bench.core.errors import BenchError
+from bench.core.locks import file_lock
 from bench.tracking.failures import CREATION_RACES, http_status, missing_module, network_reason, one_line, retry_creation_race
 
 log = logging.getLogger(__name__)

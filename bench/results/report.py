@@ -20,10 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import metric_names, published, references, significance, tracking
-from bench.errors import BenchError
-from bench.files import atomic_write_bytes
-from bench.spec import PREPROCESSING_MODES
+from bench import tracking
+from bench.config.spec import PREPROCESSING_MODES
+from bench.core import published
+from bench.core.errors import BenchError
+from bench.core.files import atomic_write_bytes
+from bench.results import references, significance
+from bench.tracking import metric_names
 
 BASELINE = "resnet18"
 NOT_SETTINGS = {"seed", "dataset", "model"}  # the row's own columns, or (the seed) what a row pools
@@ -113,7 +116,7 @@ def varying_settings(runs: pd.DataFrame) -> list[str]:
 def _overrides(dataset: str, model: str, config: dict, shown: list[str]) -> str:
     """The settings in which a configuration departs from its mode's defaults (those not already a
     column), e.g. `preset=nope-small, d_model=32`: what a reader needs to know the row is not default."""
-    from bench.spec import RunSpec
+    from bench.config.spec import RunSpec
 
     try:
         default = RunSpec(dataset, model, preprocessing=config["preprocessing"], splits=config["splits"],
@@ -427,7 +430,7 @@ class ReportFiles:
 
 
 def write_report(uri: str, experiment: str, out: Path) -> ReportFiles:
-    from bench.plots import plot_comparison
+    from bench.core.plots import plot_comparison
 
     runs = collect_runs(uri, experiment)
     with tempfile.TemporaryDirectory() as folder:

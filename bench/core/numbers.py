@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 
 def parse_numbers(

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.errors import BenchError
-from bench.files import atomic_write_bytes
-from bench.locks import file_lock, holder
+from bench.core.errors import BenchError
+from bench.core.files import atomic_write_bytes
+from bench.core.locks import file_lock, holder
 
 LAST = "last.pt"  # everything a resumed run needs, written at the end of every epoch
 BEST = "best.pt"  # the weights of the best validation epoch so far

@@ -17,12 +17,12 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
-from bench import checkpoint
-from bench.callbacks import Callback, GradFlowAtEpochs, StopRequest
-from bench.checkpoint import BEST, LAST
-from bench.errors import BenchError
-from bench.monitors import EarlyStopping, PlateauScheduler
-from bench.spec import TrainConfig
+from bench.config.spec import TrainConfig
+from bench.core.errors import BenchError
+from bench.train import checkpoint
+from bench.train.callbacks import Callback, GradFlowAtEpochs, StopRequest
+from bench.train.checkpoint import BEST, LAST
+from bench.train.monitors import EarlyStopping, PlateauScheduler
 
 __all__ = ["BEST", "LAST", "Callback", "Diverged", "EpochRecord", "FitResult", "GradFlowAtEpochs", "StopRequest", "Trainer", "predict"]
 

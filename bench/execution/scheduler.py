@@ -3,7 +3,7 @@
 The parent prepares the MLflow store and every run before a worker starts (a fresh sqlite store
 opened by several processes at once corrupts itself in its schema migration), claims each run so two
 processes never train one configuration, and keeps the state of every task from the events its
-worker sends (`apply_event`). Where the tasks run is the backends' business (bench.backends);
+worker sends (`apply_event`). Where the tasks run is the backends' business (bench.execution.backends);
 device slots for local workers are resolved here.
 
 This module imports no torch at import time: spawned workers set CUDA_VISIBLE_DEVICES and their
@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Callable
 
 from bench import tracking
-from bench.errors import BenchError
-from bench.mailbox import Mailbox
-from bench.spec import RunSpec
+from bench.config.spec import RunSpec
+from bench.core.errors import BenchError
+from bench.execution.mailbox import Mailbox
 
 HELD = "HELD"  # a run outcome: another process holds the claim, so this one did not train it
 HELD_STATE = "another process"  # how the grid shows it
@@ -150,7 +150,7 @@ def plan_runs(specs: list[RunSpec], uri: str, experiment_id: str, device_label: 
     existing run, or the first-created of several new runs, wins, and the other steps back (deleting
     the run it created).
     """
-    from bench.runner import run_tags
+    from bench.execution.runner import run_tags
 
     owner = tracking.new_owner()
     plan = Plan([], [], owner=owner)
@@ -234,7 +234,7 @@ def claims_kept(plan: Plan, uri: str, on_update: Callable[[list["TaskState"]], N
 
 def verify_resumable(plan: Plan, checkpoint_root: Path) -> None:
     """Check the checkpoints of every resumed run before any training (a BenchError naming the file)."""
-    from bench import checkpoint
+    from bench.train import checkpoint
 
     for task in plan.tasks:
         if task.resumed:
@@ -329,7 +329,7 @@ def by_outcome(states: list[TaskState]) -> dict[str, list[TaskState]]:
 
 
 def apply_event(kind: str, index: int, payload: dict, states: list[TaskState]) -> None:
-    """Update a task's state from one event its worker sent (bench.worker.run_task)."""
+    """Update a task's state from one event its worker sent (bench.execution.worker.run_task)."""
     state = states[index]
     if kind == "start":
         state.status, state.started_at = "running", time.time()

@@ -24,11 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from bench.callbacks import Callback
-from bench.mailbox import Mailbox, Send
+from bench.execution.mailbox import Mailbox, Send
+from bench.train.callbacks import Callback
 
 if TYPE_CHECKING:
-    from bench.scheduler import Task
+    from bench.execution.scheduler import Task
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class Progress(Callback):
 def run_task(task: "Task", context: Context, device: str, slot: str | None = None) -> None:
     """Train one task; whatever happens, its end reaches the parent as an event (`done`, `failed`,
     or `not_started` when a stop was requested before it began)."""
-    from bench.runner import RunContext, execute
+    from bench.execution.runner import RunContext, execute
 
     mailbox = Mailbox(context.mailbox)
     send = mailbox.sender(task.run_id)

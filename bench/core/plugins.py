@@ -24,7 +24,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Iterable
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 ENTRY_POINT_GROUPS = ("gradattn_bench.models", "gradattn_bench.datasets")
 ENV_MODULES = "BENCH_PLUGINS"  # comma list of module names

@@ -1,7 +1,7 @@
 """Where runs execute: this machine's worker processes, a Ray cluster, or Slurm jobs.
 
-A backend starts tasks (a grid's runs or a study's trials) in workers (`bench.worker`) and reports
-the tasks whose worker ended; `bench.backends.driver` runs every backend through one loop, so
+A backend starts tasks (a grid's runs or a study's trials) in workers (`bench.execution.worker`) and reports
+the tasks whose worker ended; `bench.execution.backends.driver` runs every backend through one loop, so
 `bench run` and `bench study` show the same live table, exit status and Ctrl-C behaviour whichever
 backend ran them. A run that fails is marked FAILED and the others go on.
 
@@ -19,12 +19,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from bench.errors import BenchError
-from bench.registry import Registry
+from bench.core.errors import BenchError
+from bench.core.registry import Registry
 
 if TYPE_CHECKING:
-    from bench.scheduler import Task
-    from bench.worker import Context
+    from bench.execution.scheduler import Task
+    from bench.execution.worker import Context
 
 CANCELLED = "cancelled"  # what `Backend.ended` says of a task it dropped before a worker started it
 
@@ -143,19 +143,19 @@ def create(name: str, placement: Placement) -> Backend:
 
 
 def _local(placement: Placement) -> Backend:
-    from bench.backends.local import LocalBackend
+    from bench.execution.backends.local import LocalBackend
 
     return LocalBackend.from_placement(placement)
 
 
 def _ray(placement: Placement) -> Backend:
-    from bench.backends.ray_backend import RayBackend
+    from bench.execution.backends.ray_backend import RayBackend
 
     return RayBackend(placement)
 
 
 def _slurm(placement: Placement) -> Backend:
-    from bench.backends.slurm_backend import SlurmBackend
+    from bench.execution.backends.slurm_backend import SlurmBackend
 
     return SlurmBackend(placement)
 

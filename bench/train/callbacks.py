@@ -1,4 +1,4 @@
-"""The events of a fit (bench.engine.Trainer) and the callbacks the harness itself adds.
+"""The events of a fit (bench.train.engine.Trainer) and the callbacks the harness itself adds.
 
 Torch-free, so the modules that report (tracking, the scheduler's progress events, the studies)
 subclass `Callback` without importing the engine.

@@ -1,4 +1,4 @@
-"""Worker processes on this machine, one per device slot (bench.scheduler.resolve_slots).
+"""Worker processes on this machine, one per device slot (bench.execution.scheduler.resolve_slots).
 
 Workers are spawned, pinned to their slot before torch is imported, and long-lived: each takes the
 next task when its last one ends, so torch is imported once per slot, not once per run. A worker
@@ -11,9 +11,10 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 
-from bench import shutdown, worker
-from bench.backends import CANCELLED, Placement
-from bench.scheduler import Slot, Task, resolve_slots
+from bench.core import shutdown
+from bench.execution import worker
+from bench.execution.backends import CANCELLED, Placement
+from bench.execution.scheduler import Slot, Task, resolve_slots
 
 
 def _worker_main(slot: Slot, tasks, parent_pid: int) -> None:

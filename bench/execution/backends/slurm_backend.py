@@ -14,9 +14,9 @@ import re
 import shutil
 from pathlib import Path
 
-from bench import worker
-from bench.backends import CANCELLED, Placement
-from bench.errors import BenchError
+from bench.core.errors import BenchError
+from bench.execution import worker
+from bench.execution.backends import CANCELLED, Placement
 
 try:
     import submitit

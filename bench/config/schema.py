@@ -19,7 +19,7 @@ import typing
 from dataclasses import dataclass, fields
 from typing import Any, Iterable, Mapping
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 SECTION = "section"  # metadata key of a section field: the name users write before the dot
 TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")

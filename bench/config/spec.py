@@ -1,7 +1,7 @@
 """What one run is: dataset, model, seeds and every setting that changes its result.
 
 Every setting is declared here once, as a field of these dataclasses with its default, its help and
-the section of the reference protocol (`protocol.md`) it comes from (``bench.schema``); the CLI
+the section of the reference protocol (`protocol.md`) it comes from (``bench.config.schema``); the CLI
 (``--set train.lr=3e-4``, ``bench run --help``), study files and studies all read that declaration. Settings left unset take their
 mode's default (``MODE_DEFAULTS``): protocol mode fixes the original's defects, notebook mode keeps
 them to reproduce the published cells. ``resolved()`` fills every default in, so a run's recorded
@@ -18,8 +18,8 @@ import json
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from bench.errors import BenchError
-from bench.schema import SECTION, Schema, section, setting, shown
+from bench.config.schema import SECTION, Schema, section, setting, shown
+from bench.core.errors import BenchError
 
 PREPROCESSING_MODES = ("protocol", "notebook")
 SPLIT_MODES = ("protocol", "official", "grouped")

@@ -3,7 +3,7 @@
 Besides the names registered one by one, a registry can hold families behind a prefix
 (``timm/resnet10t``, ``folder:data/pets``): ``get`` builds their entries on demand, so a worker
 process resolves such a name with nothing carried over from its parent. Before its first lookup a
-registry calls its ``loader`` once (the plugins: ``bench.plugins.load``).
+registry calls its ``loader`` once (the plugins: ``bench.core.plugins.load``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 from typing import Callable, Generic, TypeVar
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 T = TypeVar("T")
 

@@ -14,9 +14,9 @@ import math
 import os
 from dataclasses import replace
 
-from bench import worker
-from bench.backends import CANCELLED, Placement
-from bench.errors import BenchError
+from bench.core.errors import BenchError
+from bench.execution import worker
+from bench.execution.backends import CANCELLED, Placement
 
 try:
     import ray

@@ -17,10 +17,14 @@ from typing import Callable
 
 import torch
 
-from bench import __version__, checkpoint, data, metric_names, models, published, tracking
-from bench.engine import FitResult, GradFlowAtEpochs, StopRequest, Trainer, predict
-from bench.scheduler import CLAIM_HEARTBEAT_S, HELD
-from bench.spec import RunSpec
+from bench import data, models, tracking
+from bench.config.spec import RunSpec
+from bench.core import published
+from bench.core.version import __version__
+from bench.execution.scheduler import CLAIM_HEARTBEAT_S, HELD
+from bench.tracking import metric_names
+from bench.train import checkpoint
+from bench.train.engine import FitResult, GradFlowAtEpochs, StopRequest, Trainer, predict
 
 
 def default_checkpoint_root() -> Path:
@@ -100,7 +104,7 @@ def run_tags(spec: RunSpec, device: str, parameters: int | None = None) -> dict[
 
 def environment_tags(device: torch.device) -> dict[str, str]:
     """Python, torch, CUDA/cuDNN where used, the GPU or CPU model and the thread count, as `env.*` tags."""
-    from bench.environment import machine_info
+    from bench.core.environment import machine_info
 
     return {f"env.{key}": str(value) for key, value in machine_info(str(device)).items()}
 
@@ -281,7 +285,7 @@ def _finish(spec: RunSpec, ctx: RunContext, logger: tracking.RunLogger, model, b
 def _evaluate_both(spec: RunSpec, model, best_state, test_loader, bundle):
     """Test metrics of the last-epoch and of the best-validation weights (protocol 7.2 measured);
     leaves ``model`` holding the headline weights and returns ({"best"|"last": report}, headline)."""
-    from bench.metrics import classification_metrics
+    from bench.train.metrics import classification_metrics
 
     def evaluate():
         logits, labels = predict(model, test_loader, precision=spec.train.precision, channels_last=spec.train.channels_last)
@@ -344,8 +348,8 @@ def _summary_metrics(fit: FitResult, flow) -> dict[str, float]:
 def _log_artifacts(logger: tracking.RunLogger, fit: FitResult, report, flow) -> None:
     import pandas as pd
 
+    from bench.core.plots import plot_confusion
     from bench.gradflow import plot, text_report
-    from bench.plots import plot_confusion
 
     logger.log_text(flow.to_json(), "gradflow/gradflow.json")
     logger.log_text(text_report(flow), "gradflow/report.txt")

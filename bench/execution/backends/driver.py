@@ -3,7 +3,7 @@
 It takes tasks from a source (a plan, or a study that asks Optuna for a trial when a worker is
 free), hands them to the backend, follows each run through the mailbox (the live table's epoch,
 losses, accuracy and ETA come from there on every backend), settles runs whose worker ended
-without a word, and applies the one Ctrl-C policy of `bench.worker.ctrl_c`.
+without a word, and applies the one Ctrl-C policy of `bench.execution.worker.ctrl_c`.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import time
 from typing import Callable, Protocol
 
 from bench import tracking
-from bench.backends import CANCELLED, Backend, Destination
-from bench.mailbox import Mailbox
-from bench.scheduler import Plan, Task, TaskState, apply_event
-from bench.worker import Context, ctrl_c
+from bench.execution.backends import CANCELLED, Backend, Destination
+from bench.execution.mailbox import Mailbox
+from bench.execution.scheduler import Plan, Task, TaskState, apply_event
+from bench.execution.worker import Context, ctrl_c
 
 POLL_S = 0.5
 WAITING = ("queued", "submitted", "starting")  # handed to the backend, not started by a worker yet

@@ -1,7 +1,7 @@
 """Study files: a grid and its settings as TOML (`studies/paper.toml`), expanded into run specs.
 
     seeds = [42]
-    plugins = ["mypkg.models"]   # optional: modules that register models and datasets (bench.plugins)
+    plugins = ["mypkg.models"]   # optional: modules that register models and datasets (bench.core.plugins)
     split_seeds = [42]  # optional: vary the split too (every seed x every split seed)
     preprocessing = "protocol"
     [train]            # any train.* setting (`bench run --help` lists them)
@@ -28,10 +28,10 @@ from typing import Any, Iterable
 
 import tomllib
 
-from bench import plugins
-from bench.errors import BenchError
-from bench.schema import Schema
-from bench.spec import PROTOCOL_SPLIT_SEED, RunSpec, schema
+from bench.config.schema import Schema
+from bench.config.spec import PROTOCOL_SPLIT_SEED, RunSpec, schema
+from bench.core import plugins
+from bench.core.errors import BenchError
 
 EVERY_FILE = ("description", "plugins", "datasets")  # keys any study file may hold
 GRID_FILE = ("name", "seeds", "split_seeds", "grid")
