@@ -26,7 +26,7 @@ from bench.config.spec import GradFlowConfig, RunSpec, TrainConfig
 from bench.core.errors import BenchError
 from bench.execution import backends
 from bench.execution.backends.driver import run_plan
-from bench.execution.scheduler import plan_runs
+from bench.execution.planning import plan_runs
 
 ONE_EPOCH = TrainConfig(max_epochs=1)
 ONE_BATCH = GradFlowConfig(num_batches=1)
@@ -269,7 +269,7 @@ def test_local_backend_is_the_scheduler_with_its_slots():
 
 
 def test_without_jobs_per_device_a_cpu_gets_one_thread_runs_per_core_and_a_gpu_one_run():
-    from bench.execution.scheduler import default_cpu_jobs, resolve_slots
+    from bench.execution.slots import default_cpu_jobs, resolve_slots
 
     assert [default_cpu_jobs(c) for c in (1, 2, 4, 8, 16)] == [1, 2, 4, 2, 4]
     cores = os.cpu_count() or 1

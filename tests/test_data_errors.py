@@ -24,7 +24,7 @@ from data_fixtures import (
 from bench import data
 from bench.core.errors import BenchError
 from bench.data import cifar10 as cifar_module
-from bench.data.base import Remote, fetch
+from bench.data.downloads import Remote, fetch
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
 from bench import data
-from bench.data.base import Split
 from bench.data.pipeline import (
     BatchLoader,
     BatchTransform,
@@ -28,6 +27,7 @@ from bench.data.pipeline import (
     affine_theta,
     notebook_uint8_wrap,
 )
+from bench.data.splits import Split
 
 CIFAR = data.get("cifar10")
 

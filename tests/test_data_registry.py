@@ -10,8 +10,8 @@ import torch
 
 from bench import data
 from bench.core.errors import BenchError
-from bench.data.base import holdout, resplit, resplit_sizes
 from bench.data.pad_ufes import grouped_split, image_level_split
+from bench.data.splits import holdout, resplit, resplit_sizes
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 

@@ -4,7 +4,7 @@ import os
 
 import torch
 
-from bench.execution.runner import configure_determinism
+from bench.train.reproducibility import configure_determinism
 
 
 def test_strict_determinism_sets_what_cuda_needs_and_refuses_nondeterministic_ops(monkeypatch):

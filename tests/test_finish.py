@@ -21,7 +21,7 @@ from conftest import bench, cli, store_args
 from servers import wait_until
 
 from bench import tracking
-from bench.execution import scheduler
+from bench.execution import checkpoints, planning
 
 ARGS = ("run", "--datasets", "digits", "--models", "resnet18", "--max-epochs", "1", "--set", "gradflow.num_batches=1")
 
@@ -90,10 +90,10 @@ def test_tidy_checkpoints_removes_finished_and_reports_deleted_runs(store):
     for run_id in (finished, deleted, live, unknown):
         (store["checkpoints"] / run_id).mkdir(parents=True)
         (store["checkpoints"] / run_id / "last.pt").write_bytes(b"x" * 1000)
-    found = scheduler.tidy_checkpoints(uri, store["checkpoints"])
+    found = checkpoints.tidy_checkpoints(uri, store["checkpoints"])
     assert found.removed == [finished] and [p.name for p in found.deleted] == [deleted] and found.deleted_bytes == 1000
     assert sorted(p.name for p in store["checkpoints"].iterdir()) == sorted([deleted, live, unknown])
-    assert scheduler.tidy_checkpoints(uri, store["checkpoints"], remove_deleted=True).removed == [deleted]
+    assert checkpoints.tidy_checkpoints(uri, store["checkpoints"], remove_deleted=True).removed == [deleted]
     assert sorted(p.name for p in store["checkpoints"].iterdir()) == sorted([live, unknown])
 
 
@@ -104,17 +104,17 @@ def test_a_claim_is_alive_while_its_owner_beats_and_exists(store):
     here_gone = f"{socket.gethostname()}:{_dead_pid()}:abcd1234"
     cases = {
         "fresh, elsewhere": (tracking.claim_tags(elsewhere), True),
-        "stale, elsewhere": ({"claim_owner": elsewhere, "claim_heartbeat": str(time.time() - scheduler.CLAIM_STALE_S - 1)}, False),
+        "stale, elsewhere": ({"claim_owner": elsewhere, "claim_heartbeat": str(time.time() - tracking.CLAIM_STALE_S - 1)}, False),
         "released": ({"claim_owner": elsewhere, "claim_heartbeat": "0"}, False),
         "fresh, gone from this host": (tracking.claim_tags(here_gone), False),
         "never claimed": ({}, False),
     }
     for name, (tags, alive) in cases.items():
         run_id = tracking.create_run(uri, experiment_id, name, tags)
-        assert scheduler.claim_alive(tracking.get_run(uri, run_id)) is alive, name
+        assert planning.claim_alive(tracking.get_run(uri, run_id)) is alive, name
     ended = tracking.create_run(uri, experiment_id, "ended", tracking.claim_tags(elsewhere))
     tracking.set_status(uri, ended, tracking.FAILED)
-    assert not scheduler.claim_alive(tracking.get_run(uri, ended))  # not RUNNING: nobody trains it
+    assert not planning.claim_alive(tracking.get_run(uri, ended))  # not RUNNING: nobody trains it
 
 
 def _dead_pid() -> int:

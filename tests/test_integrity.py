@@ -19,7 +19,7 @@ from bench import tracking
 from bench.config import studyfile
 from bench.config.spec import TrainConfig
 from bench.core.errors import BenchError
-from bench.execution import scheduler
+from bench.execution import planning
 from bench.train import checkpoint
 from bench.train.engine import Diverged, Trainer
 
@@ -40,8 +40,8 @@ def _resumable_run(store: dict) -> str:
     uri = store["uri"]
     experiment_id = tracking.prepare(uri, "test")
     grid = studyfile.Grid(pairs=[("digits", "resnet18")], settings={"train.max_epochs": 1})
-    plan = scheduler.plan_runs(grid.specs(), uri, experiment_id, "cpu")
-    scheduler.release_plan(plan, uri, tracking.KILLED)
+    plan = planning.plan_runs(grid.specs(), uri, experiment_id, "cpu")
+    planning.release_plan(plan, uri, tracking.KILLED)
     return plan.tasks[0].run_id
 
 
@@ -245,7 +245,7 @@ def test_error_text_with_brackets_is_printed_literally():
 
     from bench.config.spec import RunSpec
     from bench.execution.progress import GridDisplay, print_problems
-    from bench.execution.scheduler import Task, TaskState
+    from bench.execution.tasks import Task, TaskState
 
     error = "ValueError: autodetected range of [nan, nan] is not finite"
     state = TaskState(Task(RunSpec("digits", "resnet18"), "r" * 32, resumed=False), status="failed", slot="cpu#0", error=error)

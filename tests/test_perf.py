@@ -180,7 +180,7 @@ def test_perf_user_errors_exit_2_with_one_line(tmp_path, args, message, capsys, 
 
 def test_speed_options_are_run_parameters_and_deterministic_mode_turns_cudnn_benchmark_off():
     from bench.config.spec import RunSpec, TrainConfig
-    from bench.execution.runner import configure_determinism
+    from bench.train.reproducibility import configure_determinism
 
     fast = TrainConfig(precision="bf16", channels_last=True, compile=True, deterministic=False)
     params = RunSpec("digits", "resnet18", train=fast).flat_params()

@@ -15,7 +15,7 @@ from scipy import stats
 
 from bench import tracking
 from bench.config.spec import ModelConfig, RunSpec, TrainConfig
-from bench.execution.runner import run_tags
+from bench.execution.run_tags import run_tags
 from bench.results import significance
 from bench.results.report import collect_runs, comparison_table, health_table
 from bench.tracking import metric_names

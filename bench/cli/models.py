@@ -6,8 +6,8 @@ from typing import Optional
 
 import typer
 
-from bench.cli import app
-from bench.cli import console as make_console
+from bench.cli._app import app
+from bench.cli._app import console as make_console
 from bench.core.errors import BenchError
 
 

@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from bench.cli import app
-from bench.cli import console as make_console
+from bench.cli._app import app
+from bench.cli._app import console as make_console
 from bench.cli.run import parse_seeds
 from bench.core.errors import BenchError
 from bench.core.numbers import parse_numbers

@@ -10,8 +10,8 @@ from typing import List, Optional
 
 import typer
 
-from bench.cli import app, listing_settings, setting_help, with_backend
-from bench.cli import console as make_console
+from bench.cli._app import app, listing_settings, setting_help, with_backend
+from bench.cli._app import console as make_console
 from bench.config.spec import schema
 from bench.core.errors import BenchError
 from bench.core.numbers import parse_numbers
@@ -77,7 +77,7 @@ def run(
     from bench import data, tracking
     from bench.config import studyfile
     from bench.core import plugins
-    from bench.execution import backends, scheduler
+    from bench.execution import backends, checkpoints, planning, tasks
     from bench.execution.backends.driver import run_plan
     from bench.execution.progress import GridDisplay, print_problems, summary_table
     from bench.execution.runner import LOG_MODEL_ENV, default_checkpoint_root
@@ -108,12 +108,12 @@ def run(
     executor = backends.create(backend, placement)
     uri = tracking.resolve_uri(tracking_uri)
     experiment_id = tracking.prepare(uri, experiment)  # an unreachable store stops here, before any run
-    leftovers = scheduler.tidy_checkpoints(uri, checkpoint_root, remove_deleted=prune_checkpoints)
-    plan = scheduler.plan_runs(specs, uri, experiment_id, executor.device_label, force=force)
+    leftovers = checkpoints.tidy_checkpoints(uri, checkpoint_root, remove_deleted=prune_checkpoints)
+    plan = planning.plan_runs(specs, uri, experiment_id, executor.device_label, force=force)
     try:
-        scheduler.verify_resumable(plan, checkpoint_root)  # a damaged or unsafe checkpoint stops here
+        planning.verify_resumable(plan, checkpoint_root)  # a damaged or unsafe checkpoint stops here
     except BenchError:
-        scheduler.release_plan(plan, uri, tracking.KILLED)
+        planning.release_plan(plan, uri, tracking.KILLED)
         raise
     console = make_console()
     console.print(
@@ -134,13 +134,13 @@ def run(
             markup=False, highlight=False,
         )
     destination = backends.Destination(uri, data_dir, checkpoint_root)
-    with GridDisplay(console) as display, scheduler.claims_kept(plan, uri, display.update) as on_update:
+    with GridDisplay(console) as display, planning.claims_kept(plan, uri, display.update) as on_update:
         states = run_plan(executor, plan, destination, on_update)
     console.print(summary_table(states, plan.skipped, plan.held))
     console.print(tracking.ui_hint(uri, experiment_id), highlight=False, markup=False)
     with contextlib.suppress(OSError):  # each finished run removed its checkpoints: drop the folder if empty
         destination.checkpoint_root.rmdir()
-    outcomes = scheduler.by_outcome(states)
+    outcomes = tasks.by_outcome(states)
     print_problems(console, outcomes["failed"], outcomes["unsynced"])
     if outcomes["interrupted"]:
         console.print(f"{len(outcomes['interrupted'])} run(s) interrupted; run the same command again to finish them.")

@@ -8,8 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from bench.cli import app, listing_settings, with_backend
-from bench.cli import console as make_console
+from bench.cli._app import app, listing_settings, with_backend
+from bench.cli._app import console as make_console
 from bench.execution.backends import Placement
 from bench.tracking import DEFAULT_EXPERIMENT
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from bench.config.schema import SECTION, Schema, section, setting, shown
 from bench.core.errors import BenchError
+from bench.core.modes import PREPROCESSING_MODES
 
-PREPROCESSING_MODES = ("protocol", "notebook")
 SPLIT_MODES = ("protocol", "official", "grouped")
 PRECISIONS = ("fp32", "bf16", "fp16")
 PROTOCOL_SPLIT_SEED = 42  # protocol 2.2: random_split's generator, the only split the notebooks made

@@ -5,69 +5,100 @@ Both ways in register with the decorators our own models and datasets use
 
 - an installed package's entry points in the groups ``gradattn_bench.models`` and
   ``gradattn_bench.datasets`` (found with no option, like pytest's ``pytest11``);
-- ``--plugin MODULE`` on ``bench run`` / ``bench study``, or ``plugins = [...]`` in a study file.
+- ``--plugin MODULE`` on ``bench run`` / ``bench study`` (``plugins=[...]`` in the Python API), or
+  ``plugins = [...]`` in a study file, with the folders of images a study file names.
 
-Modules named by option, and the folders of images a study file names, reach every worker process
-through the environment (``$BENCH_PLUGINS``, ``$BENCH_PLUGIN_PATH``, ``$BENCH_FOLDER_DATASETS``):
-local workers inherit it, Ray tasks receive the ``BENCH_`` variables from their parent, Slurm jobs
-get sbatch's exported environment. A process imports its plugins the first time it looks a model or
-dataset up (the registries' loader), so before any run spec is resolved.
+What a command adds is one picklable ``PluginSet`` (``active()``), which the command hands to every
+worker in its context (bench.execution.worker.Context); the worker calls ``use_set`` before its first
+run. A process imports its plugins the first time it looks a model or dataset up (the registries'
+loader), so before any run spec is resolved.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
-import os
 import sys
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from bench.core.errors import BenchError
 
 ENTRY_POINT_GROUPS = ("gradattn_bench.models", "gradattn_bench.datasets")
-ENV_MODULES = "BENCH_PLUGINS"  # comma list of module names
-ENV_PATH = "BENCH_PLUGIN_PATH"  # folders (os.pathsep) the modules are imported from
-ENV_FOLDERS = "BENCH_FOLDER_DATASETS"  # JSON: name -> ImageFolder settings from a study file
 
+
+@dataclass(frozen=True)
+class PluginSet:
+    """Modules to import (and the folders they are found in), and named folders of images."""
+
+    modules: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    folders: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()  # (name, sorted settings) per folder
+
+    def merged(self, other: "PluginSet") -> "PluginSet":
+        return PluginSet(
+            tuple(dict.fromkeys([*self.modules, *other.modules])),
+            tuple(dict.fromkeys([*self.paths, *other.paths])),
+            tuple((dict(self.folders) | dict(other.folders)).items()),
+        )
+
+    def folder_settings(self) -> dict[str, dict[str, Any]]:
+        return {name: dict(settings) for name, settings in self.folders}
+
+
+_active = PluginSet()
 _imported: set[str] = set()  # what this process has imported already (load is called repeatedly)
+_folder_registrar: list[Callable[[str, dict[str, Any]], None]] = []  # set by bench.data
+
+
+def active() -> PluginSet:
+    """What this process uses: the set to hand to workers."""
+    return _active
 
 
 def use(modules: Iterable[str] = (), base: Path | None = None, folders: dict[str, dict[str, Any]] | None = None) -> None:
-    """Add plugin modules and folder datasets for this command and every worker it starts.
+    """Add plugin modules and folder datasets for this process (and, through ``active()``, its workers).
 
     ``base`` is the folder a module name may be found in (the working directory for ``--plugin``,
     the study file's folder for its ``plugins``). Imports at once: a broken plugin stops the
     command before any run starts.
     """
-    modules = [m.strip() for m in modules if m.strip()]
-    if modules:
-        os.environ[ENV_MODULES] = ",".join(dict.fromkeys([*_env_list(ENV_MODULES, ","), *modules]))
-        folder = str(Path(base or Path.cwd()).resolve())
-        os.environ[ENV_PATH] = os.pathsep.join(dict.fromkeys([*_env_list(ENV_PATH, os.pathsep), folder]))
-    if folders:
-        os.environ[ENV_FOLDERS] = json.dumps(_env_folders() | folders)
+    modules = tuple(m.strip() for m in modules if m.strip())
+    added = PluginSet(
+        modules,
+        (str(Path(base or Path.cwd()).resolve()),) if modules else (),
+        tuple((name, tuple(sorted(settings.items()))) for name, settings in (folders or {}).items()),
+    )
+    use_set(added)
+
+
+def use_set(plugins: PluginSet) -> None:
+    """Use ``plugins`` beside what this process uses already, and import them now."""
+    global _active
+    _active = _active.merged(plugins)
     load()
+
+
+def on_folder(registrar: Callable[[str, dict[str, Any]], None]) -> None:
+    """How named folders become datasets (bench.data registers its ImageFolder here)."""
+    _folder_registrar[:] = [registrar]
 
 
 def load() -> None:
     """Import every entry-point plugin and every named module not imported in this process yet."""
-    for folder in _env_list(ENV_PATH, os.pathsep):
+    for folder in _active.paths:
         if folder not in sys.path:
             sys.path.append(folder)
     for group in ENTRY_POINT_GROUPS:
         for point in entry_points(group=group):
             _import(f"entry point {point.name!r} ({group}, {point.value})", point.value, point.load)
-    for module in _env_list(ENV_MODULES, ","):
+    for module in _active.modules:
         _import(f"plugin module {module!r}", module, lambda module=module: importlib.import_module(module))
-    if _env_folders():
-        from bench.data import imagefolder
-
-        for name, settings in _env_folders().items():
-            if f"folder {name}" not in _imported:
-                _imported.add(f"folder {name}")
-                imagefolder.register_folder(name, **settings)
+    for name, settings in _active.folder_settings().items():
+        if f"folder {name}" not in _imported and _folder_registrar:
+            _imported.add(f"folder {name}")
+            _folder_registrar[0](name, settings)
 
 
 def _import(what: str, key: str, importer) -> None:
@@ -83,14 +114,6 @@ def _import(what: str, key: str, importer) -> None:
             f"The {what} failed to import ({error.__class__.__name__}: {error}); fix it, or drop it "
             "from --plugin / the study file (an installed package: pip uninstall it)."
         ) from None
-
-
-def _env_list(variable: str, separator: str) -> list[str]:
-    return [part for part in os.environ.get(variable, "").split(separator) if part.strip()]
-
-
-def _env_folders() -> dict[str, dict[str, Any]]:
-    return json.loads(os.environ.get(ENV_FOLDERS) or "{}")
 
 
 def from_study_file(raw: dict[str, Any], path: Path) -> None:

@@ -8,6 +8,7 @@ registry calls its ``loader`` once (the plugins: ``bench.core.plugins.load``).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 from typing import Callable, Generic, TypeVar
 
@@ -50,6 +51,16 @@ class Registry(Generic[T]):
             return entry
 
         return decorator
+
+    @contextlib.contextmanager
+    def isolated(self):
+        """Entries registered inside the block are forgotten after it; those before it stay."""
+        self._load()
+        entries, prefixes = dict(self._entries), dict(self._prefixes)
+        try:
+            yield self
+        finally:
+            self._entries, self._prefixes = entries, prefixes
 
     def add(self, name: str, entry: T) -> T:
         return self.register(name)(entry)

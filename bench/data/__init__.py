@@ -12,19 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from bench.data.base import (
-    DATASETS,
-    DataBundle,
-    Dataset,
-    Split,
-    SplitSet,
-    default_data_dir,
-    index_lists,
-    register,
-    resplit,
-    split_views,
-)
+from bench.core import plugins
+from bench.data.base import DATASETS, DataBundle, Dataset, default_data_dir, register
 from bench.data.pipeline import BatchLoader, BatchTransform
+from bench.data.splits import Split, SplitSet, index_lists, resplit, split_views
 
 # Each module registers its dataset(s) on import; the import order is the catalogue's order
 # (protocol table 2.1, then the two built-in sets).
@@ -35,6 +26,7 @@ from bench.data import imagefolder
 # isort: on
 
 DATASETS.add_prefix(imagefolder.PREFIX, imagefolder.from_path)
+plugins.on_folder(lambda name, settings: imagefolder.register_folder(name, **settings))
 
 __all__ = [
     "BatchLoader",

@@ -1,37 +1,30 @@
-"""What every dataset shares: the Dataset base class and its registry, decoded splits, the seeded
-re-splits of the protocol, file checks that become clear errors, and checksummed downloads."""
+"""What every dataset shares: the Dataset base class and its registry, the loaded bundle, and the file
+checks that become clear errors. Splits, caches and downloads have modules of their own."""
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import inspect
 import os
-import shutil
-import tarfile
-import tempfile
-import urllib.error
-import urllib.request
-import warnings
-import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import torch
 
-from bench.config.spec import PREPROCESSING_MODES
+from bench.core import plugins
 from bench.core.errors import BenchError
-from bench.core.files import atomic_write_bytes
+from bench.core.modes import PREPROCESSING_MODES
 from bench.core.registry import Registry
+from bench.data.cache import disk_size
+from bench.data.downloads import Progress
 from bench.data.pipeline import BatchOp, BatchTransform, GrayToRGB, Normalize, Resize
+from bench.data.splits import Split, SplitSet, holdout, index_lists, resplit, resplit_sizes, split_views
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # protocol 2.1
 IMAGENET_STD = (0.229, 0.224, 0.225)
-TRAIN_FRACTION, VAL_FRACTION = 0.70, 0.15  # protocol 2.2
-HOLDOUT_FRACTION = 0.10  # --splits official: validation carved from the official train split
 
 
 def default_data_dir() -> Path:
@@ -39,123 +32,21 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("BENCH_DATA_DIR") or "data").expanduser()
 
 
-# ---------------------------------------------------------------------------------------------
-# Decoded splits
-# ---------------------------------------------------------------------------------------------
+def shown_path(path: Path, data_dir: Path) -> str:
+    try:
+        return str(path.relative_to(data_dir))
+    except ValueError:
+        return str(path)
 
 
-class H5Images:
-    """An (N, H, W, C) uint8 HDF5 dataset read batch by batch, never loaded whole (PCam)."""
-
-    def __init__(self, path: Path, key: str, on_error: Callable[[Path, str], BenchError]) -> None:
-        import h5py
-
-        self.path, self.key, self._on_error = Path(path), key, on_error
-        self._file: h5py.File | None = None
-        self._pid: int | None = None
-        dataset = self._dataset()
-        self.shape: tuple[int, ...] = tuple(dataset.shape)
-        self.dtype = dataset.dtype
-
-    def _dataset(self):
-        import h5py
-
-        # One handle per process: a handle inherited across fork is not safe to use.
-        if self._pid != os.getpid():
-            try:
-                self._file = h5py.File(self.path, "r")
-            except OSError as error:
-                raise self._on_error(self.path, f"is not a readable HDF5 file ({error})") from None
-            self._pid = os.getpid()
-        try:
-            return self._file[self.key]
-        except KeyError:
-            raise self._on_error(self.path, f"has no dataset {self.key!r}") from None
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def take(self, index: torch.Tensor) -> torch.Tensor:
-        wanted = np.asarray(index, dtype=np.int64)
-        if wanted.size == 0:
-            return torch.empty((0, self.shape[3], self.shape[1], self.shape[2]), dtype=torch.uint8)
-        # h5py reads increasing, unique indices; a contiguous run is one slice (eval batches).
-        unique, inverse = np.unique(wanted, return_inverse=True)
-        dataset = self._dataset()
-        try:
-            if unique[-1] - unique[0] + 1 == unique.size:
-                block = dataset[int(unique[0]) : int(unique[-1]) + 1]
-            else:
-                block = dataset[unique]
-        except (OSError, ValueError) as error:
-            raise self._on_error(self.path, f"could not be read ({error})") from None
-        return torch.from_numpy(np.ascontiguousarray(block[inverse])).permute(0, 3, 1, 2).contiguous()
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_file": None, "_pid": None}
-
-
-@dataclass
-class Split:
-    """One split, decoded once: uint8 images and int64 labels.
-
-    ``images`` is an (N, C, H, W) uint8 tensor or an H5Images view; ``index`` (optional) selects this
-    split's rows of a pooled tensor, so a 70/15/15 re-split shares one copy of the images.
-    """
-
-    labels: torch.Tensor
-    images: torch.Tensor | H5Images
-    index: torch.Tensor | None = None
-
-    def __post_init__(self) -> None:
-        if self.labels.dtype != torch.int64 or self.labels.dim() != 1:
-            raise ValueError(f"labels must be a 1-D int64 tensor, got {self.labels.dtype} {tuple(self.labels.shape)}")
-        rows = len(self.index) if self.index is not None else len(self.images)
-        if rows != len(self.labels):
-            raise ValueError(f"{rows} images but {len(self.labels)} labels")
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    @property
-    def in_memory(self) -> bool:
-        return isinstance(self.images, torch.Tensor)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of one image."""
-        if isinstance(self.images, torch.Tensor):
-            return tuple(self.images.shape[1:])  # type: ignore[return-value]
-        _, h, w, c = self.images.shape
-        return (c, h, w)
-
-    def take(self, index: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, C, H, W) CPU tensor of the images at ``index`` (positions in this split)."""
-        index = torch.as_tensor(index, dtype=torch.long)
-        if self.index is not None:
-            index = self.index[index]
-        if isinstance(self.images, torch.Tensor):
-            return self.images[index]
-        return self.images.take(index)
-
-    def digest(self) -> "hashlib._Hash":
-        """sha256 of this split's decoded content: labels, and images (or, for an HDF5 view, its
-        file, key and rows), so two runs on different data are told apart."""
-        h = hashlib.sha256(self.labels.numpy().tobytes())
-        if isinstance(self.images, torch.Tensor):
-            images = self.images if self.index is None else self.images[self.index]
-            h.update(images.contiguous().numpy().tobytes())
-        else:
-            h.update(f"{self.images.path}:{self.images.key}:{self.images.shape}".encode())
-            if self.index is not None:
-                h.update(self.index.numpy().tobytes())
-        return h
-
-    def materialize(self) -> torch.Tensor:
-        """All of this split's images as one uint8 tensor."""
-        if isinstance(self.images, torch.Tensor) and self.index is None:
-            return self.images
-        return self.take(torch.arange(len(self)))
+def check_labels(
+    error: Callable[[Path, str], BenchError], path: Path, labels: np.ndarray, num_classes: int
+) -> torch.Tensor:
+    """Labels as int64, or an error naming the file when any lies outside 0..num_classes-1."""
+    labels = np.asarray(labels).reshape(-1)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise error(path, f"has labels outside 0..{num_classes - 1} (found {labels.min()}..{labels.max()})")
+    return torch.from_numpy(labels.astype(np.int64))
 
 
 @dataclass
@@ -186,228 +77,6 @@ def bundle_digest(bundle: DataBundle) -> str:
     for split in (bundle.train, bundle.val, bundle.test):
         h.update(split.digest().digest())
     return h.hexdigest()[:16]
-
-
-@dataclass
-class SplitSet:
-    """What a dataset's reader returns: the three splits and how they were made."""
-
-    train: Split
-    val: Split
-    test: Split
-    indices: dict[str, list[int]] | None = None
-    notes: list[str] = field(default_factory=list)
-    class_names: tuple[str, ...] | None = None
-
-
-# ---------------------------------------------------------------------------------------------
-# Seeded splits
-# ---------------------------------------------------------------------------------------------
-
-
-def resplit_sizes(n: int) -> dict[str, int]:
-    """protocol 2.2: int(0.70 N), int(0.15 N), and the rest to test."""
-    n_train, n_val = int(TRAIN_FRACTION * n), int(VAL_FRACTION * n)
-    return {"train": n_train, "val": n_val, "test": n - n_train - n_val}
-
-
-def resplit(n: int, seed: int) -> dict[str, torch.Tensor]:
-    """The notebooks' random 70/15/15 split, index for index (protocol 2.2): ``random_split`` draws
-    one ``randperm(N)`` from ``Generator().manual_seed(seed)`` and slices it train, val, test."""
-    sizes = resplit_sizes(n)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return {
-        "train": order[: sizes["train"]],
-        "val": order[sizes["train"] : sizes["train"] + sizes["val"]],
-        "test": order[sizes["train"] + sizes["val"] :],
-    }
-
-
-def holdout(n: int, seed: int) -> dict[str, torch.Tensor]:
-    """A seeded validation hold-out of int(0.10 N) from an official train split (--splits official)."""
-    n_val = int(HOLDOUT_FRACTION * n)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return {"train": order[: n - n_val], "val": order[n - n_val :]}
-
-
-def split_views(images: torch.Tensor, labels: torch.Tensor, parts: dict[str, torch.Tensor]) -> dict[str, Split]:
-    return {name: Split(labels[index], images, index) for name, index in parts.items()}
-
-
-def index_lists(parts: dict[str, torch.Tensor]) -> dict[str, list[int]]:
-    return {name: index.tolist() for name, index in parts.items()}
-
-
-# ---------------------------------------------------------------------------------------------
-# Files: checks, caches, downloads
-# ---------------------------------------------------------------------------------------------
-
-
-def shown_path(path: Path, data_dir: Path) -> str:
-    try:
-        return str(path.relative_to(data_dir))
-    except ValueError:
-        return str(path)
-
-
-def check_labels(
-    error: Callable[[Path, str], BenchError], path: Path, labels: np.ndarray, num_classes: int
-) -> torch.Tensor:
-    """Labels as int64, or an error naming the file when any lies outside 0..num_classes-1."""
-    labels = np.asarray(labels).reshape(-1)
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise error(path, f"has labels outside 0..{num_classes - 1} (found {labels.min()}..{labels.max()})")
-    return torch.from_numpy(labels.astype(np.int64))
-
-
-def disk_size(paths: list[Path]) -> int:
-    """Bytes used by these files and folders (folders walked)."""
-    total = 0
-    for path in paths:
-        if path.is_file():
-            total += path.stat().st_size
-        elif path.is_dir():
-            for root, _, files in os.walk(path):
-                total += sum((Path(root) / f).stat().st_size for f in files)
-    return total
-
-
-def files_fingerprint(paths: list[Path], extra: str = "") -> str:
-    """A cheap identity for a set of source files (names, sizes, modification times)."""
-    digest = hashlib.sha256(extra.encode())
-    for path in paths:
-        stat = path.stat()
-        digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
-
-
-def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write an uncompressed .npz beside the data; readers never see a half-written file."""
-    atomic_write_bytes(path, lambda stream: np.savez(stream, **arrays))
-
-
-def cached_arrays(cache: Path, fingerprint: str, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Arrays decoded once and kept in ``cache`` (an .npz keyed by the sources' fingerprint).
-
-    A cache that cannot be written (read-only data dir) only costs a warning: the data still loads.
-    """
-    if cache.exists():
-        try:
-            with np.load(cache) as stored:
-                if str(stored["fingerprint"]) == fingerprint:
-                    return {k: stored[k] for k in stored.files if k != "fingerprint"}
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            pass  # a stale or damaged cache of ours is simply rebuilt
-    arrays = build()
-    try:
-        save_npz_atomic(cache, {**arrays, "fingerprint": np.array(fingerprint)})
-    except OSError as error:
-        warnings.warn(f"could not write the decoded cache {cache} ({error}); the next load decodes again", stacklevel=2)
-    return arrays
-
-
-@dataclass(frozen=True)
-class Remote:
-    """A public file with a known md5, saved as ``filename`` (relative to the data dir)."""
-
-    url: str
-    md5: str
-    filename: str
-
-
-def md5sum(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-Progress = Callable[[str, int, int], None]  # (file name, bytes so far, total bytes or 0)
-
-
-def fetch(dataset: str, remote: Remote, data_dir: Path, progress: Progress | None = None) -> Path:
-    """Download ``remote`` into the data dir, verify its md5 and rename it into place.
-
-    An existing file with the right checksum is kept. Offline or a bad checksum: BenchError.
-    """
-    target = data_dir / remote.filename
-    if target.exists() and md5sum(target) == remote.md5:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
-    digest = hashlib.md5()
-    try:
-        request = urllib.request.Request(remote.url, headers={"User-Agent": "gradattn-bench"})
-        with urllib.request.urlopen(request, timeout=60) as response, open(partial, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0)
-            done = 0
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(target.name, done, total)
-    except (urllib.error.URLError, OSError, TimeoutError) as error:
-        partial.unlink(missing_ok=True)
-        reason = getattr(error, "reason", error)
-        raise BenchError(
-            f"Could not download {remote.url} for {dataset} ({reason}); check the network connection and run "
-            f"`bench data download {dataset}` again, or fetch the file by hand and save it as {target}."
-        ) from None
-    if digest.hexdigest() != remote.md5:
-        partial.unlink(missing_ok=True)
-        raise BenchError(
-            f"The download of {remote.url} for {dataset} is corrupt (md5 {digest.hexdigest()}, expected {remote.md5}); "
-            f"run `bench data download {dataset}` again."
-        )
-    os.replace(partial, target)
-    return target
-
-
-def _refetch(dataset: str, archive: Path, problem: str) -> BenchError:
-    return BenchError(f"{dataset}: {archive} {problem}; delete it and run `bench data download {dataset}` again.")
-
-
-def extract(dataset: str, archive: Path, data_dir: Path, top_folder: str) -> None:
-    """Unpack ``archive`` (tar or zip) and move its ``top_folder`` into the data dir in one rename."""
-    with tempfile.TemporaryDirectory(prefix=f".{dataset}-", dir=data_dir) as scratch:
-        try:
-            if zipfile.is_zipfile(archive):
-                with zipfile.ZipFile(archive) as bundle:
-                    bundle.extractall(scratch)
-            else:
-                with tarfile.open(archive) as bundle:
-                    # The "data" filter refuses absolute paths and links out of the folder.
-                    safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-                    bundle.extractall(scratch, **safe)
-        except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as error:
-            raise _refetch(dataset, archive, f"could not be unpacked ({error})") from None
-        source = Path(scratch) / top_folder
-        if not source.is_dir():
-            raise _refetch(dataset, archive, f"has no {top_folder}/ folder")
-        target = data_dir / top_folder
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(source, target)
-
-
-def gunzip(dataset: str, archive: Path, target: Path) -> None:
-    """Decompress ``archive`` to ``target`` through a temporary file, then remove the archive."""
-    partial = target.with_name(target.name + ".part")
-    try:
-        with gzip.open(archive, "rb") as source, open(partial, "wb") as out:
-            shutil.copyfileobj(source, out, 1 << 22)
-    except (OSError, EOFError) as error:
-        partial.unlink(missing_ok=True)
-        raise _refetch(dataset, archive, f"could not be decompressed ({error})") from None
-    os.replace(partial, target)
-    archive.unlink()
-
-
-# ---------------------------------------------------------------------------------------------
-# The Dataset base class and the registry
-# ---------------------------------------------------------------------------------------------
 
 
 class Dataset:
@@ -635,13 +304,7 @@ class PooledDataset(Dataset):
         return SplitSet(views["train"], views["val"], Split(test_labels, test_images), index_lists(chosen), [note])
 
 
-def _load_plugins() -> None:
-    from bench.core import plugins
-
-    plugins.load()
-
-
-DATASETS: Registry[Dataset] = Registry("dataset", loader=_load_plugins)
+DATASETS: Registry[Dataset] = Registry("dataset", loader=plugins.load)
 REQUIRED = ("name", "num_classes", "in_channels", "image_size", "mean", "std")
 
 

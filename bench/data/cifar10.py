@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data.base import PooledDataset, Progress, Remote, check_labels, extract, fetch, register
+from bench.data.base import PooledDataset, check_labels, register
+from bench.data.downloads import Progress, Remote, extract, fetch
 from bench.data.pipeline import BatchOp, NotebookDoubleTransform, RandomCrop, RandomHorizontalFlip
 
 FOLDER = "cifar-10-batches-py"

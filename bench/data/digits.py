@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from bench.core.errors import BenchError
-from bench.data.base import InMemoryDataset, SplitSet, index_lists, register, resplit, resplit_sizes, split_views
+from bench.data.base import InMemoryDataset, register
 from bench.data.pipeline import BatchOp, RandomCrop
+from bench.data.splits import SplitSet, index_lists, resplit, resplit_sizes, split_views
 
 SAMPLES = 1_797
 SIZE = 16  # model input size in pixels

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data.base import PooledDataset, Progress, Remote, check_labels, fetch, register
+from bench.data.base import PooledDataset, check_labels, register
+from bench.data.downloads import Progress, Remote, fetch
 from bench.data.pipeline import BatchOp, NotebookDoubleTransform, RandomAffine, RandomHorizontalFlip
 
 FOLDER = "FashionMNIST/raw"

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from bench.core.errors import BenchError
-from bench.data.base import Dataset, Split, SplitSet, add, holdout, index_lists, resplit, split_views
+from bench.data.base import Dataset, add
+from bench.data.splits import Split, SplitSet, holdout, index_lists, resplit, split_views
 
 PREFIX = "folder:"
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")

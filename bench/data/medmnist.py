@@ -10,8 +10,10 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, Dataset, Progress, Remote, Split, SplitSet, check_labels, fetch, register
+from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, Dataset, check_labels, register
+from bench.data.downloads import Progress, Remote, fetch
 from bench.data.pipeline import BatchOp, ColorJitter, RandomAffine, RandomHorizontalFlip
+from bench.data.splits import Split, SplitSet
 
 PARTS = ("train", "val", "test")
 

@@ -17,23 +17,11 @@ import numpy as np
 import torch
 
 from bench.core.errors import BenchError
-from bench.data.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    TRAIN_FRACTION,
-    VAL_FRACTION,
-    Dataset,
-    Progress,
-    SplitSet,
-    cached_arrays,
-    disk_size,
-    files_fingerprint,
-    index_lists,
-    register,
-    resplit_sizes,
-    split_views,
-)
+from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, Dataset, register
+from bench.data.cache import cached_arrays, disk_size, files_fingerprint
+from bench.data.downloads import Progress
 from bench.data.pipeline import BatchOp, ColorJitter, RandomAffine, RandomHorizontalFlip, RandomResizedCrop
+from bench.data.splits import TRAIN_FRACTION, VAL_FRACTION, SplitSet, index_lists, resplit_sizes, split_views
 
 FOLDER = "pad-ufes-20"
 CACHE = "decoded-224-uint8.npz"

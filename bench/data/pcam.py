@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, Dataset, H5Images, Progress, Remote, Split, SplitSet, check_labels, fetch, gunzip, register
+from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, Dataset, check_labels, register
+from bench.data.downloads import Progress, Remote, fetch, gunzip
+from bench.data.splits import H5Images, Split, SplitSet
 
 FOLDER = "pcam"  # torchvision's PCAM layout
 PARTS = {"train": "train", "val": "valid", "test": "test"}

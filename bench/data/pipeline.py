@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from bench.data.base import Split
+    from bench.data.splits import Split
 
 
 class BatchOp(Protocol):

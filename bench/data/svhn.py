@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data.base import PooledDataset, Progress, Remote, check_labels, fetch, register
+from bench.data.base import PooledDataset, check_labels, register
+from bench.data.downloads import Progress, Remote, fetch
 
 SITE = "http://ufldl.stanford.edu/housenumbers/"
 REMOTES = {  # torchvision's layout: the files sit directly in the data dir

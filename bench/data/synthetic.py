@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.data.base import DataBundle, InMemoryDataset, Split, SplitSet, register
+from bench.data.base import DataBundle, InMemoryDataset, register
 from bench.data.pipeline import BatchOp, RandomCrop, RandomHorizontalFlip
+from bench.data.splits import Split, SplitSet
 
 TEMPLATE_WEIGHT = 0.6  # the rest is per-image noise
 CHUNK = 8_192

@@ -13,20 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    PooledDataset,
-    Progress,
-    Remote,
-    SplitSet,
-    cached_arrays,
-    disk_size,
-    extract,
-    fetch,
-    files_fingerprint,
-    register,
-)
+from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, PooledDataset, register
+from bench.data.cache import cached_arrays, disk_size, files_fingerprint
+from bench.data.downloads import Progress, Remote, extract, fetch
+from bench.data.splits import SplitSet
 
 FOLDER = "tiny-imagenet-200"
 ARCHIVE = Remote(

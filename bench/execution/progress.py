@@ -9,7 +9,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from bench.execution.scheduler import TaskState
+from bench.execution.tasks import TaskState
 
 STATE_STYLE = {"finished": "green", "failed": "red", "killed": "yellow", "running": "cyan"}
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import subprocess
 import traceback
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -19,12 +18,13 @@ import torch
 
 from bench import data, models, tracking
 from bench.config.spec import RunSpec
-from bench.core import published
 from bench.core.version import __version__
-from bench.execution.scheduler import CLAIM_HEARTBEAT_S, HELD
-from bench.tracking import metric_names
+from bench.execution.run_tags import environment_tags, run_tags
+from bench.execution.tasks import HELD
+from bench.tracking import CLAIM_HEARTBEAT_S, metric_names
 from bench.train import checkpoint
 from bench.train.engine import FitResult, GradFlowAtEpochs, StopRequest, Trainer, predict
+from bench.train.reproducibility import configure_determinism
 
 
 def default_checkpoint_root() -> Path:
@@ -61,64 +61,6 @@ class RunOutcome:
 def checkpoint_dir(ctx: RunContext, run_id: str) -> Path:
     """One folder per MLflow run: a resumed run finds its checkpoint, a --force rerun starts afresh."""
     return Path(ctx.checkpoint_root) / run_id
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def run_tags(spec: RunSpec, device: str, parameters: int | None = None) -> dict[str, str]:
-    tags = {
-        "config_hash": spec.config_hash(),
-        "dataset": spec.dataset,
-        "model": spec.model,
-        "seed": str(spec.seed),
-        "split_seed": str(spec.split_seed),
-        "preprocessing": spec.preprocessing,
-        "splits": spec.splits,
-        "bench_version": __version__,
-        "torch_version": torch.__version__,
-        "device": device,
-    }
-    cell = published.cell(spec.dataset, spec.model) if spec.preprocessing == "notebook" else None
-    if cell is not None:  # the published figure this run sets out to reproduce, and how it differs
-        tags["published_cell"] = str(cell.row)
-        tags["published_deviations"] = ", ".join(spec.notebook_deviations())[:4000] or "none"
-    commit = _git_commit()
-    if commit:
-        tags["git_commit"] = commit
-    if parameters is not None:
-        tags["parameters"] = str(parameters)
-    return tags
-
-
-def environment_tags(device: torch.device) -> dict[str, str]:
-    """Python, torch, CUDA/cuDNN where used, the GPU or CPU model and the thread count, as `env.*` tags."""
-    from bench.core.environment import machine_info
-
-    return {f"env.{key}": str(value) for key, value in machine_info(str(device)).items()}
-
-
-def configure_determinism(deterministic: bool, strict: bool = False) -> None:
-    """Deterministic cuDNN kernels by default (deterministic algorithms where PyTorch has them, a
-    warning where not); ``strict`` also fixes cuBLAS's workspace and makes a nondeterministic op an
-    error. cuBLAS reads CUBLAS_WORKSPACE_CONFIG when it creates its handle, before the first matmul."""
-    if strict:
-        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
-    deterministic = deterministic or strict
-    torch.backends.cudnn.deterministic = deterministic
-    torch.backends.cudnn.benchmark = not deterministic  # autotuning picks kernels nondeterministically
-    torch.use_deterministic_algorithms(deterministic, warn_only=not strict)
 
 
 def _gradflow_batches(loader, count: int):

@@ -28,7 +28,7 @@ from bench.execution.mailbox import Mailbox, Send
 from bench.train.callbacks import Callback
 
 if TYPE_CHECKING:
-    from bench.execution.scheduler import Task
+    from bench.execution.tasks import Task
 
 
 @dataclass(frozen=True)

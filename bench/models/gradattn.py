@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from bench.core.errors import BenchError
-from bench.models import ModelInfo, register_model
+from bench.models._registry import ModelInfo, register_model
 from bench.models.encoder import shared_encoder
 from bench.models.init import check_init, initialise, keep_pytorch_defaults
 from bench.models.resnet import STAGE_CHANNELS, STEM_CHANNELS, ResNetBody, TwoConvs

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from bench.models import ModelInfo, register_model
+from bench.models._registry import ModelInfo, register_model
 from bench.models.init import InitPolicy, check_init, initialise, kaiming_fan_out, keep_pytorch_defaults
 
 STAGE_CHANNELS = (64, 128, 256, 512)

@@ -12,7 +12,7 @@ from typing import Any
 import torch.nn as nn
 
 from bench.core.errors import BenchError
-from bench.models import Builder, ModelInfo
+from bench.models._registry import _MODELS, Builder, ModelInfo, _Entry
 
 PREFIX = "timm/"
 
@@ -49,3 +49,8 @@ def entry(architecture: str) -> tuple[ModelInfo, Builder]:
         return timm.create_model(architecture, pretrained=False, num_classes=num_classes, in_chans=in_channels)
 
     return info, build
+
+
+def register_prefix() -> None:
+    """Make every ``timm/<architecture>`` name resolve in the model registry, built on demand."""
+    _MODELS.add_prefix(PREFIX, lambda architecture: _Entry(*entry(architecture)))

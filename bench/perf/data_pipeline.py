@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from bench.core.errors import BenchError
-from bench.data.base import Split
 from bench.data.pipeline import BatchLoader
+from bench.data.splits import Split
 
 SOURCES = ("auto", "synthetic", "cifar10")
 

@@ -57,7 +57,7 @@ def on_cpu(devices: str) -> bool:
 
 def slots_for(devices: str, count: int) -> list:
     """`count` CPU slots sharing the cores, or the first `count` of the CUDA devices, one run each."""
-    from bench.execution.scheduler import resolve_slots
+    from bench.execution.slots import resolve_slots
 
     if on_cpu(devices):
         return resolve_slots("cpu", count)
@@ -73,7 +73,7 @@ def time_grid(specs: list[RunSpec], slots: list, root: Path, data_dir: Path) -> 
     from bench.execution.backends import Destination
     from bench.execution.backends.driver import run_plan
     from bench.execution.backends.local import LocalBackend
-    from bench.execution.scheduler import plan_runs
+    from bench.execution.planning import plan_runs
 
     uri = tracking.sqlite_uri(root)
     experiment_id = tracking.prepare(uri, "grid-scaling")

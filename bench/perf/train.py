@@ -37,9 +37,9 @@ from torch import nn
 from bench import models, tracking
 from bench.config.spec import PRECISIONS, TrainConfig
 from bench.core.errors import BenchError
-from bench.execution.runner import configure_determinism
 from bench.train import checkpoint
 from bench.train.engine import EpochRecord, Trainer, autocast, make_optimizer
+from bench.train.reproducibility import configure_determinism
 
 DEFAULT_MODELS = "resnet18,gradattn-rope"
 BATCH_POOL = 4  # distinct pre-built batches, cycled; enough to defeat any caching by value

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 
 from bench import tracking
-from bench.config.spec import PREPROCESSING_MODES
 from bench.core import published
 from bench.core.errors import BenchError
 from bench.core.files import atomic_write_bytes
+from bench.core.modes import PREPROCESSING_MODES
 from bench.results import references, significance
 from bench.tracking import metric_names
 

@@ -15,7 +15,7 @@ import optuna
 import pandas as pd
 
 from bench import tracking
-from bench.studies.depth_width import PARAMS
+from bench.studies.search_space import PARAMS
 from bench.studies.tables import to_markdown
 from bench.tracking import metric_names
 

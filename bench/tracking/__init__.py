@@ -16,7 +16,10 @@ send in an on-disk outbox and replays it, in order, when the server answers agai
 
 from bench.tracking.claims import (
     CLAIM_HEARTBEAT,
+    CLAIM_HEARTBEAT_S,
     CLAIM_OWNER,
+    CLAIM_SETTLE_S,
+    CLAIM_STALE_S,
     Heartbeat,
     claim,
     claim_of,
@@ -83,7 +86,7 @@ from bench.tracking.store import (
 DEFAULT_EXPERIMENT = "gradattn-bench"
 
 __all__ = [
-    "CLAIM_HEARTBEAT", "CLAIM_OWNER", "CONFIG_HASH_TAG", "DEFAULT_EXPERIMENT", "DEFAULT_FINAL_WAIT_S",
+    "CLAIM_HEARTBEAT", "CLAIM_HEARTBEAT_S", "CLAIM_OWNER", "CLAIM_SETTLE_S", "CLAIM_STALE_S", "CONFIG_HASH_TAG", "DEFAULT_EXPERIMENT", "DEFAULT_FINAL_WAIT_S",
     "ENTRY_KINDS", "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "FAILED", "FINISHED", "Heartbeat", "KILLED",
     "LOCAL_UI", "LoggedModel", "Outbox", "PARENT_RUN_TAG", "RUNNING", "RUN_ID_FIELD", "Run", "RunLogger",
     "SCHEMES", "STUDY_KIND_TAG", "STUDY_TAG", "SYSTEM_METRICS_ENV", "TRIAL_TAG", "TrackingUnavailable",

@@ -19,6 +19,19 @@ from bench.tracking.store import client
 CLAIM_OWNER, CLAIM_HEARTBEAT = "claim_owner", "claim_heartbeat"
 
 
+def _seconds(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+# A claim lives while its heartbeat is fresh: stamped every CLAIM_HEARTBEAT_S by the planning process
+# (queued runs) and by the worker (the run it trains), presumed dead after CLAIM_STALE_S without one.
+# CLAIM_SETTLE_S is the pause before a new claim is read back: longer than any one store write.
+CLAIM_HEARTBEAT_S = _seconds("BENCH_CLAIM_HEARTBEAT_S", 15.0)
+CLAIM_STALE_S = _seconds("BENCH_CLAIM_STALE_S", 120.0)
+CLAIM_SETTLE_S = _seconds("BENCH_CLAIM_SETTLE_S", 2.0)
+
+
+
 def new_owner() -> str:
     """A claimant's identity: host, process and a random part (pids repeat across machines)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

@@ -12,9 +12,10 @@ import time
 from typing import Callable, Protocol
 
 from bench import tracking
-from bench.execution.backends import CANCELLED, Backend, Destination
+from bench.execution.backends._base import CANCELLED, Backend, Destination
 from bench.execution.mailbox import Mailbox
-from bench.execution.scheduler import Plan, Task, TaskState, apply_event
+from bench.execution.planning import Plan
+from bench.execution.tasks import Task, TaskState, apply_event
 from bench.execution.worker import Context, ctrl_c
 
 POLL_S = 0.5

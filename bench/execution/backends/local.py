@@ -1,4 +1,4 @@
-"""Worker processes on this machine, one per device slot (bench.execution.scheduler.resolve_slots).
+"""Worker processes on this machine, one per device slot (bench.execution.slots.resolve_slots).
 
 Workers are spawned, pinned to their slot before torch is imported, and long-lived: each takes the
 next task when its last one ends, so torch is imported once per slot, not once per run. A worker
@@ -13,8 +13,9 @@ import os
 
 from bench.core import shutdown
 from bench.execution import worker
-from bench.execution.backends import CANCELLED, Placement
-from bench.execution.scheduler import Slot, Task, resolve_slots
+from bench.execution.backends._base import CANCELLED, Placement
+from bench.execution.slots import Slot, resolve_slots
+from bench.execution.tasks import Task
 
 
 def _worker_main(slot: Slot, tasks, parent_pid: int) -> None:

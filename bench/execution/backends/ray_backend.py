@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from bench.core.errors import BenchError
 from bench.execution import worker
-from bench.execution.backends import CANCELLED, Placement
+from bench.execution.backends._base import CANCELLED, Placement
 
 try:
     import ray
