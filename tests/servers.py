@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from conftest import new_store
 from mlflow.tracking import MlflowClient
+from support import new_store
 
 from bench import tracking
 

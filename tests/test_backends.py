@@ -17,7 +17,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import bench, cli, store_args
+from support import bench, cli, store_args
 from typer.testing import CliRunner
 
 from bench import tracking

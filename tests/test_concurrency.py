@@ -16,9 +16,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import TINY_MODEL_ENV
 from mlflow.tracking import MlflowClient
-from servers import mlflow_server, postgres  # noqa: F401 (fixtures)
+from support import TINY_MODEL
 
 from bench import tracking
 
@@ -32,10 +31,10 @@ def _start(uri: str, root: Path, name: str, experiment: str) -> subprocess.Popen
         sys.executable, "-m", "bench", "run", "--datasets", "digits", "--models", "tiny", "--seeds", ",".join(SEEDS),
         "--max-epochs", "1", "--set", "gradflow.num_batches=1", "--devices", "cpu", "--jobs-per-device", "2",
         "--tracking-uri", uri, "--experiment", experiment,
-        "--checkpoint-dir", str(root / "checkpoints"), "--data-dir", str(root / "data"),
+        "--checkpoint-dir", str(root / "checkpoints"), "--data-dir", str(root / "data"), *TINY_MODEL,
     ]
     # The two planners race with the product's pause before reading claims back (conftest shortens it).
-    env = os.environ | TINY_MODEL_ENV | {"PYTHONUNBUFFERED": "1", "BENCH_OUTBOX_DIR": str(root / f"outbox-{name}"), "BENCH_CLAIM_SETTLE_S": "2"}
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "BENCH_OUTBOX_DIR": str(root / f"outbox-{name}"), "BENCH_CLAIM_SETTLE_S": "2"}
     log = open(root / f"{name}.log", "w")
     return subprocess.Popen(args, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
 

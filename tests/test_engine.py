@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import new_store
+from support import new_store
 
 from bench import data, tracking
 from bench.config.spec import GradFlowConfig, RunSpec, TrainConfig

@@ -17,8 +17,8 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import bench, cli, store_args
 from servers import wait_until
+from support import bench, cli, store_args
 
 from bench import tracking
 from bench.execution import checkpoints, planning

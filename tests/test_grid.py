@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY_MODEL_ENV, bench, cli, store_args
+from support import TINY_MODEL, bench, cli, store_args
 
 from bench import tracking
 from bench.core.errors import BenchError
@@ -163,13 +163,13 @@ def test_a_failing_run_is_isolated_and_missing_datasets_skipped(store):
     # One worker: the failing run and the finished one share its process.
     args = ["--datasets", "synthetic,bloodmnist,cifar10", "--models", "tiny", "--max-epochs", "1", "--set", "gradflow.num_batches=1",
             "--jobs-per-device", "1", *store_args(store)]
-    refused = bench("run", *args, env=TINY_MODEL_ENV)
+    refused = bench("run", *args, *TINY_MODEL)
     assert refused.returncode == 2
     assert "cifar10" in refused.stderr and "--skip-missing" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert _runs(store) == []  # nothing created before the check
 
-    result = bench("run", *args, "--skip-missing", env=TINY_MODEL_ENV)
+    result = bench("run", *args, "--skip-missing", *TINY_MODEL)
     assert result.returncode == 1, result.stdout + result.stderr
     by_dataset = {r.tags["dataset"]: r for r in _runs(store)}
     assert set(by_dataset) == {"synthetic", "bloodmnist"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY_MODEL_ENV, bench, store_args
 from data_fixtures import write_image_folder
+from support import TINY_MODEL, bench, store_args
 
 from bench import data, tracking
 from bench.core.errors import BenchError
@@ -29,9 +29,14 @@ def test_one_folder_is_split_by_the_seed_with_size_channels_and_statistics_infer
     assert not torch.equal(other.train.labels, bundle.train.labels)  # a different split seed
 
 
-def test_train_val_test_folders_are_the_splits_and_settings_override_inference(tmp_path, monkeypatch):
+def test_train_val_test_folders_are_the_splits_and_settings_override_inference(tmp_path):
     # The named folder is registered for this test only: other tests read the shipped catalogue.
-    monkeypatch.setattr(data.DATASETS, "_entries", dict(data.DATASETS._entries))
+    with data.isolated():
+        _check_registered_folder(tmp_path)
+    assert "scans-test" not in data.names()
+
+
+def _check_registered_folder(tmp_path):
     write_image_folder(tmp_path / "scans", per_class=6, size=20, splits=("train", "val", "test"))
     from bench.data.imagefolder import register_folder
 
@@ -65,7 +70,7 @@ def test_a_folder_named_in_a_study_file_trains(tmp_path, store):
         '[datasets.pets]\nroot = "pets"\nimage_size = 8\n[train]\nmax_epochs = 1\n[gradflow]\nnum_batches = 1\n'
         '[[grid]]\ndatasets = ["pets"]\nmodels = ["tiny"]\n'
     )
-    result = bench("run", "--study", str(study), *store_args(store), env=TINY_MODEL_ENV)
+    result = bench("run", "--study", str(study), *store_args(store), *TINY_MODEL)
     assert result.returncode == 0, result.stdout + result.stderr
     experiment = tracking.experiment_id(store["uri"], "test")
     (run,) = tracking.runs_of(store["uri"], experiment)

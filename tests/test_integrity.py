@@ -12,8 +12,8 @@ import sqlite3
 
 import pytest
 import torch
-from conftest import cli, store_args
 from data_fixtures import write_cifar10
+from support import cli, store_args
 
 from bench import tracking
 from bench.config import studyfile

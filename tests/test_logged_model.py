@@ -11,8 +11,8 @@ import mlflow.pytorch
 import pytest
 import torch
 import torch.nn as nn
-from conftest import new_store
 from mlflow.tracking import MlflowClient
+from support import new_store
 
 from bench import data, tracking
 from bench.config.spec import GradFlowConfig, RunSpec, TrainConfig

@@ -8,9 +8,9 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import bench
 from mlflow.tracking import MlflowClient
 from servers import MlflowServer
+from support import bench
 
 from bench import tracking
 

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import bench, cli, new_store
+from support import bench, cli, new_store
 
 from bench import gradflow, tracking
 from bench.core.errors import BenchError

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO, bench, store_args
+from support import REPO, bench, store_args
 
 from bench import tracking
 

@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import bench
 from scipy import stats
+from support import bench
 
 from bench import tracking
 from bench.config.spec import ModelConfig, RunSpec, TrainConfig

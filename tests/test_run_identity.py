@@ -10,8 +10,8 @@ import json
 
 import pytest
 import torch
-from conftest import bench, cli, store_args
 from data_fixtures import write_cifar10
+from support import bench, cli, store_args
 
 from bench import models, tracking
 from bench.config.spec import RunSpec

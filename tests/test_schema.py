@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, cli, store_args
+from support import REPO, cli, store_args
 
 from bench import tracking
 from bench.config import studyfile

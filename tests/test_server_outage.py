@@ -8,7 +8,7 @@ import json
 import subprocess
 import time
 
-from servers import all_artifacts, assert_complete, bench_at, mlflow_server, run_args, runs_of, server_env  # noqa: F401 (fixtures)
+from servers import all_artifacts, assert_complete, bench_at, run_args, runs_of, server_env
 
 from bench import tracking
 

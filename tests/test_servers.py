@@ -9,19 +9,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import TINY_MODEL_ENV, cli, new_store
-from servers import (  # noqa: F401 (fixtures)
-    MlflowServer,
-    assert_complete,
-    bench_at,
-    free_port,
-    mlflow_server,
-    postgres,
-    postgres_mlflow_server,
-    run_args,
-    run_options,
-    runs_of,
-)
+from servers import MlflowServer, assert_complete, bench_at, free_port, run_args, run_options, runs_of
+from support import TINY_MODEL, cli, new_store
 
 from bench import tracking
 from bench.core.errors import BenchError
@@ -32,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _grid_over_http(server, tmp_path: Path) -> None:
     """Two runs (of the tests' small model) on two worker slots, logging over HTTP at once."""
     args = run_args(server.url, tmp_path, "grid", "--models", "tiny", "--seeds", "1,2", "--max-epochs", "1", "--jobs-per-device", "2")
-    result = bench_at(args, tmp_path, **TINY_MODEL_ENV)
+    result = bench_at([*args, *TINY_MODEL], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "cpu#0" in result.stdout and "cpu#1" in result.stdout
     runs = runs_of(server.url, "grid")

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
-from conftest import REPO, bench, cli, new_store, store_args
+from support import REPO, bench, cli, new_store, store_args
 
 from bench import tracking
 from bench.core.errors import BenchError

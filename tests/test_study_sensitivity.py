@@ -10,7 +10,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from conftest import bench, cli, new_store, store_args
+from support import bench, cli, new_store, store_args
 
 from bench import tracking
 from bench.core.errors import BenchError

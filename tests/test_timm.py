@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import bench, cli, store_args
+from support import bench, cli, store_args
 
 from bench import models, tracking
 from bench.core.errors import BenchError

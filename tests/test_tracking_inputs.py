@@ -7,8 +7,8 @@ import json
 import time
 
 import pytest
-from conftest import TINY_MODEL_ENV, bench, store_args
 from mlflow.tracking import MlflowClient
+from support import TINY_MODEL, bench, store_args
 
 from bench import data, tracking
 
@@ -17,7 +17,7 @@ from bench import data, tracking
 def test_each_run_logs_its_dataset_input_and_system_metrics(store):
     result = bench(
         "run", "--datasets", "synthetic,digits", "--models", "tiny", "--max-epochs", "1",
-        "--set", "gradflow.num_batches=1", "--jobs-per-device", "1", *store_args(store), env=TINY_MODEL_ENV | {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"},
+        "--set", "gradflow.num_batches=1", "--jobs-per-device", "1", *store_args(store), *TINY_MODEL, env={"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     experiment = tracking.experiment_id(store["uri"], "test")

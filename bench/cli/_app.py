@@ -1,14 +1,12 @@
-"""The Typer app and what its commands share: the console, the backend options, the settings listing.
+"""The Typer app and what its commands share: the console, the declared options, the settings listing.
 The command modules import this module, never the package (no circle through ``__init__``)."""
-
 
 from __future__ import annotations
 
 import functools
 import inspect
 import typing
-from dataclasses import fields
-from typing import Any, Callable
+from typing import Any, Callable, List, Optional
 
 import typer
 
@@ -24,48 +22,82 @@ app = typer.Typer(
 
 
 def console():
-    """A rich Console; printed to a file or a pipe, its tables are never wrapped or cut (logs keep every name)."""
-    from rich.console import Console
+    """The commands' console (bench.execution.progress.make_console), imported when a command runs."""
+    from bench.execution.progress import make_console
 
-    terminal = Console()
-    return terminal if terminal.is_terminal else Console(width=LOG_WIDTH)
-
-
-LOG_WIDTH = 1_000  # wider than any table here, so rich never shrinks a column
+    return make_console()
 
 
-BACKEND_PANEL = "Where runs execute"
+PANELS = {"Places": "Where runs go", "Keeping": "What runs keep", "Placement": "Where runs execute", "Seeds": "Seeds"}
+BACKEND_HELP = "local (worker processes here), inline (this process, one run after another), ray or slurm."
 
 
-def with_backend(command):
-    """Give a command `--backend` and one option per `bench.execution.backends.Placement` field, declared there
-    once; the command receives them as its keyword-only `backend` (a name) and `placement`."""
-    from bench.execution.backends import Placement, check
+def with_options(only: tuple[str, ...] = (), unset: dict[str, str] | None = None, **groups: type):
+    """Give a command one option per field of each options dataclass in ``groups`` (declared once,
+    in bench.config.options, bench.config.spec.Seeds or bench.execution.backends.Placement); the
+    command receives each group as one keyword-only argument, built and checked by
+    ``bench.config.options.given``. A ``placement`` group also brings ``--backend`` (the command's
+    keyword ``backend``), checked against the placement before any work. ``only`` keeps those
+    fields; ``unset`` says what an unset field means for this command."""
 
-    hints = typing.get_type_hints(Placement)
-    options = [
-        inspect.Parameter(
-            "backend", inspect.Parameter.KEYWORD_ONLY, annotation=str,
-            default=typer.Option("local", "--backend", help="local (worker processes here), ray or slurm.", rich_help_panel=BACKEND_PANEL),
-        )
-    ]
-    for setting in fields(Placement):
-        meta = setting.metadata
-        default = "" if meta["default"] is None else f" (default: {meta['default']})"
-        help_text = f"{meta['help'].rstrip('.')}{default}. For --backend {' or '.join(meta['backends'])}."
-        option = typer.Option(None, meta["flag"], help=help_text, rich_help_panel=BACKEND_PANEL, show_default=False)
-        options.append(inspect.Parameter(setting.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[setting.name], default=option))
-    own = [p for name, p in inspect.signature(command, eval_str=True).parameters.items() if name not in ("backend", "placement")]
+    def decorate(command):
+        from bench.config import options as declared
 
-    @functools.wraps(command)
-    def wrapper(**values):
-        placement = Placement(**{setting.name: values.pop(setting.name) for setting in fields(Placement)})
-        check(values["backend"], placement)  # before any work: an unknown backend or a misplaced option
-        return command(**values, placement=placement)
+        params = []
+        chosen: dict[str, list[str]] = {}
+        for group, cls in groups.items():
+            keys = {name: key for name, key in declared.keys(cls).items() if "flag" in key.field.metadata and (not only or name in only)}
+            chosen[group] = list(keys)
+            if group == "placement":
+                option = typer.Option("local", "--backend", help=BACKEND_HELP, rich_help_panel=PANELS["Placement"])
+                params.append(inspect.Parameter("backend", inspect.Parameter.KEYWORD_ONLY, annotation=str, default=option))
+            for name, key in keys.items():
+                params.append(_option_parameter(name, key, PANELS.get(cls.__name__), (unset or {}).get(name)))
+        own = [p for name, p in inspect.signature(command, eval_str=True).parameters.items() if name not in groups and name != "backend"]
 
-    wrapper.__signature__ = inspect.Signature([*own, *options])
-    wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
-    return wrapper
+        @functools.wraps(command)
+        def wrapper(**values):
+            built = {group: declared.given(cls, {name: values.pop(name) for name in chosen[group]}, "command line:") for group, cls in groups.items()}
+            if "placement" in built:
+                from bench.execution.backends import check
+
+                check(values["backend"], built["placement"])  # an unknown backend or a misplaced option
+            return command(**values, **built)
+
+        wrapper.__signature__ = inspect.Signature([*own, *params])
+        wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
+        return wrapper
+
+    return decorate
+
+
+def as_keywords(options) -> dict[str, Any]:
+    """The options of a group a user gave (its fields not at their default), as the API's keywords."""
+    from dataclasses import fields
+
+    return {f.name: getattr(options, f.name) for f in fields(options) if getattr(options, f.name) != f.default}
+
+
+def _option_parameter(name: str, key, panel: str | None, unset: str | None) -> inspect.Parameter:
+    """The Typer option of one declared setting: an on/off flag for a bool, a repeatable option where
+    declared so, comma text for a list, else the declared type; None when not given."""
+    meta = key.field.metadata
+    help_text = key.help_line()
+    if unset:
+        help_text = f"{meta['help']} Default: {unset}."
+    if meta.get("backends"):
+        help_text += f" For --backend {' or '.join(meta['backends'])}."
+    if key.kind is bool:
+        annotation = Optional[bool]
+    elif meta.get("repeatable"):
+        annotation = Optional[List[str]]
+    elif typing.get_origin(key.kind) is tuple:
+        annotation = Optional[str]
+    else:
+        annotation = Optional[key.kind]
+    flags = meta["flag"].split(" ")
+    option = typer.Option(None, *flags, help=help_text, rich_help_panel=panel, show_default=False)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=option)
 
 
 def listing_settings(schema: Callable[[], Any], where: str) -> type:

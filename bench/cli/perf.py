@@ -7,9 +7,10 @@ from typing import Optional
 
 import typer
 
-from bench.cli._app import app
+from bench.cli._app import app, with_options
 from bench.cli._app import console as make_console
-from bench.cli.run import parse_seeds
+from bench.config.options import Places
+from bench.config.spec import seeds_schema
 from bench.core.errors import BenchError
 from bench.core.numbers import parse_numbers
 
@@ -33,6 +34,7 @@ def _by_model(results, figure) -> str:
 
 
 @perf_app.callback(invoke_without_command=True)
+@with_options(only=("tracking_uri",), unset={"tracking_uri": "a temporary sqlite store"}, places=Places)
 def perf(
     ctx: typer.Context,
     models: str = typer.Option("resnet18,gradattn-rope", "--models", "-m", help="Comma list, wildcards or 'all'."),
@@ -51,8 +53,9 @@ def perf(
     data_images: int = typer.Option(10_000, "--data-images", help="Images of the data-pipeline benchmark."),
     data_batches: int = typer.Option(50, "--data-batches", help="Timed batches per repeat of the data-pipeline benchmark."),
     data_workers: int = typer.Option(2, "--data-workers", help="Workers of the notebook-style DataLoader."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store the harness logs to (default: a temporary sqlite store)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write every figure, with the machine, to this JSON file."),
+    *,
+    places: Places,
 ) -> None:
     """Training and evaluation throughput and peak memory per model, and three ratios measured in the
     same run: harness overhead (vs a bare PyTorch loop), data pipeline (vs a notebook-style DataLoader)
@@ -80,7 +83,7 @@ def perf(
     ).validate()
     console = make_console()
     console.print(f"Measuring {', '.join(names)} on {device}: {image_size} px, batch {batch_size}, {steps} steps x {repeats} repeats", highlight=False)
-    results = run_benchmark(names, workload, on_model=lambda r: console.print(f"  {r.model} done", highlight=False), tracking_uri=tracking_uri)
+    results = run_benchmark(names, workload, on_model=lambda r: console.print(f"  {r.model} done", highlight=False), tracking_uri=places.tracking_uri)
     pipeline = None
     if data_benchmark:
         from bench.perf.data_pipeline import run_benchmark as run_data_benchmark
@@ -125,12 +128,13 @@ def perf(
         if pipeline is not None:
             ratios["data_pipeline"] = pipeline.ratio
             sections["data_pipeline"] = report.data_pipeline_summary(pipeline)
-        settings = asdict(workload) | {"models": names, "tracking_uri": tracking_uri or "a temporary sqlite store"}
+        settings = asdict(workload) | {"models": names, "tracking_uri": places.tracking_uri or "a temporary sqlite store"}
         path = report.write_json(report.payload("train", device, settings, **sections), json_path)
         console.print(f"wrote {path}", highlight=False)
 
 
 @perf_app.command("options")
+@with_options(only=("tracking_uri",), unset={"tracking_uri": "a temporary sqlite store"}, places=Places)
 def options_command(
     device: str = typer.Option("cuda", "--device", help="cuda[:N] (or cpu, for a quick check)."),
     models: str = typer.Option("resnet18,gradattn-rope", "--models", "-m", help="Comma list, wildcards or 'all'."),
@@ -141,8 +145,9 @@ def options_command(
     warmup: int = typer.Option(10, "--warmup"),
     repeats: int = typer.Option(3, "--repeats"),
     deterministic: bool = typer.Option(True, "--deterministic/--fast", help="As `bench run`; --fast turns cudnn.benchmark on."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store the harness logs to (default: a temporary sqlite store)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write every figure, with the machine, to this JSON file."),
+    *,
+    places: Places,
 ) -> None:
     """Training images/s per image size and speed option (fp32, bf16 + channels-last), beside the bare PyTorch loop."""
     from bench import models as registry
@@ -153,7 +158,7 @@ def options_command(
     rows = options.run(
         names, _positive_ints(sizes, "--sizes"), [c.strip() for c in configs.split(",") if c.strip()],
         batch_size=batch_size, steps=steps, warmup=warmup, repeats=repeats, device=device, deterministic=deterministic,
-        tracking_uri=tracking_uri,
+        tracking_uri=places.tracking_uri,
         on_row=lambda r: console.print(f"  {r['model']} {r['image_size']} px {r['config']}: {r['train_images_per_s']:,.1f} img/s", highlight=False),
     )
     console.print(options.table(rows, device))
@@ -165,6 +170,7 @@ def options_command(
 
 
 @perf_app.command("grid")
+@with_options(only=("data_dir",), places=Places)
 def grid_command(
     dataset: str = typer.Option("digits", "--dataset", "-d"),
     models: str = typer.Option("resnet18", "--models", "-m", help="Comma list, wildcards or 'all'."),
@@ -174,12 +180,13 @@ def grid_command(
     slots: str = typer.Option("1,2", "--slots", help="Slot counts to compare: CPU slots (each gets the cores / slots threads) or the first k CUDA devices."),
     repeats: int = typer.Option(1, "--repeats", help="Alternating repeats per slot count; medians are compared."),
     devices: str = typer.Option("cpu", "--devices", help="cpu, or CUDA devices (auto or indices like 0,1,3): one run per device."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="(default: $BENCH_DATA_DIR or ./data)"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the timings, with the machine, to this JSON file."),
+    *,
+    places: Places,
 ) -> None:
     """Wall time of the same small grid through the real scheduler with 1 and with 2 CPU slots (or 1 and N GPUs)."""
     counts = _positive_ints(slots, "--slots")
-    seed_list = parse_seeds(seeds)
+    seed_list = list(seeds_schema().keys["seeds"].coerce(seeds, "command line: --seeds", from_text=True))
 
     from dataclasses import asdict
 
@@ -199,7 +206,7 @@ def grid_command(
     console.print(f"{dataset}: {runs} run(s) of {max_epochs} epoch(s), on {', '.join(map(str, sorted(set(counts))))} {kind}", highlight=False)
     result = run_benchmark(
         dataset=dataset, model_names=names, seeds=seed_list, max_epochs=max_epochs, gradflow_batches=gradflow_batches,
-        slot_counts=counts, repeats=repeats, devices=devices, data_dir=data_dir,
+        slot_counts=counts, repeats=repeats, devices=devices, data_dir=places.data_dir,
         on_timing=lambda k, s: console.print(f"  {k} slot(s): {s:.1f} s", highlight=False),
     )
     table = Table(title=f"Grid wall time: {result.runs} {dataset} runs")
@@ -220,6 +227,7 @@ def grid_command(
 
 
 @perf_app.command("data")
+@with_options(only=("data_dir",), places=Places)
 def data_command(
     images: int = typer.Option(50_000, "--images", help="CIFAR-10-format images to draw batches from."),
     batches: int = typer.Option(100, "--batches", help="Timed batches per repeat and pipeline."),
@@ -232,7 +240,8 @@ def data_command(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     threads: int = typer.Option(1, "--threads", help="torch threads of our pipeline (the baseline has its workers)."),
     source: str = typer.Option("auto", "--source", help="auto (real CIFAR-10 when present), synthetic or cifar10."),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="(default: $BENCH_DATA_DIR or ./data)"),
+    *,
+    places: Places,
 ) -> None:
     """Training-batch throughput with the CIFAR-10 protocol augmentation: ours vs a notebook-style DataLoader."""
     from rich.table import Table
@@ -248,7 +257,7 @@ def data_command(
         workers=workers,
         device=device,
         source=source,
-        data_dir=data_dir,
+        data_dir=places.data_dir,
         threads=threads,
     )
     table = Table(

@@ -3,30 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from bench.cli._app import app
+from bench.cli._app import app, with_options
 from bench.cli._app import console as make_console
-from bench.tracking import DEFAULT_EXPERIMENT
+from bench.config.options import Places
 
 
 @app.command("report")
+@with_options(only=("tracking_uri", "experiment"), places=Places)
 def report(
-    experiment: str = typer.Option(DEFAULT_EXPERIMENT, "--experiment", help="MLflow experiment."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="(default: $MLFLOW_TRACKING_URI or MLflow's default)"),
     out: Path = typer.Option(Path("bench-report"), "--out", help="Folder for results.{md,csv,tex,png}, gradient_health.csv and runs.csv."),
+    *,
+    places: Places,
 ) -> None:
     """One row per configuration: test top-1 with 95% intervals, Δ vs ResNet-18 with its test, published figures, warnings; gradient health."""
     from rich.markdown import Markdown
 
-    from bench import tracking
-    from bench.results.report import write_report
+    from bench.api import report as make_report
 
-    uri = tracking.resolve_uri(tracking_uri)
-    tracking.prepare(uri, experiment)
-    files = write_report(uri, experiment, out)
+    files = make_report(places.experiment, places.tracking_uri, out)
     console = make_console()
     # A log gets the Markdown itself: its table is never wrapped, cut or padded to a width.
     console.print(Markdown(files.markdown) if console.is_terminal else files.markdown, markup=False, highlight=False)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from bench.cli._app import app, listing_settings, with_backend
+from bench.cli._app import app, as_keywords, listing_settings, with_options
 from bench.cli._app import console as make_console
+from bench.config.options import Keeping, Places
 from bench.execution.backends import Placement
-from bench.tracking import DEFAULT_EXPERIMENT
 
 study_app = typer.Typer(help="Optuna studies over GradAttn, tracked in MLflow.", no_args_is_help=True)
 app.add_typer(study_app, name="study")
@@ -26,11 +25,10 @@ def _depth_width_settings():
 
 
 @study_app.command("depth-width", cls=listing_settings(_depth_width_settings, "the --config file"))
-@with_backend
+@with_options(places=Places, keeping=Keeping, placement=Placement)
 def depth_width(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset to search on (e.g. cifar10, digits); --set dataset=NAME."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="Study file (default: built-in, as studies/depth-width.toml)."),
-    plugin: Optional[List[str]] = typer.Option(None, "--plugin", help="A module that registers models or datasets (repeatable); installed plugins load with no option."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="The GradAttn model to search; --set model=NAME."),
     n_trials: Optional[int] = typer.Option(None, "--n-trials", help="Trials to add to the study; --set n_trials=N."),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Epochs per trial at most; --set train.max_epochs=N."),
@@ -38,48 +36,31 @@ def depth_width(
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage: a database URL or journal:PATH (default: optuna.db beside a sqlite tracking store, else ./optuna.db)."),
     study_name: Optional[str] = typer.Option(None, "--study-name", help="The Optuna study to create or continue; --set study_name=NAME."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Training seed of every trial; --set seed=N."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Default: $BENCH_DATA_DIR or ./data."),
-    checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Default: $BENCH_CHECKPOINT_DIR or ./checkpoints."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Default: $MLFLOW_TRACKING_URI or MLflow's default."),
-    experiment: str = typer.Option(DEFAULT_EXPERIMENT, "--experiment", help="MLflow experiment."),
-    log_model: bool = typer.Option(True, "--log-model/--no-log-model", help="Keep each trial's weights as its MLflow model (--no-log-model saves the disk)."),
     *,
+    places: Places,
+    keeping: Keeping,
     backend: str,
     placement: Placement,
 ) -> None:
     """Search GradAttn's transformer depth and width with Optuna; each trial is a tracked run,
     trained on any backend like the runs of `bench run`."""
-    from bench import data, tracking
-    from bench.core import plugins
-    from bench.execution import backends
-    from bench.execution.progress import GridDisplay
-    from bench.execution.runner import LOG_MODEL_ENV, default_checkpoint_root
+    from bench import tracking
+    from bench.api import study_depth_width
     from bench.studies import depth_width as dw
     from bench.studies.tables import to_markdown
 
-    plugins.use(plugin or [])
-    os.environ[LOG_MODEL_ENV] = "1" if log_model else "0"  # read by every trial's run
-    values = dw.load(config_file) if config_file else {}
-    values |= dw.SCHEMA.parse(settings or [])
+    values = dw.SCHEMA.parse(settings or [])
     options = {
         "dataset": ("--dataset", dataset), "model": ("--model", model), "n_trials": ("--n-trials", n_trials),
         "study_name": ("--study-name", study_name), "seed": ("--seed", seed), "train.max_epochs": ("--max-epochs", max_epochs),
     }
     values |= {k: dw.SCHEMA.keys[k].coerce(v, f"command line: {o}") for k, (o, v) in options.items() if v is not None}
-    config = dw.configure(values).validate()
-    data_dir = data_dir or data.default_data_dir()
-    data.get(config.dataset).require(data_dir)
-    executor = backends.create(backend, placement)
-    uri = tracking.resolve_uri(tracking_uri)
     console = make_console()
-    console.print(
-        f"study {config.name!r}: {config.n_trials} trial(s) of {config.model} on {config.dataset}; "
-        f"{executor.description}; tracking: {tracking.shown_uri(uri)} (experiment {experiment!r})",
-        markup=False,
+    study = study_depth_width(
+        config_file, backend=backend, settings=values, storage=storage, origin="command line:", console=console,
+        **as_keywords(places), **as_keywords(keeping), **as_keywords(placement),
     )
-    destination = backends.Destination(uri, data_dir, checkpoint_dir or default_checkpoint_root())
-    with GridDisplay(console) as display:
-        summary = dw.run_study(config, backend=executor, destination=destination, experiment=experiment, storage_url=storage, on_update=display.update)
+    summary, uri = study.summary, study.tracking_uri
     states = ", ".join(f"{n} {state.lower()}" for state, n in sorted(summary.counts.items()))
     console.print(f"\nstudy {summary.study_name!r} now holds {len(summary.trials)} trial(s): {states}")
     if summary.best is not None:
@@ -91,7 +72,7 @@ def depth_width(
     elif summary.importance_note:
         console.print(summary.importance_note)
     console.print(f"artifacts of parent run {summary.parent_run_id}: {', '.join(summary.artifacts)}")
-    console.print(tracking.ui_hint(uri, tracking.prepare(uri, experiment)), highlight=False, markup=False)
+    console.print(tracking.ui_hint(uri, tracking.prepare(uri, study.places.experiment)), highlight=False, markup=False)
     console.print(DASHBOARD_HINT.format(storage=tracking.shown_uri(summary.storage)), highlight=False, markup=False)
     if summary.dead_workers:
         console.print(f"[red]worker(s) died:[/] {', '.join(summary.dead_workers)}; their trials are marked failed.")
@@ -102,31 +83,27 @@ def depth_width(
 
 
 @app.command("sensitivity")
+@with_options(only=("tracking_uri", "experiment"), places=Places)
 def sensitivity(
     dataset: str = typer.Argument(..., help="Dataset whose finished runs to rescore (e.g. tiny-imagenet)."),
     run_id: Optional[List[str]] = typer.Option(None, "--run-id", help="Rescore only these runs (repeatable); default: the latest finished run of every configuration."),
     vanishing: str = typer.Option("1e-8,1e-7,1e-6,1e-5", "--vanishing", help="Vanishing thresholds (mean norm below)."),
     exploding: str = typer.Option("1,10,100,1000", "--exploding", help="Exploding thresholds (mean norm above)."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Default: $MLFLOW_TRACKING_URI or MLflow's default."),
-    experiment: str = typer.Option(DEFAULT_EXPERIMENT, "--experiment", help="MLflow experiment."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage (default: optuna.db beside a sqlite tracking store, else ./optuna.db)."),
     out: Path = typer.Option(Path("bench-sensitivity"), "--out", help="Folder for the table and figures (a sub-folder per dataset)."),
+    *,
+    places: Places,
 ) -> None:
     """How gradient-health scores and verdicts move with the thresholds (no retraining)."""
     from bench import tracking
+    from bench.api import sensitivity as run_sensitivity
     from bench.studies import sensitivity as sens
 
-    grid = sens.ThresholdGrid.parse(vanishing, exploding)
-    uri = tracking.resolve_uri(tracking_uri)
-    result = sens.run_sensitivity(
-        dataset,
-        grid=grid,
-        run_ids=list(run_id or []),
-        tracking_uri=uri,
-        experiment=experiment,
-        storage_url=storage,
-        out_dir=out / dataset,
+    result = run_sensitivity(
+        dataset, run_ids=run_id or [], vanishing=vanishing, exploding=exploding,
+        experiment=places.experiment, tracking_uri=places.tracking_uri, storage=storage, out=out,
     )
+    grid = sens.ThresholdGrid.parse(vanishing, exploding)
     console = make_console()
     console.print(f"{len(result.sources)} source run(s), {len(grid.pairs)} threshold pairs; study {result.study_name!r}")
     console.print(sens.to_markdown_report(result.table, dataset), highlight=False)

@@ -33,14 +33,15 @@ def setting(
     unset: str | None = None,
     choices: tuple | None = None,
     minimum: float | None = None,
+    maximum: float | None = None,
     above: float | None = None,
     below: float | None = None,
     **extra: Any,
 ) -> Any:
     """A settable field. ``unset``: what a default of None resolves to (the mode's, the dataset's, the
     model's); ``minimum`` is inclusive, ``above`` and ``below`` exclusive bounds (of each item of a
-    tuple); ``extra`` goes into the field's metadata for the code that owns the setting."""
-    metadata = dict(help=help, protocol=protocol, unset=unset, choices=choices, minimum=minimum, above=above, below=below)
+    tuple), ``maximum`` inclusive too; ``extra`` goes into the field's metadata for the code that owns the setting."""
+    metadata = dict(help=help, protocol=protocol, unset=unset, choices=choices, minimum=minimum, maximum=maximum, above=above, below=below)
     return dataclasses.field(default=default, metadata=metadata | extra)
 
 
@@ -74,7 +75,7 @@ class Key:
         """``help Default: x. Protocol 3.1.``; ``default`` where the schema's user changes the declared one."""
         meta = self.field.metadata
         default = self.field.default if default is None else default
-        default = meta["unset"] if default is None and meta["unset"] else shown(default)
+        default = meta["unset"] if default in (None, ()) and meta["unset"] else shown(default)
         protocol = f" Protocol {meta['protocol']}." if meta["protocol"] else ""
         return f"{meta['help']} Default: {default}.{protocol}"
 
@@ -102,6 +103,8 @@ class Key:
                 return f"must be a finite number, got {shown(item)}"
             if meta["minimum"] is not None and item < meta["minimum"]:
                 return f"must be at least {shown(meta['minimum'])}, got {shown(value)}"
+            if meta["maximum"] is not None and item > meta["maximum"]:
+                return f"must be at most {shown(meta['maximum'])}, got {shown(value)}"
             if meta["above"] is not None and item <= meta["above"]:
                 return f"must be above {shown(meta['above'])}, got {shown(value)}"
             if meta["below"] is not None and item >= meta["below"]:

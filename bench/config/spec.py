@@ -25,6 +25,8 @@ from bench.core.modes import PREPROCESSING_MODES
 SPLIT_MODES = ("protocol", "official", "grouped")
 PRECISIONS = ("fp32", "bf16", "fp16")
 PROTOCOL_SPLIT_SEED = 42  # protocol 2.2: random_split's generator, the only split the notebooks made
+MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
+SEED_RANGE = {"minimum": 0, "maximum": MAX_SEED}  # every seed a user gives, training, split or sampler
 
 
 @dataclass(frozen=True)
@@ -214,9 +216,8 @@ class RunSpec:
 
         models.info(self.model)
         schema().check(self)
+        seeds_schema().check(Seeds((self.seed,), (self.split_seed,)))
         data.get(self.dataset).check_options(self.preprocessing, self.splits)
-        if self.seed < 0 or self.split_seed < 0:
-            raise BenchError(f"Seeds must be non-negative integers, got seed {self.seed}, split seed {self.split_seed}.")
         self.gradflow.validate()
         # an unknown init, encoder or preset, or sizes the model cannot be built with, fail here
         models.check_buildable(self.model, **self.resolved().model_config.for_model(models.info(self.model).options))
@@ -288,6 +289,28 @@ def _with_mode_defaults(config, mode: ModeDefaults):
     """``config`` with each unset mode-dependent setting (declared by ``mode_setting``) resolved."""
     unset = {f.name: getattr(mode, f.metadata["mode"]) for f in fields(config) if "mode" in f.metadata and getattr(config, f.name) is None}
     return replace(config, **unset)
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """A grid's seeds: every training seed crossed with every split seed (None: not given here)."""
+
+    seeds: tuple[int, ...] | None = setting(
+        None, "Training seeds: initialisation and batch order.", unset="42", protocol="3.4", flag="--seeds", **SEED_RANGE
+    )
+    split_seeds: tuple[int, ...] | None = setting(
+        None, "Split seeds, crossed with the training seeds, for a study of split variance.", unset="42, the protocol's split",
+        protocol="2.2", flag="--split-seeds", **SEED_RANGE,
+    )
+
+    def or_defaults(self) -> "Seeds":
+        return Seeds(self.seeds or (42,), self.split_seeds or (PROTOCOL_SPLIT_SEED,))
+
+
+@functools.cache
+def seeds_schema() -> Schema:
+    """The grid's seeds as settings (a study file's ``seeds``/``split_seeds``, ``--seeds``, ``--split-seeds``)."""
+    return Schema(Seeds)
 
 
 @functools.cache

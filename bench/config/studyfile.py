@@ -29,12 +29,12 @@ from typing import Any, Iterable
 import tomllib
 
 from bench.config.schema import Schema
-from bench.config.spec import PROTOCOL_SPLIT_SEED, RunSpec, schema
+from bench.config.spec import RunSpec, Seeds, schema, seeds_schema
 from bench.core import plugins
 from bench.core.errors import BenchError
 
 EVERY_FILE = ("description", "plugins", "datasets")  # keys any study file may hold
-GRID_FILE = ("name", "seeds", "split_seeds", "grid")
+GRID_FILE = ("name", "grid")
 
 
 def read(path: Path, settings: Schema, structure: Iterable[str] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -58,29 +58,25 @@ class Grid:
     """Which (dataset, model) pairs, which seeds, and the settings shared by every run."""
 
     pairs: list[tuple[str, str]]
-    seeds: list[int] = field(default_factory=lambda: [42])
-    split_seeds: list[int] = field(default_factory=lambda: [PROTOCOL_SPLIT_SEED])
+    seeds: Seeds = field(default_factory=Seeds)
     settings: dict[str, Any] = field(default_factory=dict)  # checked values by key (`train.lr`)
 
     @property
     def datasets(self) -> list[str]:
         return list(dict.fromkeys(d for d, _ in self.pairs))
 
-    def overridden(self, seeds: list[int] | None = None, split_seeds: list[int] | None = None, settings: dict[str, Any] | None = None) -> Grid:
-        """This grid with what the command line gave (None: not given) on top."""
-        return replace(
-            self,
-            seeds=seeds or self.seeds,
-            split_seeds=split_seeds or self.split_seeds,
-            settings=self.settings | (settings or {}),
-        )
+    def overridden(self, seeds: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Grid:
+        """This grid with what the command line or the caller gave on top: checked seeds by name
+        (``seeds``, ``split_seeds``) and checked settings by key."""
+        given = {name: value for name, value in (seeds or {}).items() if value is not None}
+        return replace(self, seeds=replace(self.seeds, **given), settings=self.settings | (settings or {}))
 
     def specs(self) -> list[RunSpec]:
         return [
             RunSpec.from_settings(self.settings, d, m, seed=seed, split_seed=split_seed).validate()
             for d, m in self.pairs
-            for split_seed in self.split_seeds
-            for seed in self.seeds
+            for split_seed in self.seeds.or_defaults().split_seeds
+            for seed in self.seeds.or_defaults().seeds
         ]
 
 
@@ -94,7 +90,8 @@ def pairs_from(datasets: str, models: str) -> list[tuple[str, str]]:
 
 def load(path: Path) -> Grid:
     """Read a grid's study file; every mistake is a BenchError naming the file."""
-    settings, raw = read(path, schema(), GRID_FILE)
+    values, raw = read(path, schema() | seeds_schema(), GRID_FILE)
+    seeds = {name: values.pop(name) for name in ("seeds", "split_seeds") if name in values}
     blocks = raw.get("grid")
     if not blocks:
         raise BenchError(f"Study file {path} has no [[grid]] block naming datasets and models.")
@@ -105,16 +102,4 @@ def load(path: Path) -> Grid:
         for pair in pairs_from(",".join(block["datasets"]), ",".join(block["models"])):
             if pair not in pairs:
                 pairs.append(pair)
-    return Grid(
-        pairs=pairs,
-        seeds=_seeds(raw, "seeds", path, [42]),
-        split_seeds=_seeds(raw, "split_seeds", path, [PROTOCOL_SPLIT_SEED]),
-        settings=settings,
-    )
-
-
-def _seeds(raw: dict[str, Any], key: str, path: Path, default: list[int]) -> list[int]:
-    seeds = raw.get(key, default)
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        raise BenchError(f"{key} (study file {path}) must be a list of non-negative integers, got {seeds!r}.")
-    return seeds
+    return Grid(pairs=pairs, seeds=Seeds(**seeds), settings=values)

@@ -9,7 +9,7 @@ Both ways in register with the decorators our own models and datasets use
   ``plugins = [...]`` in a study file, with the folders of images a study file names.
 
 What a command adds is one picklable ``PluginSet`` (``active()``), which the command hands to every
-worker in its context (bench.execution.worker.Context); the worker calls ``use_set`` before its first
+worker in its context (bench.execution.backends.Context); the worker calls ``use_set`` before its first
 run. A process imports its plugins the first time it looks a model or dataset up (the registries'
 loader), so before any run spec is resolved.
 """
@@ -64,10 +64,17 @@ def use(modules: Iterable[str] = (), base: Path | None = None, folders: dict[str
     the study file's folder for its ``plugins``). Imports at once: a broken plugin stops the
     command before any run starts.
     """
-    modules = tuple(m.strip() for m in modules if m.strip())
+    base = Path(base or Path.cwd())
+    named = [m.strip() for m in modules if m.strip()]
+    files = [base / m for m in named if m.endswith(".py")]  # a file: its folder is where its module is found
+    for file in files:
+        if not file.is_file():
+            raise BenchError(f"The plugin file {file} does not exist; pass a module name or the path of a .py file.")
+    modules = tuple(Path(m).stem if m.endswith(".py") else m for m in named)
+    folders_searched = [str(file.parent.resolve()) for file in files] + ([str(base.resolve())] if len(files) < len(named) else [])
     added = PluginSet(
         modules,
-        (str(Path(base or Path.cwd()).resolve()),) if modules else (),
+        tuple(dict.fromkeys(folders_searched)),
         tuple((name, tuple(sorted(settings.items()))) for name, settings in (folders or {}).items()),
     )
     use_set(added)

@@ -37,6 +37,7 @@ __all__ = [
     "SplitSet",
     "default_data_dir",
     "index_lists",
+    "isolated",
     "register",
     "resplit",
     "split_views",
@@ -45,6 +46,11 @@ __all__ = [
     "missing",
     "names",
 ]
+
+
+def isolated():
+    """A context manager: datasets registered inside it are gone after it (tests, a notebook trying a dataset)."""
+    return DATASETS.isolated()
 
 
 def get(name: str) -> Dataset:

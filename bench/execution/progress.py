@@ -64,6 +64,14 @@ def grid_table(states: list[TaskState]) -> Table:
     return table
 
 
+def make_console() -> Console:
+    """A rich Console; printed to a file or a pipe, its tables are never wrapped or cut (logs keep every name)."""
+    terminal = Console()
+    return terminal if terminal.is_terminal else Console(width=LOG_WIDTH)
+
+
+LOG_WIDTH = 1_000  # wider than any table here, so rich never shrinks a column
+
 class GridDisplay:
     """`update(states)` is called often; redraws at most a few times a second."""
 

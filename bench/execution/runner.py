@@ -7,10 +7,9 @@ data.load -> models.build -> engine.fit (checkpoint each epoch, gradient flow at
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
 import traceback
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -27,13 +26,6 @@ from bench.train.engine import FitResult, GradFlowAtEpochs, StopRequest, Trainer
 from bench.train.reproducibility import configure_determinism
 
 
-def default_checkpoint_root() -> Path:
-    return Path(os.environ.get("BENCH_CHECKPOINT_DIR", "checkpoints"))
-
-
-LOG_MODEL_ENV = "BENCH_LOG_MODEL"
-
-
 @dataclass(frozen=True)
 class RunContext:
     """Where a run reads data, writes checkpoints, logs, and on which device it trains."""
@@ -43,9 +35,8 @@ class RunContext:
     checkpoint_root: Path
     device: str = "cpu"
     owner: str | None = None  # the claim this run was planned under; None: unclaimed (direct calls)
-    # False: no weights are kept in MLflow (--no-log-model, e.g. for study trials); the CLI sets the
-    # environment variable, so the choice reaches every worker on every backend.
-    log_model: bool = field(default_factory=lambda: os.environ.get(LOG_MODEL_ENV, "1") != "0")
+    log_model: bool = True  # False: no weights are kept in MLflow (--no-log-model, e.g. for study trials)
+    system_metrics: bool = True  # MLflow's monitor samples CPU, memory and GPU use into system/
 
 
 @dataclass
@@ -84,7 +75,7 @@ def execute(spec: RunSpec, ctx: RunContext, run_id: str, callbacks=(), should_st
         return bool(heartbeat.lost) or bool(should_stop and should_stop())
 
     try:
-        with heartbeat, checkpoint.exclusive(checkpoint_dir(ctx, run_id)), tracking.system_metrics(ctx.tracking_uri, run_id):
+        with heartbeat, checkpoint.exclusive(checkpoint_dir(ctx, run_id)), tracking.system_metrics(ctx.tracking_uri, run_id, enabled=ctx.system_metrics):
             outcome = _execute(spec, ctx, logger, callbacks, stop_requested)
         if heartbeat.lost:  # another process owns the run now: leave its status and checkpoints to it
             return RunOutcome(run_id, HELD, epochs=outcome.epochs)

@@ -20,28 +20,17 @@ import socket
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from bench.core import plugins
+from bench.execution.backends._base import Context
 from bench.execution.mailbox import Mailbox, Send
 from bench.train.callbacks import Callback
 
 if TYPE_CHECKING:
     from bench.execution.tasks import Task
-
-
-@dataclass(frozen=True)
-class Context:
-    """What a worker needs besides its task: where runs log, read data and keep checkpoints, the
-    mailbox, the claim its runs were planned under, and environment variables to set first."""
-
-    tracking_uri: str
-    data_dir: Path
-    checkpoint_root: Path
-    mailbox: Path
-    owner: str | None = None  # None: unclaimed runs (a study's trials)
-    env: dict[str, str] = field(default_factory=dict)
 
 
 def worker_id() -> str:
@@ -101,12 +90,16 @@ def run_task(task: "Task", context: Context, device: str, slot: str | None = Non
         send("not_started")
         return
     send("start", {"slot": slot, "worker": worker_id()})
+    where = context.destination
+    plugins.use_set(where.plugins)  # the command's plugins, before the spec's names are looked up
     run_context = RunContext(
-        tracking_uri=context.tracking_uri,
-        data_dir=Path(context.data_dir),
-        checkpoint_root=Path(context.checkpoint_root),
+        tracking_uri=where.tracking_uri,
+        data_dir=Path(where.data_dir),
+        checkpoint_root=Path(where.checkpoint_root),
         device=device,
         owner=context.owner,
+        log_model=where.log_model,
+        system_metrics=where.system_metrics,
     )
     try:
         outcome = execute(

@@ -424,12 +424,20 @@ def to_latex(table: pd.DataFrame) -> str:
 
 
 @dataclass
-class ReportFiles:
+class Report:
+    """What `bench report` wrote, and its tables as data (what ``bench.report()`` returns)."""
+
     markdown: str
     paths: list[Path]
+    results: pd.DataFrame  # one row per configuration (results.csv)
+    health: pd.DataFrame  # gradient health per configuration (gradient_health.csv)
+    runs: pd.DataFrame  # every finished run read (runs.csv)
+
+    def _repr_markdown_(self) -> str:  # a notebook shows the report's tables
+        return self.markdown
 
 
-def write_report(uri: str, experiment: str, out: Path) -> ReportFiles:
+def write_report(uri: str, experiment: str, out: Path) -> Report:
     from bench.core.plots import plot_comparison
 
     runs = collect_runs(uri, experiment)
@@ -453,5 +461,5 @@ def write_report(uri: str, experiment: str, out: Path) -> ReportFiles:
     figure = out / "results.png"
     plot_comparison(table, runs, figure)
     paths.append(figure)
-    return ReportFiles(markdown, paths)
+    return Report(markdown, paths, table, health, runs)
 

@@ -24,7 +24,7 @@ import optuna
 from bench import tracking
 from bench.config import studyfile
 from bench.config.schema import Schema, section, setting
-from bench.config.spec import ModelConfig, RunSpec
+from bench.config.spec import SEED_RANGE, ModelConfig, RunSpec
 from bench.core.errors import BenchError
 from bench.execution.tasks import Task, TaskState
 from bench.execution.worker import worker_id
@@ -44,7 +44,7 @@ PRUNED_AFTER = "pruned_after_epoch"  # the trial's user attribute its worker set
 @dataclass(frozen=True)
 class SamplerSettings:
     n_startup_trials: int = setting(10, "Random trials before TPE models the space.", minimum=0)
-    seed: int | None = setting(None, "Seed of the TPE sampler.", unset="none", minimum=0)
+    seed: int | None = setting(None, "Seed of the TPE sampler.", unset="none", **SEED_RANGE)
 
     def build(self) -> optuna.samplers.BaseSampler:
         # constant_liar: trials still training count as poor, so parallel trials spread out.
@@ -70,7 +70,7 @@ class DepthWidthStudy:
     model: str = setting("gradattn-rope", "The GradAttn model whose transformer is searched.")
     n_trials: int = setting(30, "Trials this invocation adds to the study, shared by all workers.", minimum=1)
     study_name: str | None = setting(None, "The Optuna study; running again with it continues the study.", unset=f"{KIND}-DATASET-MODEL")
-    seed: int = setting(42, "Training seed of every trial: differences come from the shape alone.", minimum=0)
+    seed: int = setting(42, "Training seed of every trial: differences come from the shape alone.", **SEED_RANGE)
     space: SearchSpace = section(SearchSpace, "space")
     sampler: SamplerSettings = section(SamplerSettings, "sampler")
     pruner: PrunerSettings = section(PrunerSettings, "pruner")

@@ -14,6 +14,7 @@ send in an on-disk outbox and replays it, in order, when the server answers agai
 - `queries`: what the rest of the project reads from the store
 """
 
+from bench.config.options import DEFAULT_EXPERIMENT
 from bench.tracking.claims import (
     CLAIM_HEARTBEAT,
     CLAIM_HEARTBEAT_S,
@@ -31,7 +32,6 @@ from bench.tracking.claims import (
 )
 from bench.tracking.logger import (
     DEFAULT_FINAL_WAIT_S,
-    SYSTEM_METRICS_ENV,
     RunLogger,
     TrackingUnavailable,
     system_metrics,
@@ -83,13 +83,11 @@ from bench.tracking.store import (
     ui_hint,
 )
 
-DEFAULT_EXPERIMENT = "gradattn-bench"
-
 __all__ = [
     "CLAIM_HEARTBEAT", "CLAIM_HEARTBEAT_S", "CLAIM_OWNER", "CLAIM_SETTLE_S", "CLAIM_STALE_S", "CONFIG_HASH_TAG", "DEFAULT_EXPERIMENT", "DEFAULT_FINAL_WAIT_S",
     "ENTRY_KINDS", "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "FAILED", "FINISHED", "Heartbeat", "KILLED",
     "LOCAL_UI", "LoggedModel", "Outbox", "PARENT_RUN_TAG", "RUNNING", "RUN_ID_FIELD", "Run", "RunLogger",
-    "SCHEMES", "STUDY_KIND_TAG", "STUDY_TAG", "SYSTEM_METRICS_ENV", "TRIAL_TAG", "TrackingUnavailable",
+    "SCHEMES", "STUDY_KIND_TAG", "STUDY_TAG", "TRIAL_TAG", "TrackingUnavailable",
     "UI_VIEW", "claim", "claim_of", "claim_owner", "claim_tags", "create_run", "delete_run",
     "download_artifact", "experiment_id", "experiment_url", "find_run", "get_run", "grid_runs",
     "is_grid_run", "list_artifacts", "logged_models", "metric_history", "new_owner",

@@ -29,14 +29,11 @@ class TrackingUnavailable(BenchError):
     """The tracking server stayed away past the end of a run; the run is checkpointed and resumable."""
 
 
-SYSTEM_METRICS_ENV = "BENCH_SYSTEM_METRICS"  # "0": --no-system-metrics (reaches every worker)
-
-
 @contextlib.contextmanager
-def system_metrics(uri: str, run_id: str, resumed: bool = True):
+def system_metrics(uri: str, run_id: str, resumed: bool = True, enabled: bool = True):
     """Sample CPU, memory, disk, network (and GPU where pynvml sees one) into the run's `system/`
-    metrics with MLflow's own monitor, while the block runs; off when $BENCH_SYSTEM_METRICS is 0."""
-    if os.environ.get(SYSTEM_METRICS_ENV, "1") == "0":
+    metrics with MLflow's own monitor, while the block runs (``enabled``: --system-metrics)."""
+    if not enabled:
         yield
         return
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor

@@ -18,9 +18,9 @@ from __future__ import annotations
 from typing import Callable
 
 from bench.core.registry import Registry
-from bench.execution.backends._base import CANCELLED, Backend, Destination, Placement
+from bench.execution.backends._base import CANCELLED, Backend, Context, Destination, Placement
 
-__all__ = ["BACKENDS", "CANCELLED", "Backend", "Destination", "Placement", "check", "create"]
+__all__ = ["BACKENDS", "CANCELLED", "Backend", "Context", "Destination", "Placement", "check", "create"]
 
 
 BACKENDS: Registry[Callable[[Placement], Backend]] = Registry("backend")
@@ -57,6 +57,13 @@ def _slurm(placement: Placement) -> Backend:
     return SlurmBackend(placement)
 
 
+def _inline(placement: Placement) -> Backend:
+    from bench.execution.backends.inline import InlineBackend
+
+    return InlineBackend(placement)
+
+
 BACKENDS.add("local", _local)
+BACKENDS.add("inline", _inline)
 BACKENDS.add("ray", _ray)
 BACKENDS.add("slurm", _slurm)

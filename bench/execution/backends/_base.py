@@ -5,85 +5,107 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from bench.config.schema import Schema, setting
 from bench.core.errors import BenchError
+from bench.core.plugins import PluginSet
 
 if TYPE_CHECKING:
     from bench.execution.tasks import Task
-    from bench.execution.worker import Context
 
 CANCELLED = "cancelled"  # what `Backend.ended` says of a task it dropped before a worker started it
 
 
-def _option(flag: str, backends: tuple[str, ...], help: str, default: Any = None):
-    """A placement setting: its command-line flag, the backends it belongs to, and the default a
-    backend uses when it is not given (None in the field: not given)."""
-    return field(default=None, metadata={"flag": flag, "backends": backends, "help": help, "default": default})
+def _option(flag: str, backends: tuple[str, ...], help: str, fallback: Any = None, unset: str | None = None, **bounds: Any):
+    """A placement setting (bench.config.schema.setting): its flag, the backends it belongs to, and
+    the value a backend uses when it is not given (None in the field: not given)."""
+    shown_unset = unset or (None if fallback is None else str(fallback))
+    return setting(None, help, unset=shown_unset, flag=flag, backends=backends, fallback=fallback, **bounds)
 
 
 @dataclass(frozen=True)
 class Placement:
     """How runs are placed: local device slots, Ray resources per run, or Slurm job options.
 
-    Each field is one command-line option (`bench.cli.with_backend`); an option given to a backend
-    it does not belong to is an error, not silently ignored.
+    Each field is one command-line option (`bench.cli._app.with_options`) and one keyword of
+    `bench.run`; an option given to a backend it does not belong to is an error, not silently ignored.
     """
 
-    devices: str | None = _option("--devices", ("local",), "auto, cpu, or CUDA indices like 0,1,3.", "auto")
+    devices: str | None = _option("--devices", ("local", "inline"), "auto, cpu, or CUDA indices like 0,1,3.", "auto")
     jobs_per_device: int | None = _option(
-        "--jobs-per-device", ("local",),
-        "Concurrent runs per device (default: 1 per CUDA device; on a CPU one one-thread run per core up to 4 cores, else one per 4 cores).",
+        "--jobs-per-device", ("local",), "Concurrent runs per device.",
+        unset="1 per CUDA device; on a CPU one one-thread run per core up to 4 cores, else one per 4 cores", minimum=1,
     )
-    ray_address: str | None = _option("--ray-address", ("ray",), "Ray cluster to join, e.g. auto or ray://head:10001 (default: start one here).")
+    ray_address: str | None = _option("--ray-address", ("ray",), "Ray cluster to join, e.g. auto or ray://head:10001.", unset="start one here")
     gpus_per_run: float | None = _option(
-        "--gpus-per-run", ("ray", "slurm"), "GPUs per run; under ray fractions share a GPU (default: 1 where there are GPUs)."
+        "--gpus-per-run", ("ray", "slurm"), "GPUs per run; under ray fractions share a GPU.", unset="1 where there are GPUs", minimum=0
     )
-    cpus_per_run: int | None = _option("--cpus-per-run", ("ray", "slurm"), "CPUs (and torch threads) per run.", 2)
-    slurm_partition: str | None = _option("--slurm-partition", ("slurm",), "Slurm partition (default: the cluster's).")
+    cpus_per_run: int | None = _option("--cpus-per-run", ("ray", "slurm"), "CPUs (and torch threads) per run.", 2, minimum=1)
+    slurm_partition: str | None = _option("--slurm-partition", ("slurm",), "Slurm partition.", unset="the cluster's")
     slurm_time_min: int | None = _option(
-        "--slurm-time", ("slurm",), "Minutes per job; a job that runs out is requeued and resumes.", 24 * 60
+        "--slurm-time", ("slurm",), "Minutes per job; a job that runs out is requeued and resumes.", 24 * 60, minimum=1
     )
-    slurm_mem_gb: float | None = _option("--slurm-mem-gb", ("slurm",), "Memory per job in GB (default: the partition's).")
-    slurm_folder: Path | None = _option("--slurm-folder", ("slurm",), "submitit's job files and logs (default: <checkpoint dir>/slurm).")
-    slurm_executor: str | None = _option("--slurm-executor", ("slurm",), "slurm, or local: the same jobs as processes here.", "slurm")
+    slurm_mem_gb: float | None = _option("--slurm-mem-gb", ("slurm",), "Memory per job in GB.", unset="the partition's", above=0)
+    slurm_folder: Path | None = _option("--slurm-folder", ("slurm",), "submitit's job files and logs.", unset="<checkpoint dir>/slurm")
+    slurm_executor: str | None = _option(
+        "--slurm-executor", ("slurm",), "slurm, or local: the same jobs as processes here.", "slurm", choices=("slurm", "local")
+    )
 
     def check_belongs(self, backend: str) -> "Placement":
         """A BenchError for the first option given that belongs to other backends than `backend`."""
-        for setting in fields(self):
-            owners = setting.metadata["backends"]
-            if getattr(self, setting.name) is not None and backend not in owners:
+        for setting_ in fields(self):
+            owners = setting_.metadata["backends"]
+            if getattr(self, setting_.name) is not None and backend not in owners:
                 names = " and ".join(owners)
                 raise BenchError(
-                    f"{setting.metadata['flag']} belongs to the {names} backend{'s' if len(owners) > 1 else ''} and does "
+                    f"{setting_.metadata['flag']} belongs to the {names} backend{'s' if len(owners) > 1 else ''} and does "
                     f"nothing under --backend {backend}; drop it or pass --backend {owners[0]}."
                 )
         return self
 
     def resolved(self) -> "Placement":
-        """The settings not given replaced by their defaults."""
-        defaults = {f.name: f.metadata["default"] for f in fields(self) if getattr(self, f.name) is None}
-        return replace(self, **{name: value for name, value in defaults.items() if value is not None})
+        """The settings not given replaced by the values their backend falls back to."""
+        fallbacks = {f.name: f.metadata["fallback"] for f in fields(self) if getattr(self, f.name) is None}
+        return replace(self, **{name: value for name, value in fallbacks.items() if value is not None})
 
     def validate(self) -> "Placement":
-        if self.gpus_per_run is not None and self.gpus_per_run < 0:
-            raise BenchError(f"--gpus-per-run must not be negative, got {self.gpus_per_run:g}.")
-        if self.cpus_per_run is not None and self.cpus_per_run < 1:
-            raise BenchError(f"--cpus-per-run must be at least 1, got {self.cpus_per_run}.")
-        if self.slurm_time_min is not None and self.slurm_time_min < 1:
-            raise BenchError(f"--slurm-time must be at least 1 minute, got {self.slurm_time_min}.")
-        if self.slurm_executor not in (None, "slurm", "local"):
-            raise BenchError(f"--slurm-executor must be slurm or local, got {self.slurm_executor!r}.")
+        """Every value within its declared bounds (the command line and the API checked it already;
+        this catches a Placement built directly)."""
+        Schema(Placement).check(self)
         return self
 
 
 @dataclass(frozen=True)
 class Destination:
-    """Where runs log, read data and keep checkpoints: the same for every backend."""
+    """Where runs log, read data and keep checkpoints, and what they keep: the same for every backend."""
 
     tracking_uri: str
     data_dir: Path
     checkpoint_root: Path
+    log_model: bool = True  # bench.config.options.Keeping
+    system_metrics: bool = True
+    plugins: PluginSet = PluginSet()  # what the command uses, for every worker to use too
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a worker needs besides its task: where runs go and what they keep (with the plugins to
+    use), the mailbox, the claim its runs were planned under, and, for a worker on another machine,
+    the environment it needs from this one (MLflow's credentials, the BENCH_ paths: Ray's)."""
+
+    destination: Destination
+    mailbox: Path
+    owner: str | None = None  # None: unclaimed runs (a study's trials)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class BackendBase:
+    """What a backend need not do: the hooks with nothing to do for most backends."""
+
+    def follow(self, refresh: Callable[[], None]) -> None:
+        """The driver's ``refresh`` (read the runs' events, redraw): a backend that trains in the
+        driver's own process calls it between epochs; one with workers elsewhere has no need."""
 
 
 class Backend(Protocol):
@@ -108,6 +130,9 @@ class Backend(Protocol):
 
     def kill(self) -> None:
         """Stop every task now (the second Ctrl-C)."""
+
+    def follow(self, refresh: Callable[[], None]) -> None:
+        """See BackendBase.follow."""
 
     def close(self) -> None:
         """Let the workers go, after the last task."""

@@ -12,11 +12,11 @@ import time
 from typing import Callable, Protocol
 
 from bench import tracking
-from bench.execution.backends._base import CANCELLED, Backend, Destination
+from bench.execution.backends._base import CANCELLED, Backend, Context, Destination
 from bench.execution.mailbox import Mailbox
 from bench.execution.planning import Plan
 from bench.execution.tasks import Task, TaskState, apply_event
-from bench.execution.worker import Context, ctrl_c
+from bench.execution.worker import ctrl_c
 
 POLL_S = 0.5
 WAITING = ("queued", "submitted", "starting")  # handed to the backend, not started by a worker yet
@@ -56,7 +56,7 @@ def run_tasks(
 ) -> list[TaskState]:
     """Run the source's tasks on the backend until it has none left; the final state of each."""
     mailbox = Mailbox.create(destination.checkpoint_root)
-    context = Context(destination.tracking_uri, destination.data_dir, destination.checkpoint_root, mailbox.folder, owner)
+    context = Context(destination, mailbox.folder, owner)
     loop = _Loop(backend, source, mailbox, context, on_update)
     try:
         loop.run()
@@ -76,6 +76,7 @@ class _Loop:
         self.stopping = False
 
     def run(self) -> None:
+        self.backend.follow(self._refresh)
         try:
             with ctrl_c(self._ask_stop):
                 while True:
@@ -93,6 +94,10 @@ class _Loop:
             self.backend.kill()
             for index in sorted(self.active):
                 self._lost(index, CANCELLED)
+
+    def _refresh(self) -> None:
+        self._receive(sorted(self.active))
+        self.on_update(self.states)
 
     def _ask_stop(self) -> None:
         self.stop_asked = True

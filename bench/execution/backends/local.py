@@ -13,7 +13,7 @@ import os
 
 from bench.core import shutdown
 from bench.execution import worker
-from bench.execution.backends._base import CANCELLED, Placement
+from bench.execution.backends._base import CANCELLED, BackendBase, Context, Placement
 from bench.execution.slots import Slot, resolve_slots
 from bench.execution.tasks import Task
 
@@ -37,7 +37,7 @@ class _Worker:
         self.current: int | None = None  # the index of the task it trains
 
 
-class LocalBackend:
+class LocalBackend(BackendBase):
     def __init__(self, slots: list[Slot]) -> None:
         self.slots = slots
         self.capacity = len(slots)
@@ -45,7 +45,7 @@ class LocalBackend:
         self.device_label = slots[0].name.split("#")[0]
         self._spawn = mp.get_context("spawn")
         self._workers: list[_Worker | None] = [None] * len(slots)
-        self._queue: list[tuple[int, Task, worker.Context]] = []
+        self._queue: list[tuple[int, Task, Context]] = []
         self._ended: dict[int, str | None] = {}
 
     @classmethod

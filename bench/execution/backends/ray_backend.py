@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from bench.core.errors import BenchError
 from bench.execution import worker
-from bench.execution.backends._base import CANCELLED, Placement
+from bench.execution.backends._base import CANCELLED, BackendBase, Context, Placement
 
 try:
     import ray
@@ -27,12 +27,12 @@ except ImportError:  # the optional extra is missing; RayBackend says how to add
 FORWARDED_ENV_PREFIXES = ("MLFLOW_", "BENCH_")
 
 
-def run_task(task, context: worker.Context, gpus: float, threads: int) -> None:
+def run_task(task, context: Context, gpus: float, threads: int) -> None:
     """The body of one Ray task; its settings (``context.env``) travel with it."""
     worker.run_allocated_task(task, context, gpus, threads, env=context.env)
 
 
-class RayBackend:
+class RayBackend(BackendBase):
     device_label = "ray"
 
     def __init__(self, placement: Placement) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.core.errors import BenchError
 from bench.execution import worker
-from bench.execution.backends._base import CANCELLED, Placement
+from bench.execution.backends._base import CANCELLED, BackendBase, Context, Placement
 
 try:
     import submitit
@@ -28,12 +28,12 @@ class RunJob(submitit.helpers.Checkpointable if submitit else object):
     """One run as a job. On timeout or preemption submitit calls `checkpoint`, which (inherited)
     requeues the same call: the run continues from its last epoch checkpoint in the same MLflow run."""
 
-    def __call__(self, task, context: worker.Context, gpus: int, threads: int) -> None:
+    def __call__(self, task, context: Context, gpus: int, threads: int) -> None:
         # Jobs inherit the submitting environment, so no credential is written into the job files.
         worker.run_allocated_task(task, context, gpus, threads)
 
 
-class SlurmBackend:
+class SlurmBackend(BackendBase):
     device_label = "slurm"
 
     def __init__(self, placement: Placement) -> None:
