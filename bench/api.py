@@ -104,7 +104,7 @@ def train_grid(
     plugins.use(keeping.plugins)
     grid = studyfile.load(Path(study)) if study else studyfile.Grid(pairs=studyfile.pairs_from(_listed(datasets), _listed(models)))
     checked = declared.given(Seeds, {"seeds": _seed_list(seeds), "split_seeds": _seed_list(split_seeds)}, origin)
-    grid = grid.overridden({"seeds": checked.seeds, "split_seeds": checked.split_seeds}, given)
+    grid = grid.overridden(checked.seeds, checked.split_seeds, given)
     if not progress:
         return run_grid(grid, places, keeping, backend, placement, force=force, prune_checkpoints=prune_checkpoints, skip_missing=skip_missing)
     console = console or _console()

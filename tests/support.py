@@ -3,6 +3,7 @@ and options of a test's MLflow store, and the tests' own small model."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -76,3 +77,14 @@ def cli(capsys, *args: str) -> tuple[int, str, str]:
         sys.argv = argv
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+@contextlib.contextmanager
+def isolated_catalogue():
+    """Plugins, models and datasets registered inside the block are gone after it: the other tests of
+    this process see the project's own catalogue."""
+    from bench import data, models
+    from bench.core import plugins
+
+    with plugins.isolated(), models.isolated(), data.isolated():
+        yield

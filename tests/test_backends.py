@@ -210,10 +210,10 @@ def test_a_depth_width_study_trains_its_trials_on_the_backend(backend, store, re
 @pytest.mark.parametrize(
     "name, placement, says",
     [
-        ("kubernetes", backends.Placement(), "Unknown backend 'kubernetes'; choose one of: local, ray, slurm"),
+        ("kubernetes", backends.Placement(), "Unknown backend 'kubernetes'; choose one of: local, inline, ray, slurm"),
         ("ray", backends.Placement(cpus_per_run=0), "--cpus-per-run must be at least 1"),
-        ("slurm", backends.Placement(gpus_per_run=-1), "--gpus-per-run must not be negative"),
-        ("slurm", backends.Placement(slurm_executor="pbs"), "--slurm-executor must be slurm or local"),
+        ("slurm", backends.Placement(gpus_per_run=-1), "--gpus-per-run must be at least 0"),
+        ("slurm", backends.Placement(slurm_executor="pbs"), "--slurm-executor must be one of slurm, local"),
         ("slurm", backends.Placement(slurm_executor="local", gpus_per_run=0.5), "whole GPUs"),
         ("local", backends.Placement(devices="99", jobs_per_device=1), "CUDA device"),
     ],

@@ -175,7 +175,7 @@ def _refused(*args: str) -> str:
     [
         (["--set", "train.lr=inf"], "train.lr (command line: --set train.lr=inf) must be a finite number"),
         (["--set", "train.min_lr=nan"], "train.min_lr (command line: --set train.min_lr=nan) must be a finite number"),
-        (["--seeds", "-1"], "--seeds must be integers from 0"),
+        (["--seeds", "-1"], "seeds (command line: --seeds) must be at least 0"),
         (["--set", "splits=official"], "digits has no 'official' splits"),
         (["--set", "model.dropout=nan"], "model.dropout (command line: --set model.dropout=nan) must be a finite number"),
     ],

@@ -164,7 +164,7 @@ def test_workload_rejects_bad_settings_with_the_option_to_fix(changes, option):
 
 @pytest.mark.parametrize("args, message", [
     (["perf", "grid", "--slots", "0"], "--slots must be positive integers"),
-    (["perf", "grid", "--seeds", "4x"], "--seeds must be a comma-separated list of integers"),
+    (["perf", "grid", "--seeds", "4x"], "seeds (command line: --seeds) must be a list of integers"),
     (["perf", "grid", "--devices", "0"], "CUDA device [0] does not exist"),
     (["perf", "grid", "--devices", "gpu"], "--devices must be auto, cpu or CUDA indices"),
     (["perf", "options", "--device", "cpu", "--configs", "fp64"], "Unknown --configs fp64"),

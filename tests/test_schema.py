@@ -98,10 +98,10 @@ ANCHOR = '    compile: bool = setting(False, "torch.compile the model.")\n'
 
 @pytest.fixture(scope="module")
 def extended(tmp_path_factory):
-    """A copy of the package with one line added to TrainConfig in bench/spec.py, and a runner for it."""
+    """A copy of the package with one line added to TrainConfig in bench/config/spec.py, and a runner for it."""
     root = tmp_path_factory.mktemp("extended")
     shutil.copytree(REPO / "bench", root / "bench", ignore=shutil.ignore_patterns("__pycache__"))
-    spec_file = root / "bench" / "spec.py"
+    spec_file = root / "bench" / "config" / "spec.py"
     source = spec_file.read_text()
     assert source.count(ANCHOR) == 1
     spec_file.write_text(source.replace(ANCHOR, ANCHOR + NEW_SETTING))

@@ -172,7 +172,7 @@ def test_shipped_study_files_parse():
         ("[train]\nlr='fast'\n[[grid]]\ndatasets=['digits']\nmodels=['all']\n", "train.lr \\(study file .*bad.toml, table \\[train\\]\\) must be a number, got 'fast'"),
         ("[train]\nmax_epochs=2.5\n[[grid]]\ndatasets=['digits']\nmodels=['all']\n", "train.max_epochs .* must be an integer"),
         ("train=3\n[[grid]]\ndatasets=['digits']\nmodels=['all']\n", "must be a table of settings"),
-        ("seeds=['a']\n[[grid]]\ndatasets=['digits']\nmodels=['all']\n", "seeds .* must be a list of non-negative integers"),
+        ("seeds=['a']\n[[grid]]\ndatasets=['digits']\nmodels=['all']\n", "seeds .* must be a list of integers"),
         ("[[grid]\n", "not valid TOML"),
     ],
 )

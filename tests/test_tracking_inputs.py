@@ -42,11 +42,10 @@ def test_system_metrics_are_sampled_while_a_run_trains_and_not_when_switched_off
     experiment_id = tracking.prepare(uri, "system")
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
     sampled = {}
-    for switch in ("1", "0"):
-        monkeypatch.setenv(tracking.SYSTEM_METRICS_ENV, switch)
+    for switch in (True, False):
         run_id = tracking.create_run(uri, experiment_id, f"run-{switch}", {})
-        with tracking.system_metrics(uri, run_id):
+        with tracking.system_metrics(uri, run_id, enabled=switch):
             time.sleep(1.5)
         sampled[switch] = [k for k in tracking.get_run(uri, run_id).metrics if k.startswith("system/")]
-    assert "system/cpu_utilization_percentage" in sampled["1"]
-    assert sampled["0"] == []
+    assert "system/cpu_utilization_percentage" in sampled[True]
+    assert sampled[False] == []

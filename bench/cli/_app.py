@@ -57,11 +57,12 @@ def with_options(only: tuple[str, ...] = (), unset: dict[str, str] | None = None
 
         @functools.wraps(command)
         def wrapper(**values):
-            built = {group: declared.given(cls, {name: values.pop(name) for name in chosen[group]}, "command line:") for group, cls in groups.items()}
-            if "placement" in built:
+            given = {group: {name: values.pop(name) for name in chosen[group]} for group in groups}
+            if "placement" in groups:  # first an unknown backend or an option of another backend, then the values
                 from bench.execution.backends import check
 
-                check(values["backend"], built["placement"])  # an unknown backend or a misplaced option
+                check(values["backend"], groups["placement"](**given["placement"]))
+            built = {group: declared.given(cls, given[group], "command line:") for group, cls in groups.items()}
             return command(**values, **built)
 
         wrapper.__signature__ = inspect.Signature([*own, *params])

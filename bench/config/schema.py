@@ -223,8 +223,8 @@ class Schema:
             holder = config if key.attribute is None else getattr(config, key.attribute)
             value = getattr(holder, key.field.name)
             problem = key.problem(value)
-            if problem:
-                raise BenchError(f"{key.name} {problem}.")
+            if problem:  # an option is named as it is typed (--cpus-per-run), a setting by its key
+                raise BenchError(f"{key.field.metadata.get('flag', key.name).split('/')[0]} {problem}.")
 
     def help(self) -> str:
         """One line per key: its name, its help and its default."""

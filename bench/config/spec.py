@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from bench.config.schema import SECTION, Schema, section, setting, shown
+from bench.config.thresholds import GradFlowThresholds
 from bench.core.errors import BenchError
 from bench.core.modes import PREPROCESSING_MODES
 
@@ -156,8 +157,6 @@ class GradFlowConfig:
     @property
     def thresholds(self):
         """The pair as the analyzer takes it (``GradFlowThresholds``, which checks it)."""
-        from bench.gradflow.stats import GradFlowThresholds  # the analyzer's package imports torch
-
         return GradFlowThresholds(self.vanishing, self.exploding)
 
     def validate(self) -> None:

@@ -65,10 +65,10 @@ class Grid:
     def datasets(self) -> list[str]:
         return list(dict.fromkeys(d for d, _ in self.pairs))
 
-    def overridden(self, seeds: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> Grid:
-        """This grid with what the command line or the caller gave on top: checked seeds by name
-        (``seeds``, ``split_seeds``) and checked settings by key."""
-        given = {name: value for name, value in (seeds or {}).items() if value is not None}
+    def overridden(self, seeds: Iterable[int] | None = None, split_seeds: Iterable[int] | None = None, settings: dict[str, Any] | None = None) -> Grid:
+        """This grid with what the command line or the caller gave (None: not given) on top: checked
+        seeds and checked settings by key."""
+        given = {name: tuple(value) for name, value in (("seeds", seeds), ("split_seeds", split_seeds)) if value is not None}
         return replace(self, seeds=replace(self.seeds, **given), settings=self.settings | (settings or {}))
 
     def specs(self) -> list[RunSpec]:

@@ -16,6 +16,7 @@ loader), so before any run spec is resolved.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 from dataclasses import dataclass
@@ -85,6 +86,22 @@ def use_set(plugins: PluginSet) -> None:
     global _active
     _active = _active.merged(plugins)
     load()
+
+
+@contextlib.contextmanager
+def isolated():
+    """Plugins used inside the block are forgotten after it, their modules too, so a later use
+    imports (and registers) them afresh; pair it with ``models.isolated()`` and ``data.isolated()``."""
+    global _active
+    active, imported = _active, set(_imported)
+    try:
+        yield
+    finally:
+        for name in _active.modules:
+            if name not in active.modules:
+                sys.modules.pop(name, None)
+        _active = active
+        _imported.intersection_update(imported)
 
 
 def on_folder(registrar: Callable[[str, dict[str, Any]], None]) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from bench.core import plugins
-from bench.execution.backends._base import Context
+from bench.execution.context import Context
 from bench.execution.mailbox import Mailbox, Send
 from bench.train.callbacks import Callback
 

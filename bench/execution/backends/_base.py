@@ -3,13 +3,13 @@ follows. The backends import this module, never the package (no circle through `
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from bench.config.schema import Schema, setting
 from bench.core.errors import BenchError
-from bench.core.plugins import PluginSet
+from bench.execution.context import Context, Destination  # noqa: F401  (the backends' shared types)
 
 if TYPE_CHECKING:
     from bench.execution.tasks import Task
@@ -74,30 +74,6 @@ class Placement:
         this catches a Placement built directly)."""
         Schema(Placement).check(self)
         return self
-
-
-@dataclass(frozen=True)
-class Destination:
-    """Where runs log, read data and keep checkpoints, and what they keep: the same for every backend."""
-
-    tracking_uri: str
-    data_dir: Path
-    checkpoint_root: Path
-    log_model: bool = True  # bench.config.options.Keeping
-    system_metrics: bool = True
-    plugins: PluginSet = PluginSet()  # what the command uses, for every worker to use too
-
-
-@dataclass(frozen=True)
-class Context:
-    """What a worker needs besides its task: where runs go and what they keep (with the plugins to
-    use), the mailbox, the claim its runs were planned under, and, for a worker on another machine,
-    the environment it needs from this one (MLflow's credentials, the BENCH_ paths: Ray's)."""
-
-    destination: Destination
-    mailbox: Path
-    owner: str | None = None  # None: unclaimed runs (a study's trials)
-    env: dict[str, str] = field(default_factory=dict)
 
 
 class BackendBase:
