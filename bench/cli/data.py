@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from bench.cli._app import app
+from bench.cli._app import app, with_options
 from bench.cli._app import console as make_console
+from bench.config.options import Places
 
 if TYPE_CHECKING:
 
@@ -19,15 +20,14 @@ if TYPE_CHECKING:
 data_app = typer.Typer(help="List, download and check the datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-DATA_DIR_OPTION = typer.Option(None, "--data-dir", help="Where the datasets live (default: $BENCH_DATA_DIR or ./data).")
 NAMES_ARGUMENT = typer.Argument(..., help="A dataset, a comma list, or 'all'.")
 SPLITS = ("train", "val", "test")
 
 
-def _root(data_dir: Path | None) -> Path:
+def _root(places: Places) -> Path:
     from bench import data
 
-    return data_dir or data.default_data_dir()
+    return places.data_dir or data.default_data_dir()
 
 
 def human_size(size: float) -> str:
@@ -39,14 +39,15 @@ def human_size(size: float) -> str:
 
 
 @data_app.command("list")
-def list_command(data_dir: Path | None = DATA_DIR_OPTION) -> None:
+@with_options(only=("data_dir",), places=Places)
+def list_command(*, places: Places) -> None:
     """Each dataset: present or missing, samples per split, size on disk, classes; how to get the missing."""
     from rich.table import Table
 
     from bench import data
     from bench.core.errors import BenchError
 
-    root = _root(data_dir)
+    root = _root(places)
     table = Table(title=f"Datasets in {root}")
     table.add_column("dataset", no_wrap=True)
     table.add_column("status", no_wrap=True)
@@ -91,12 +92,13 @@ def _download(dataset: Dataset, root: Path, console: Console) -> None:
 
 
 @data_app.command("download")
-def download_command(name: str = NAMES_ARGUMENT, data_dir: Path | None = DATA_DIR_OPTION) -> None:
+@with_options(only=("data_dir",), places=Places)
+def download_command(name: str = NAMES_ARGUMENT, *, places: Places) -> None:
     """Fetch datasets with checksum verification (PAD-UFES-20 explains its manual download)."""
     from bench import data
     from bench.core.errors import BenchError
 
-    root = _root(data_dir)
+    root = _root(places)
     console = make_console()
     failed = 0
     for dataset_name in data.expand(name):
@@ -142,17 +144,19 @@ def _check_split(bundle: DataBundle, split_name: str, root: Path) -> list[str]:
 
 
 @data_app.command("check")
+@with_options(only=("data_dir",), places=Places)
 def check_command(
     name: str = NAMES_ARGUMENT,
-    data_dir: Path | None = DATA_DIR_OPTION,
     splits: str = typer.Option("protocol", "--splits", help="protocol, official, or grouped (pad-ufes-20)."),
+    *,
+    places: Places,
 ) -> None:
     """Open every split, verify counts, label ranges and image shapes, and print a summary."""
     from rich.table import Table
 
     from bench import data
 
-    root = _root(data_dir)
+    root = _root(places)
     console = make_console()
     for dataset_name in data.expand(name):
         bundle = data.get(dataset_name).load(root, splits=splits)

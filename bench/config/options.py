@@ -40,7 +40,9 @@ class Places:
             value = getattr(self, name)
             if value is not None and not value.strip():
                 raise BenchError(f"{flag_of(Places, name)} is empty; give a value or leave the option out for the default.")
-        data_dir = Path(self.data_dir or os.environ.get("BENCH_DATA_DIR") or "data").expanduser()
+        from bench.data import default_data_dir
+
+        data_dir = Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()
         checkpoint_dir = Path(self.checkpoint_dir or os.environ.get("BENCH_CHECKPOINT_DIR") or "checkpoints").expanduser()
         _check_folder(data_dir, "--data-dir", writable=False)  # read-only data (a container's) is fine
         _check_folder(checkpoint_dir, "--checkpoint-dir", writable=True)

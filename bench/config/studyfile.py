@@ -14,7 +14,7 @@
     datasets = ["fashionmnist", "svhn"]
     models = ["all"]
 
-Settings are checked against the schema of `bench/spec.py` (``read``): an unknown key or a wrong
+Settings are checked against the schema of `bench/config/spec.py` (``read``): an unknown key or a wrong
 value is one sentence naming the file and its table. The studies (bench.studies) read their files
 through ``read`` too, with their own keys beside the runs' settings. ``--set`` on the command line
 overrides what the file says.

@@ -8,7 +8,7 @@ Per-epoch validation accuracy goes to the trial and a MedianPruner stops poor tr
 engine stops gracefully after the epoch, the run ends KILLED and is tagged ``optuna_state=PRUNED``.
 
 The search space and settings live in ``studies/depth-width.toml`` (the defaults below are the
-same), read by ``bench.config.studyfile`` against the settings declared here and the runs' (bench/spec.py);
+same), read by ``bench.config.studyfile`` against the settings declared here and the runs' (bench/config/spec.py);
 ``--set`` on the command line overrides them.
 """
 
@@ -74,7 +74,7 @@ class DepthWidthStudy:
     space: SearchSpace = section(SearchSpace, "space")
     sampler: SamplerSettings = section(SamplerSettings, "sampler")
     pruner: PrunerSettings = section(PrunerSettings, "pruner")
-    # The trials' run settings (preprocessing, splits, train.*, gradflow.*: bench/spec.py), by key.
+    # The trials' run settings (preprocessing, splits, train.*, gradflow.*: bench/config/spec.py), by key.
     settings: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_RUN_SETTINGS))
 
     @property
