@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, Iterable
 if TYPE_CHECKING:
     import pandas as pd
 
-    from bench.execution.grid import GridResult
     from bench.results.report import Report
     from bench.studies.sensitivity import SensitivityResult
+    from bench.studies.summary import StudySummary
 
 __all__ = ["run", "report", "sensitivity", "depth_width"]
 
@@ -65,33 +65,6 @@ def run(
     """
     import pandas as pd
 
-    result = train_grid(
-        datasets, models, seeds, split_seeds, study=study, backend=backend, force=force,
-        prune_checkpoints=prune_checkpoints, skip_missing=skip_missing, progress=progress, settings=settings, **options,
-    )
-    frame = pd.DataFrame(result.rows())
-    frame.attrs.update(tracking_uri=result.uri, experiment_id=result.experiment_id, exit_code=result.exit_code)
-    return frame
-
-
-def train_grid(
-    datasets: str | Iterable[str] = "digits",
-    models: str | Iterable[str] = "all",
-    seeds: int | str | Iterable[int] | None = None,
-    split_seeds: int | str | Iterable[int] | None = None,
-    *,
-    study: str | Path | None = None,
-    backend: str = "local",
-    force: bool = False,
-    prune_checkpoints: bool = False,
-    skip_missing: bool = False,
-    progress: bool = True,
-    settings: dict[str, Any] | None = None,
-    origin: str = ORIGIN,
-    console=None,
-    **options: Any,
-) -> "GridResult":
-    """`run`, returning the grid's states (what `bench run` prints) instead of a table."""
     from bench.config import options as declared
     from bench.config import studyfile
     from bench.config.spec import Seeds, schema
@@ -99,19 +72,22 @@ def train_grid(
     from bench.execution.grid import run_grid
     from bench.execution.progress import GridDisplay
 
-    places, keeping, placement, given = _sorted_options(options, origin)
-    given |= _checked_settings(settings or {}, schema(), origin)
+    places, keeping, placement, given = _sorted_options(options, ORIGIN)
+    given |= _checked_settings(settings or {}, schema(), ORIGIN)
     plugins.use(keeping.plugins)
     grid = studyfile.load(Path(study)) if study else studyfile.Grid(pairs=studyfile.pairs_from(_listed(datasets), _listed(models)))
-    checked = declared.given(Seeds, {"seeds": _seed_list(seeds), "split_seeds": _seed_list(split_seeds)}, origin)
+    checked = declared.given(Seeds, {"seeds": _seed_list(seeds), "split_seeds": _seed_list(split_seeds)}, ORIGIN)
     grid = grid.overridden(checked.seeds, checked.split_seeds, given)
-    if not progress:
-        return run_grid(grid, places, keeping, backend, placement, force=force, prune_checkpoints=prune_checkpoints, skip_missing=skip_missing)
-    console = console or _console()
-    return run_grid(
-        grid, places, keeping, backend, placement, force=force, prune_checkpoints=prune_checkpoints, skip_missing=skip_missing,
-        say=lambda message: console.print(message, markup=False, highlight=False), display=GridDisplay(console),
+    shown = {}
+    if progress:
+        console = _console()
+        shown = {"say": lambda message: console.print(message, markup=False, highlight=False), "display": GridDisplay(console)}
+    result = run_grid(
+        grid, places, keeping, backend, placement, force=force, prune_checkpoints=prune_checkpoints, skip_missing=skip_missing, **shown
     )
+    frame = pd.DataFrame(result.rows())
+    frame.attrs.update(tracking_uri=result.uri, experiment_id=result.experiment_id, exit_code=result.exit_code)
+    return frame
 
 
 def report(experiment: str | None = None, tracking_uri: str | None = None, out: str | Path = "bench-report") -> "Report":
@@ -151,20 +127,26 @@ def sensitivity(
     )
 
 
-def depth_width(config_file: str | Path | None = None, *, backend: str = "local", progress: bool = True, settings: dict[str, Any] | None = None, **options: Any):
-    """The depth-width study of GradAttn's transformer (what `bench study depth-width` does); its
-    summary (best trial, top trials, importances, the trials as a DataFrame). ``settings`` are the
-    study's keys (``{"space.d_model": (64, 128)}``); ``**options`` as for `run`, and the study's keys
-    by name (``dataset="digits"``, ``n_trials=4``, ``max_epochs=2``)."""
-    return study_depth_width(config_file, backend=backend, progress=progress, settings=settings, **options).summary
+def depth_width(
+    config_file: str | Path | None = None,
+    *,
+    backend: str = "local",
+    progress: bool = True,
+    storage: str | None = None,
+    settings: dict[str, Any] | None = None,
+    **options: Any,
+) -> "StudySummary":
+    """The depth-width study of GradAttn's transformer (what `bench study depth-width` does): its
+    summary (best trial, top trials, importances, every trial as a DataFrame).
 
-
-def study_depth_width(config_file=None, *, backend: str = "local", progress: bool = True, settings=None, storage: str | None = None,
-                      origin: str = "bench.depth_width", console=None, **options: Any):
-    """`depth_width`, returning what the command prints too: the summary, the study's settings and
-    where it logged."""
+    Args:
+        config_file: a study file (default: the built-in space, as studies/depth-width.toml).
+        storage: the Optuna storage (default: optuna.db beside a sqlite tracking store).
+        settings: the study's keys, ``{"space.d_model": (64, 128)}``.
+        **options: as for `run`, and the study's keys by name (``dataset="digits"``, ``n_trials=4``,
+            ``max_epochs=2``).
+    """
     import contextlib
-    from types import SimpleNamespace
 
     from bench import data, tracking
     from bench.core import plugins
@@ -172,6 +154,7 @@ def study_depth_width(config_file=None, *, backend: str = "local", progress: boo
     from bench.execution.progress import GridDisplay
     from bench.studies import depth_width as dw
 
+    origin = "bench.depth_width"
     places, keeping, placement, given = _sorted_options(options, origin, dw.SCHEMA)
     plugins.use(keeping.plugins)
     values = dw.load(Path(config_file)) if config_file else {}
@@ -181,17 +164,17 @@ def study_depth_width(config_file=None, *, backend: str = "local", progress: boo
     executor = backends.create(backend, placement)
     uri = tracking.resolve_uri(places.tracking_uri)
     destination = backends.Destination(uri, places.data_dir, places.checkpoint_dir, keeping.log_model, keeping.system_metrics, plugins.active())
-    console = console or (_console() if progress else None)
-    display = GridDisplay(console) if console is not None else None
-    if console is not None:
+    display = None
+    if progress:
+        console = _console()
         console.print(
             f"study {config.name!r}: {config.n_trials} trial(s) of {config.model} on {config.dataset}; "
             f"{executor.description}; tracking: {tracking.shown_uri(uri)} (experiment {places.experiment!r})", markup=False,
         )
+        display = GridDisplay(console)
     with display or contextlib.nullcontext():
-        summary = dw.run_study(config, backend=executor, destination=destination, experiment=places.experiment, storage_url=storage,
-                               on_update=display.update if display else lambda states: None)
-    return SimpleNamespace(summary=summary, config=config, tracking_uri=uri, places=places)
+        return dw.run_study(config, backend=executor, destination=destination, experiment=places.experiment, storage_url=storage,
+                            on_update=display.update if display else lambda states: None)
 
 
 # -- keywords as declared options -------------------------------------------------------------------

@@ -34,23 +34,23 @@ def run(
 ) -> None:
     """Train the dataset x model x seed grid and log every run to MLflow."""
     from bench import tracking
-    from bench.api import train_grid
-    from bench.execution.progress import print_problems, summary_table
+    from bench.api import run as run_grid
+    from bench.execution.progress import interrupted, print_problems, summary_table
 
     given = schema().parse(settings or [])
     if max_epochs is not None:
         given["train.max_epochs"] = schema().keys["train.max_epochs"].coerce(max_epochs, "command line: --max-epochs")
-    console = make_console()
-    result = train_grid(
+    frame = run_grid(
         datasets, models, seeds.seeds, seeds.split_seeds, study=study, backend=backend, force=force,
-        prune_checkpoints=prune_checkpoints, skip_missing=skip_missing, settings=given, origin="command line:", console=console,
+        prune_checkpoints=prune_checkpoints, skip_missing=skip_missing, settings=given,
         **as_keywords(places), **as_keywords(keeping), **as_keywords(placement),
     )
-    console.print(summary_table(result.states, result.skipped, result.held))
-    console.print(tracking.ui_hint(result.uri, result.experiment_id), highlight=False, markup=False)
-    outcomes = result.outcomes
-    print_problems(console, outcomes["failed"], outcomes["unsynced"])
-    if outcomes["interrupted"]:
-        console.print(f"{len(outcomes['interrupted'])} run(s) interrupted; run the same command again to finish them.")
-    if result.exit_code:
-        raise typer.Exit(code=result.exit_code)
+    rows = frame.to_dict("records")
+    console = make_console()
+    console.print(summary_table(rows))
+    console.print(tracking.ui_hint(frame.attrs["tracking_uri"], frame.attrs["experiment_id"]), highlight=False, markup=False)
+    print_problems(console, rows)
+    if interrupted(rows):
+        console.print(f"{interrupted(rows)} run(s) interrupted; run the same command again to finish them.")
+    if frame.attrs["exit_code"]:
+        raise typer.Exit(code=frame.attrs["exit_code"])

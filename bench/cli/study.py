@@ -45,7 +45,7 @@ def depth_width(
     """Search GradAttn's transformer depth and width with Optuna; each trial is a tracked run,
     trained on any backend like the runs of `bench run`."""
     from bench import tracking
-    from bench.api import study_depth_width
+    from bench.api import depth_width as run_study
     from bench.studies import depth_width as dw
     from bench.studies.tables import to_markdown
 
@@ -55,12 +55,11 @@ def depth_width(
         "study_name": ("--study-name", study_name), "seed": ("--seed", seed), "train.max_epochs": ("--max-epochs", max_epochs),
     }
     values |= {k: dw.SCHEMA.keys[k].coerce(v, f"command line: {o}") for k, (o, v) in options.items() if v is not None}
-    console = make_console()
-    study = study_depth_width(
-        config_file, backend=backend, settings=values, storage=storage, origin="command line:", console=console,
-        **as_keywords(places), **as_keywords(keeping), **as_keywords(placement),
+    summary = run_study(
+        config_file, backend=backend, settings=values, storage=storage, **as_keywords(places), **as_keywords(keeping), **as_keywords(placement)
     )
-    summary, uri = study.summary, study.tracking_uri
+    uri = tracking.resolve_uri(places.tracking_uri)
+    console = make_console()
     states = ", ".join(f"{n} {state.lower()}" for state, n in sorted(summary.counts.items()))
     console.print(f"\nstudy {summary.study_name!r} now holds {len(summary.trials)} trial(s): {states}")
     if summary.best is not None:
@@ -72,7 +71,7 @@ def depth_width(
     elif summary.importance_note:
         console.print(summary.importance_note)
     console.print(f"artifacts of parent run {summary.parent_run_id}: {', '.join(summary.artifacts)}")
-    console.print(tracking.ui_hint(uri, tracking.prepare(uri, study.places.experiment)), highlight=False, markup=False)
+    console.print(tracking.ui_hint(uri, tracking.prepare(uri, places.experiment)), highlight=False, markup=False)
     console.print(DASHBOARD_HINT.format(storage=tracking.shown_uri(summary.storage)), highlight=False, markup=False)
     if summary.dead_workers:
         console.print(f"[red]worker(s) died:[/] {', '.join(summary.dead_workers)}; their trials are marked failed.")

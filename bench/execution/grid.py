@@ -19,7 +19,7 @@ from bench.core.errors import BenchError
 from bench.execution import backends, checkpoints, planning
 from bench.execution.backends._base import Placement
 from bench.execution.planning import Held
-from bench.execution.tasks import TaskState, by_outcome
+from bench.execution.tasks import HELD_STATE, TaskState, by_outcome
 from bench.tracking import metric_names
 
 Say = Callable[[str], None]
@@ -49,25 +49,26 @@ class GridResult:
 
     def rows(self) -> list[dict]:
         """One record per configuration: its run, its state and its headline results."""
-        rows = []
-        for state in self.states:
-            spec = state.task.spec
-            rows.append(_row(spec, state.task.run_id, state.status, state.test_top1, state.health, state.health_notebook, state.epoch, state.error))
+        rows = [
+            _row(s.task.spec, s.task.run_id, s.status, s.test_top1, s.health, s.health_notebook, s.epoch, s.wall_s, s.error)
+            for s in self.states
+        ]
         for spec, run_id in self.skipped:
             metrics = tracking.get_run(self.uri, run_id).metrics
-            health = metric_names.read(metrics, "gradflow/health")
-            rows.append(_row(spec, run_id, "already finished", metric_names.read(metrics, "test/top1"), health,
-                             metric_names.read(metrics, "gradflow/health_notebook"), metric_names.read(metrics, "train/epochs_run"), None))
-        for entry in self.held:
-            rows.append(_row(entry.spec, entry.run_id, "another process", None, None, None, None, None))
+            found = [metric_names.read(metrics, key) for key in ("test/top1", "gradflow/health", "gradflow/health_notebook", "train/epochs_run")]
+            rows.append(_row(spec, run_id, ALREADY_FINISHED, *found, None, None))
+        rows += [_row(entry.spec, entry.run_id, HELD_STATE, None, None, None, None, None, None) for entry in self.held]
         return rows
 
 
-def _row(spec: RunSpec, run_id: str, state: str, top1, health, health_notebook, epochs, error) -> dict:
+ALREADY_FINISHED = "already finished"  # the state of a configuration an earlier call finished
+
+
+def _row(spec: RunSpec, run_id: str, state: str, top1, health, health_notebook, epochs, wall_s, error) -> dict:
     return {
         "run_id": run_id, "dataset": spec.dataset, "model": spec.model, "seed": spec.seed, "split_seed": spec.split_seed,
         "state": state, "test_top1": top1, "health": health, "health_notebook": health_notebook,
-        "epochs": int(epochs) if epochs else None, "error": error,
+        "epochs": int(epochs) if epochs and epochs == epochs else None, "wall_s": wall_s or None, "error": error,
     }
 
 

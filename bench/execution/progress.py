@@ -9,13 +9,19 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from bench.execution.tasks import TaskState
+from bench.config.spec import PROTOCOL_SPLIT_SEED
+from bench.execution.tasks import HELD_STATE, TaskState, outcome
 
 STATE_STYLE = {"finished": "green", "failed": "red", "killed": "yellow", "running": "cyan"}
 
 
 def _pct(value: float | None) -> str:
-    return "" if value is None else f"{100 * value:.2f}%"
+    return "" if _missing(value) else f"{100 * value:.2f}%"
+
+
+def _missing(value) -> bool:
+    """None, or NaN: a table's empty cell (a DataFrame holds a missing number as NaN)."""
+    return value is None or value != value
 
 
 def _num(value: float | None) -> str:
@@ -115,35 +121,43 @@ class GridDisplay:
             self.console.print(f"{state.task.run_name} [{state.slot}] {state.status}: {detail}", highlight=False, markup=False)
 
 
-def print_problems(console: Console, failed: list[TaskState], unsynced: list[TaskState]) -> None:
-    """One line per failed or unsynced run; the error text printed literally (it may hold brackets)."""
-    for state in failed:
-        console.print(f"[red]FAILED[/] {escape(state.task.run_name)}: {escape(state.error or '')}", highlight=False)
-    for state in unsynced:  # trained and checkpointed; only the tracking server was missing
-        message = (state.error or "").split(": ", 1)[-1]
-        console.print(f"[yellow]NOT SYNCED[/] {escape(state.task.run_name)}: {escape(message)}", highlight=False)
+def print_problems(console: Console, rows: list[dict]) -> None:
+    """One line per failed or unsynced run of a grid's rows (bench.execution.grid.GridResult.rows);
+    the error text printed literally (it may hold brackets)."""
+    for row in rows:
+        kind = outcome(row["state"], row["error"])
+        if kind == "failed":
+            console.print(f"[red]FAILED[/] {escape(_run_name(row))}: {escape(row['error'] or '')}", highlight=False)
+        elif kind == "unsynced":  # trained and checkpointed; only the tracking server was missing
+            message = (row["error"] or "").split(": ", 1)[-1]
+            console.print(f"[yellow]NOT SYNCED[/] {escape(_run_name(row))}: {escape(message)}", highlight=False)
 
 
-def summary_table(states: list[TaskState], skipped: list, held: list = ()) -> Table:
+def interrupted(rows: list[dict]) -> int:
+    return sum(outcome(row["state"], row["error"]) == "interrupted" for row in rows)
+
+
+def _run_name(row: dict) -> str:
+    name = f"{row['dataset']}/{row['model']}/{row['seed']}"
+    return name if row["split_seed"] == PROTOCOL_SPLIT_SEED else f"{name}/split{row['split_seed']}"
+
+
+SHOWN_STATE = {  # how the table names the states of configurations this call did not train
+    "already finished": lambda row: f"skipped (finished: {row['run_id'][:8]})",
+    HELD_STATE: lambda row: f"another process (run {row['run_id'][:8]})",
+}
+
+
+def summary_table(rows: list[dict]) -> Table:
+    """The grid's verdict, a row per configuration (bench.execution.grid.GridResult.rows)."""
     table = Table(title="Results (test split)")
     for column in ("dataset", "model", "seed", "state", "test top-1", "epochs", "wall time", "grad health", "health (notebook)"):
         table.add_column(column)
-    for state in states:
-        spec = state.task.spec
+    for row in rows:
+        state = SHOWN_STATE.get(row["state"], lambda row: row["state"])(row)
         table.add_row(
-            spec.dataset,
-            spec.model,
-            str(spec.seed),
-            state.status,
-            _pct(state.test_top1),
-            str(state.epoch or ""),
-            _duration(state.wall_s) if state.wall_s else "",
-            _pct(state.health),
-            _pct(state.health_notebook),
+            row["dataset"], row["model"], str(row["seed"]), state, _pct(row["test_top1"]),
+            "" if _missing(row["epochs"]) else str(int(row["epochs"])), "" if _missing(row["wall_s"]) else _duration(row["wall_s"]),
+            _pct(row["health"]), _pct(row["health_notebook"]),
         )
-    for spec, run_id in skipped:
-        table.add_row(spec.dataset, spec.model, str(spec.seed), f"skipped (finished: {run_id[:8]})", "", "", "", "", "")
-    for entry in held:
-        spec = entry.spec
-        table.add_row(spec.dataset, spec.model, str(spec.seed), f"another process (run {entry.run_id[:8]})", "", "", "", "", "")
     return table

@@ -62,9 +62,14 @@ class TaskState:
         """How the run ended, for the grid's verdict: ``unsynced`` (trained and checkpointed, but the
         tracking store was unreachable: running again logs it), ``failed``, ``interrupted`` (killed or
         never started: running again finishes it), or the status itself."""
-        if self.status == "failed":
-            return "unsynced" if (self.error or "").startswith(tracking.TrackingUnavailable.__name__) else "failed"
-        return "interrupted" if self.status in ("killed", "not started") else self.status
+        return outcome(self.status, self.error)
+
+
+def outcome(status: str, error: str | None) -> str:
+    """How a run ended, for the grid's verdict (see TaskState.outcome), from its state and error."""
+    if status == "failed":
+        return "unsynced" if (error or "").startswith(tracking.TrackingUnavailable.__name__) else "failed"
+    return "interrupted" if status in ("killed", "not started") else status
 
 
 def by_outcome(states: list[TaskState]) -> dict[str, list[TaskState]]:
