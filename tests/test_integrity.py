@@ -244,13 +244,14 @@ def test_error_text_with_brackets_is_printed_literally():
     from rich.console import Console
 
     from bench.config.spec import RunSpec
+    from bench.execution.grid import GridResult
     from bench.execution.progress import GridDisplay, print_problems
     from bench.execution.tasks import Task, TaskState
 
     error = "ValueError: autodetected range of [nan, nan] is not finite"
     state = TaskState(Task(RunSpec("digits", "resnet18"), "r" * 32, resumed=False), status="failed", slot="cpu#0", error=error)
     console = Console(record=True, width=200, force_terminal=False)
-    print_problems(console, [state], [])
+    print_problems(console, GridResult([state]).rows())
     GridDisplay(console).update([state])
     text = console.export_text()
     assert text.count("range of [nan, nan] is not finite") == 2, text

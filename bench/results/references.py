@@ -23,12 +23,14 @@ LEAKY_SPLITS = {("pad-ufes-20", "protocol"): "leaky: image-level split, lesions 
 @dataclass(frozen=True)
 class Reference:
     dataset: str
-    top1: float  # %
+    top1: float | None  # %; None where no published ResNet-18 figure exists (the source says so)
     approximate: bool
     source: str
 
     @property
     def shown(self) -> str:
+        if self.top1 is None:
+            return "no published figure"
         return f"{'~' if self.approximate else ''}{self.top1:g} %"
 
 
@@ -36,7 +38,12 @@ class Reference:
 def table() -> dict[str, Reference]:
     with resources.files("bench").joinpath(RESOURCE).open() as handle:
         return {
-            row["dataset"]: Reference(row["dataset"], float(row["resnet18_top1_pct"]), row["approximate"] == "yes", row["source"])
+            row["dataset"]: Reference(
+                row["dataset"],
+                float(row["resnet18_top1_pct"]) if row["resnet18_top1_pct"].strip() else None,
+                row["approximate"] == "yes",
+                row["source"],
+            )
             for row in csv.DictReader(handle)
         }
 
@@ -44,7 +51,7 @@ def table() -> dict[str, Reference]:
 def baseline_warning(dataset: str, top1_mean: float) -> str | None:
     """A warning when a ResNet-18 row lies far below the literature figure for its dataset."""
     reference = table().get(dataset)
-    if reference is None or not top1_mean < FAR_BELOW * reference.top1:
+    if reference is None or reference.top1 is None or not top1_mean < FAR_BELOW * reference.top1:
         return None
     return f"baseline far below the literature ResNet-18 ({reference.shown}): check the pipeline"
 

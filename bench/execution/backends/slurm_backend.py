@@ -78,7 +78,7 @@ class SlurmBackend(BackendBase):
 
     def submit(self, tasks, context):
         if self._executor is None:
-            self._executor = self._make_executor(context.checkpoint_root)
+            self._executor = self._make_executor(context.destination.checkpoint_root)
         count = len(tasks)
         try:
             jobs = self._executor.map_array(
