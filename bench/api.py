@@ -90,17 +90,35 @@ def run(
     return frame
 
 
-def report(experiment: str | None = None, tracking_uri: str | None = None, out: str | Path = "bench-report") -> "Report":
+def report(
+    experiment: str | None = None,
+    tracking_uri: str | None = None,
+    out: str | Path = "bench-report",
+    metric: str = "top1",
+    baselines: str | Iterable[str] = (),
+    primary: str | None = None,
+) -> "Report":
     """The report of an experiment's finished runs (what `bench report` writes to ``out``): its
-    tables as DataFrames (``results``, ``health``, ``runs``), its Markdown and the files written."""
+    tables as DataFrames (``results``, ``health``, ``runs``, ``verdict``), the verdicts in plain
+    words (``sentences``), its Markdown and the files written.
+
+    Args:
+        metric: the test metric compared: ``top1``, ``balanced_acc``, ``macro_f1`` or any logged one.
+        baselines: the models each other model is compared with across datasets (the first is the
+            per-dataset rows' Δ; default ResNet-18 where it has runs); ``("senet18", "cbam18")``
+            compares GradAttn with the attention models.
+        primary: the model the experiment was run for; the others are labelled exploratory (default:
+            the study file's ``primary``, recorded on the runs).
+    """
     from bench import tracking
     from bench.config import options as declared
-    from bench.results.report import write_report
+    from bench.results.report import Options, write_report
 
     places = declared.given(declared.Places, {"experiment": experiment, "tracking_uri": tracking_uri}, "bench.report")
     uri = tracking.resolve_uri(places.tracking_uri)
     tracking.prepare(uri, places.experiment)
-    return write_report(uri, places.experiment, Path(out))
+    chosen = Options(metric, (baselines,) if isinstance(baselines, str) else tuple(baselines), primary)
+    return write_report(uri, places.experiment, Path(out), chosen)
 
 
 def sensitivity(

@@ -11,46 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-from support import bench
+from support import N_TEST, bench, log_finished_run
 
 from bench import tracking
 from bench.config.spec import ModelConfig, RunSpec, TrainConfig
-from bench.execution.run_tags import run_tags
 from bench.results import significance
-from bench.results.report import collect_runs, comparison_table, health_table
-from bench.tracking import metric_names
-
-N_TEST = 40
-
-
-def _predictions(correct: np.ndarray) -> str:
-    labels = np.arange(N_TEST) % 10
-    predicted = np.where(correct, labels, (labels + 1) % 10)
-    return "label,pred_best,pred_last\n" + "".join(f"{label},{p},{p}\n" for label, p in zip(labels, predicted))
-
-
-def _log_run(store, exp_id, spec: RunSpec, top1: float, *, train_acc=(0.3, 0.6, 0.8), val_acc=(0.3, 0.5, 0.6), correct=None,
-             flat_names=False):
-    """A finished grid run as the runner logs it; `flat_names`: as runs logged before metric sections."""
-    named = metric_names.legacy if flat_names else (lambda key: key)
-    tags = run_tags(spec, "cpu", parameters=1) | {"num_classes": "6" if spec.dataset == "pad-ufes-20" else "10"}
-    tags["final_weights"] = "best" if spec.restore_best else "last"
-    run_id = tracking.create_run(store["uri"], exp_id, spec.run_name, tags)
-    logger = tracking.RunLogger(store["uri"], run_id, outbox_dir=store["root"] / "outbox" / run_id)
-    logger.log_params(spec.flat_params())
-    for epoch, (train, val) in enumerate(zip(train_acc, val_acc), start=1):
-        logger.log_metrics({named("train/acc"): train, named("val/acc"): val}, step=epoch)
-    summary = {
-        "test/top1": top1 / 100, "test/best_top1": top1 / 100, "test/last_top1": top1 / 100 - 0.01,
-        "val/best_acc": max(val_acc), "gradflow/health": 1.0, "gradflow/health_notebook": 0.9,
-        "gradflow/vanishing_layers": 0.0, "gradflow/exploding_layers": 0.0,
-        "gradflow/batches": 20.0, "gradflow/batch_size": 128.0,
-    }
-    logger.log_metrics({named(key): value for key, value in summary.items()}, step=len(train_acc))
-    if correct is not None:
-        logger.log_text(_predictions(correct), "evaluation/test_predictions.csv")
-    logger.end(tracking.FINISHED)
-
+from bench.results.rows import comparison_table, health_table
+from bench.results.runs import collect_runs
 
 BASE = np.arange(N_TEST) < 20  # the notebook ResNet-18 gets the first 20 test examples right
 NOPE = BASE.copy()
@@ -67,32 +34,32 @@ def report_store(tmp_path_factory):
     store = {"uri": f"sqlite:///{root / 'mlflow.db'}", "root": root}
     exp_id = tracking.prepare(store["uri"], "mixed")
     for seed, top1 in PROTOCOL_BASE.items():
-        _log_run(store, exp_id, RunSpec("cifar10", "resnet18", seed=seed), top1)
+        log_finished_run(store, exp_id, RunSpec("cifar10", "resnet18", seed=seed), top1)
     for seed, top1 in PROTOCOL_ROPE.items():
-        _log_run(store, exp_id, RunSpec("cifar10", "gradattn-rope", seed=seed), top1)
+        log_finished_run(store, exp_id, RunSpec("cifar10", "gradattn-rope", seed=seed), top1)
     for seed, top1 in PROTOCOL_LPE.items():  # logged before metric sections: the report reads them alike
-        _log_run(store, exp_id, RunSpec("cifar10", "gradattn-lpe", seed=seed), top1, flat_names=True)
+        log_finished_run(store, exp_id, RunSpec("cifar10", "gradattn-lpe", seed=seed), top1, flat_names=True)
     # the same seed under another max-epochs setting is another configuration
     short = RunSpec("cifar10", "gradattn-rope", seed=1, train=TrainConfig(max_epochs=2))
-    _log_run(store, exp_id, short, 60.0)
+    log_finished_run(store, exp_id, short, 60.0)
     # notebook mode, one seed each; the baseline is broken: val at chance while train rises
-    _log_run(store, exp_id, RunSpec("cifar10", "resnet18", seed=1, preprocessing="notebook"), 100 * BASE.mean(),
+    log_finished_run(store, exp_id, RunSpec("cifar10", "resnet18", seed=1, preprocessing="notebook"), 100 * BASE.mean(),
              train_acc=(0.2, 0.4, 0.55), val_acc=(0.10, 0.11, 0.12), correct=BASE)
-    _log_run(store, exp_id, RunSpec("cifar10", "gradattn-nope", seed=1, preprocessing="notebook"), 100 * NOPE.mean(), correct=NOPE)
-    _log_run(store, exp_id, RunSpec("pad-ufes-20", "resnet18", seed=1), 58.0)
+    log_finished_run(store, exp_id, RunSpec("cifar10", "gradattn-nope", seed=1, preprocessing="notebook"), 100 * NOPE.mean(), correct=NOPE)
+    log_finished_run(store, exp_id, RunSpec("pad-ufes-20", "resnet18", seed=1), 58.0)
     # another split seed, official splits and a preset: each its own configuration
-    _log_run(store, exp_id, RunSpec("cifar10", "resnet18", seed=1, split_seed=7), 79.0)
-    _log_run(store, exp_id, RunSpec("cifar10", "resnet18", seed=1, splits="official"), 82.0)
-    _log_run(store, exp_id, RunSpec("cifar10", "gradattn-nope", seed=1, model_config=ModelConfig(preset="nope-small")), 78.0)
+    log_finished_run(store, exp_id, RunSpec("cifar10", "resnet18", seed=1, split_seed=7), 79.0)
+    log_finished_run(store, exp_id, RunSpec("cifar10", "resnet18", seed=1, splits="official"), 82.0)
+    log_finished_run(store, exp_id, RunSpec("cifar10", "gradattn-nope", seed=1, model_config=ModelConfig(preset="nope-small")), 78.0)
     return store
 
 
 @pytest.fixture(scope="module")
 def table(report_store):
-    from bench.results.report import Predictions
+    from bench.results.runs import Predictions
 
-    runs = collect_runs(report_store["uri"], "mixed")
-    return runs, comparison_table(runs, Predictions(report_store["uri"], report_store["root"] / "dl"))
+    runs, unfinished = collect_runs(report_store["uri"], "mixed")
+    return runs, comparison_table(runs, Predictions(report_store["uri"], report_store["root"] / "dl"), unfinished)
 
 
 def _row(table, model, mode="protocol", **settings):
@@ -129,24 +96,24 @@ def test_intervals_and_paired_t_with_holm_at_three_seeds(table):
     rope = _row(result, "gradattn-rope", **{"train.max_epochs": 100})
     values = list(PROTOCOL_ROPE.values())
     half = stats.t.ppf(0.975, 2) * np.std(values, ddof=1) / math.sqrt(3)
-    assert rope.top1_mean == pytest.approx(np.mean(values)) and rope.top1_ci == pytest.approx(half)
+    assert rope.score_mean == pytest.approx(np.mean(values)) and rope.score_high - rope.score_mean == pytest.approx(half)
     diffs = [PROTOCOL_ROPE[s] - PROTOCOL_BASE[s] for s in (1, 2, 3)]
-    assert rope.delta_vs_resnet18 == pytest.approx(np.mean(diffs))
+    assert rope.delta == pytest.approx(np.mean(diffs))
     assert rope.delta_high - rope.delta_low == pytest.approx(2 * stats.t.ppf(0.975, 2) * np.std(diffs, ddof=1) / math.sqrt(3))
     raw = stats.ttest_rel(list(PROTOCOL_ROPE.values()), list(PROTOCOL_BASE.values())).pvalue
     assert rope.p == pytest.approx(raw) and rope.test == significance.T_TEST
-    # Holm over this dataset's two p-values (the t-test and the notebook pair's McNemar)
+    # Holm's family is the rows compared with one baseline row by one test: the t-test of this row stands
+    # alone (the notebook pair's McNemar compares with another baseline row, by another test)
     nope = _row(result, "gradattn-nope", mode="notebook")
-    smaller, larger = sorted([rope.p, nope.p])
-    expected = {smaller: min(1, 2 * smaller), larger: max(min(1, 2 * smaller), larger)}
-    assert rope.p_holm == pytest.approx(expected[rope.p]) and nope.p_holm == pytest.approx(expected[nope.p])
+    assert rope.p_holm == pytest.approx(rope.p) and nope.p_holm == pytest.approx(nope.p)
+    assert rope.holm_family != nope.holm_family
 
 
 def test_no_p_value_at_two_seeds_but_an_interval(table):
     _, result = table
     lpe = _row(result, "gradattn-lpe")
     assert lpe.n == 2 and math.isnan(lpe.p) and math.isnan(lpe.p_holm)
-    assert lpe.delta_low < lpe.delta_vs_resnet18 < lpe.delta_high and "needs n >= 3" in lpe.test
+    assert lpe.delta_low < lpe.delta < lpe.delta_high and "needs n >= 3" in lpe.test
 
 
 def test_a_single_seed_pair_gets_an_exact_mcnemar_and_a_bootstrap_interval(table):
@@ -154,16 +121,16 @@ def test_a_single_seed_pair_gets_an_exact_mcnemar_and_a_bootstrap_interval(table
     nope = _row(result, "gradattn-nope", mode="notebook")
     assert nope.pairs == 1 and "McNemar" in nope.test
     assert nope.p == pytest.approx(2 * stats.binom.cdf(2, 10, 0.5))  # b = 2, c = 8
-    assert nope.delta_vs_resnet18 == pytest.approx(100 * (NOPE.mean() - BASE.mean()))
-    assert nope.delta_low < nope.delta_vs_resnet18 < nope.delta_high
+    assert nope.delta == pytest.approx(100 * (NOPE.mean() - BASE.mean()))
+    assert nope.delta_low < nope.delta < nope.delta_high
 
 
 def test_published_figures_sit_beside_the_rows_that_reproduce_them(table):
     _, result = table
     nope = _row(result, "gradattn-nope", mode="notebook")
-    assert nope.reproduces and nope.published_row == 2 and nope.published_top1 == pytest.approx(12.12)
+    assert nope.reproduces and nope.published_row == 2 and nope.published == pytest.approx(12.12)
     rope = _row(result, "gradattn-rope", **{"train.max_epochs": 100})
-    assert not rope.reproduces and rope.published_top1 == pytest.approx(12.51)
+    assert not rope.reproduces and rope.published == pytest.approx(12.51)
 
 
 def test_the_broken_baseline_and_the_leaky_split_are_flagged(table):

@@ -7,7 +7,8 @@ import pytest
 from scipy import stats
 
 from bench.results import references, significance
-from bench.results.report import _fmt, published_results
+from bench.results.render import _fmt
+from bench.results.rows import published_results
 
 
 def test_t_interval_is_students_with_n_minus_one_degrees_of_freedom():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import List, Optional
 
 import typer
 
@@ -14,16 +15,20 @@ from bench.config.options import Places
 @app.command("report")
 @with_options(only=("tracking_uri", "experiment"), places=Places)
 def report(
-    out: Path = typer.Option(Path("bench-report"), "--out", help="Folder for results.{md,csv,tex,png}, gradient_health.csv and runs.csv."),
+    out: Path = typer.Option(Path("bench-report"), "--out", help="Folder for results.{md,csv,tex,png}, verdict.{csv,tex,png}, seeds.csv, gradient_health.csv and runs.csv."),
+    metric: str = typer.Option("top1", "--metric", help="The test metric compared: top1, balanced_acc, macro_f1, or any logged test metric."),
+    baseline: Optional[List[str]] = typer.Option(None, "--baseline", help="A model every other is compared with across datasets (repeatable; default resnet18; the first is the rows' Δ)."),
+    primary: Optional[str] = typer.Option(None, "--primary", help="The model the experiment was run for; the others are exploratory (default: the study file's primary, recorded on the runs)."),
     *,
     places: Places,
 ) -> None:
-    """One row per configuration: test top-1 with 95% intervals, Δ vs ResNet-18 with its test, published figures, warnings; gradient health."""
+    """One row per configuration (score with its 95% interval, Δ vs the baseline with its test, published
+    figure, seeds, warnings), gradient health, and the verdict across datasets."""
     from rich.markdown import Markdown
 
     from bench.api import report as make_report
 
-    files = make_report(places.experiment, places.tracking_uri, out)
+    files = make_report(places.experiment, places.tracking_uri, out, metric, tuple(baseline or ()), primary)
     console = make_console()
     # A log gets the Markdown itself: its table is never wrapped, cut or padded to a width.
     console.print(Markdown(files.markdown) if console.is_terminal else files.markdown, markup=False, highlight=False)

@@ -87,7 +87,7 @@ class TrainConfig:
     restore_best: bool | None = mode_setting(
         "restore_best",
         "Headline the best-validation weights (also the ones analysed after training); false: the last epoch's.",
-        protocol="7.2",
+        protocol="7.2", analysis=True, hashed_before=True,  # both weight sets are always evaluated
     )
     deterministic: bool = setting(True, "cudnn.deterministic with cudnn.benchmark off; false is faster.", protocol="3.4")
     # Also CUBLAS_WORKSPACE_CONFIG and torch.use_deterministic_algorithms without fallback.
@@ -139,20 +139,31 @@ class GradFlowConfig:
     # The thresholds only score the stored gradient norms (`bench sensitivity` rescores them).
     vanishing: float = setting(
         1e-6, "A layer is vanishing below this mean gradient norm (analysis only: never retrains).", protocol="5.3",
-        above=0, identity=False,
+        above=0, analysis=True,
     )
     exploding: float = setting(
         10.0, "A layer is exploding above this mean gradient norm (analysis only: never retrains).", protocol="5.3",
-        above=0, identity=False,
+        above=0, analysis=True,
     )
-    num_batches: int = setting(20, "Batches the gradient-flow analysis reads (PAD-UFES-20's test split had 6).", protocol="5.1", minimum=1)
-    every: int = setting(0, "Also analyse every N epochs during training; 0: only at the end.", minimum=0)
+    # Every gradient-flow setting is analysis only (declared ``analysis=True``): the analysis restores
+    # every state it touches, so training is the same whatever they are; they are recorded, but leave
+    # the config hash and the report's grouping alone. Those marked ``hashed_before`` were part of the
+    # hash of runs logged before, which planning still finds (RunSpec.config_hashes).
+    num_batches: int = setting(
+        20, "Batches the gradient-flow analysis reads (PAD-UFES-20's test split had 6).", protocol="5.1", minimum=1,
+        analysis=True, hashed_before=True,
+    )
+    every: int = setting(0, "Also analyse every N epochs during training; 0: only at the end.", minimum=0, analysis=True, hashed_before=True)
     # The original analysed the test split in train mode after training; protocol mode reads a fixed,
     # seeded set of training batches with the eval transform, state saved and restored.
     split: str | None = mode_setting(
-        "gradflow_split", "The split whose batches are analysed.", protocol="7.7", choices=("train", "val", "test")
+        "gradflow_split", "The split whose batches are analysed.", protocol="7.7", choices=("train", "val", "test"),
+        analysis=True, hashed_before=True,
     )
-    mode: str = setting("train", "Forward in train mode (dropout, batch statistics) as training sees it, or eval.", choices=("train", "eval"))
+    mode: str = setting(
+        "train", "Forward in train mode (dropout, batch statistics) as training sees it, or eval.", choices=("train", "eval"),
+        analysis=True, hashed_before=True,
+    )
 
     @property
     def thresholds(self):
@@ -252,15 +263,24 @@ class RunSpec:
         return cls(**sections, **raw)
 
     def config_hash(self) -> str:
-        """A stable 16-hex-digit identity of everything that changes the trained weights and the
-        recorded results, after every default is resolved: spelling a default out
-        (``model.d_model=256``, ``train.batch_size=128``) and leaving it implicit give the same hash.
-        Analysis-only settings (declared ``identity=False``: the gradient thresholds, and a preset,
-        which is the sizes it resolves to) are recorded but leave it alone, so changing a gradient
-        threshold never retrains a finished configuration."""
+        """A stable 16-hex-digit identity of everything that changes the trained weights, after every
+        default is resolved: spelling a default out (``model.d_model=256``, ``train.batch_size=128``)
+        and leaving it implicit give the same hash. Settings declared ``identity=False`` (a preset,
+        which is the sizes it resolves to) or ``analysis=True`` (every ``gradflow.*`` and
+        ``train.restore_best``: training is the same whatever they are) are recorded but leave it
+        alone, so changing them never retrains a finished configuration."""
+        return self._hash(lambda meta: meta.get("identity") is False or meta.get("analysis", False))
+
+    def config_hashes(self) -> tuple[str, ...]:
+        """This configuration's hash, then the one runs logged before the analysis settings left the
+        hash carry (planning finds a finished configuration under either)."""
+        legacy = self._hash(lambda meta: meta.get("identity") is False or (meta.get("analysis", False) and not meta.get("hashed_before")))
+        return tuple(dict.fromkeys((self.config_hash(), legacy)))
+
+    def _hash(self, left_out) -> str:
         resolved = self.resolved().to_dict()
         for key in schema().keys.values():
-            if key.field.metadata.get("identity") is False:
+            if left_out(key.field.metadata):
                 resolved[key.attribute].pop(key.field.name)
         canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -310,6 +330,13 @@ class Seeds:
 def seeds_schema() -> Schema:
     """The grid's seeds as settings (a study file's ``seeds``/``split_seeds``, ``--seeds``, ``--split-seeds``)."""
     return Schema(Seeds)
+
+
+@functools.cache
+def analysis_only_keys() -> frozenset[str]:
+    """The recorded parameters (``gradflow.num_batches``, ``train.restore_best``, ...) that change no
+    training: the report groups runs without them."""
+    return frozenset(key.name for key in schema().keys.values() if key.field.metadata.get("analysis"))
 
 
 @functools.cache

@@ -34,7 +34,7 @@ from bench.core import plugins
 from bench.core.errors import BenchError
 
 EVERY_FILE = ("description", "plugins", "datasets")  # keys any study file may hold
-GRID_FILE = ("name", "grid")
+GRID_FILE = ("name", "grid", "primary")
 
 
 def read(path: Path, settings: Schema, structure: Iterable[str] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -60,6 +60,9 @@ class Grid:
     pairs: list[tuple[str, str]]
     seeds: Seeds = field(default_factory=Seeds)
     settings: dict[str, Any] = field(default_factory=dict)  # checked values by key (`train.lr`)
+    # The model whose comparison with the baseline the grid was run for, declared before the runs
+    # (recorded on each run; `bench report` labels every other comparison exploratory).
+    primary: str | None = None
 
     @property
     def datasets(self) -> list[str]:
@@ -102,4 +105,7 @@ def load(path: Path) -> Grid:
         for pair in pairs_from(",".join(block["datasets"]), ",".join(block["models"])):
             if pair not in pairs:
                 pairs.append(pair)
-    return Grid(pairs=pairs, seeds=Seeds(**seeds), settings=values)
+    primary = raw.get("primary")
+    if primary is not None and primary not in {m for _, m in pairs}:
+        raise BenchError(f"Study file {path}: primary = {primary!r} is not a model of its grid; name one of {', '.join(dict.fromkeys(m for _, m in pairs))}.")
+    return Grid(pairs=pairs, seeds=Seeds(**seeds), settings=values, primary=primary)

@@ -10,12 +10,15 @@ from pathlib import Path
 def atomic_write_bytes(path: Path, write) -> None:
     """Call `write(file)` on a temporary file beside `path`, then rename it into place.
 
-    A crash at any moment leaves either the old file or the new one, never a torn file.
+    A crash at any moment leaves either the old file or the new one, never a torn file. The file is
+    readable as the user's umask allows (0644 under umask 022), as a plain open() would leave it:
+    mkstemp's 0600 would hide a report or a decoded cache from colleagues on a shared disk.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -24,3 +27,17 @@ def atomic_write_bytes(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """This process's umask: from /proc where there is one (reading it through os.umask sets it for a
+    moment, which another thread creating a file would see)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

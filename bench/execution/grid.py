@@ -108,7 +108,8 @@ def run_grid(
     uri = tracking.resolve_uri(places.tracking_uri)
     experiment_id = tracking.prepare(uri, places.experiment)  # an unreachable store stops here, before any run
     leftovers = checkpoints.tidy_checkpoints(uri, places.checkpoint_dir, remove_deleted=prune_checkpoints)
-    plan = planning.plan_runs(specs, uri, experiment_id, executor.device_label, force=force)
+    declared = {"primary": grid.primary} if grid.primary else {}
+    plan = planning.plan_runs(specs, uri, experiment_id, executor.device_label, force=force, tags=declared)
     try:
         planning.verify_resumable(plan, places.checkpoint_dir)  # a damaged or unsafe checkpoint stops here
     except BenchError:

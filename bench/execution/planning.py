@@ -50,11 +50,17 @@ def claim_alive(run: tracking.Run, now: float | None = None) -> bool:
     return (now or time.time()) - beat < CLAIM_STALE_S
 
 
+def _runs_of(spec: RunSpec, uri: str, experiment_id: str) -> list[tracking.Run]:
+    """The configuration's runs, under its hash or the one runs logged before carry (RunSpec.config_hashes)."""
+    return [run for digest in spec.config_hashes() for run in tracking.grid_runs(uri, experiment_id, config_hash=digest)]
+
+
 def _first_created(runs: list[tracking.Run]) -> tracking.Run:
     return min(runs, key=lambda r: (r.start_time or 0, r.run_id))
 
 
-def plan_runs(specs: list[RunSpec], uri: str, experiment_id: str, device_label: str, force: bool = False) -> Plan:
+def plan_runs(specs: list[RunSpec], uri: str, experiment_id: str, device_label: str, force: bool = False,
+              tags: dict[str, str] | None = None) -> Plan:
     """Find or create, and claim, the MLflow run of every spec, in the parent, before any worker starts.
 
     A configuration that finished is skipped; one a live owner holds is left to it (`Plan.held`); an
@@ -72,7 +78,7 @@ def plan_runs(specs: list[RunSpec], uri: str, experiment_id: str, device_label: 
         if digest in seen:
             continue
         seen.add(digest)
-        runs = tracking.grid_runs(uri, experiment_id, config_hash=digest)
+        runs = _runs_of(spec, uri, experiment_id)
         finished = [r for r in runs if r.status == tracking.FINISHED]
         if finished and not force:
             plan.skipped.append((spec, finished[0].run_id))
@@ -87,8 +93,8 @@ def plan_runs(specs: list[RunSpec], uri: str, experiment_id: str, device_label: 
             tracking.claim(uri, run_id, owner)
             contested.append(Task(spec, run_id, resumed=True))
         else:
-            tags = run_tags(spec, device_label) | tracking.claim_tags(owner)
-            contested.append(Task(spec, tracking.create_run(uri, experiment_id, spec.run_name, tags), resumed=False))
+            created = run_tags(spec, device_label) | (tags or {}) | tracking.claim_tags(owner)
+            contested.append(Task(spec, tracking.create_run(uri, experiment_id, spec.run_name, created), resumed=False))
     if contested:
         time.sleep(CLAIM_SETTLE_S)
     for task in contested:
@@ -105,7 +111,7 @@ def _confirm(task: Task, uri: str, experiment_id: str, owner: str) -> tuple[str,
     if task.resumed:
         holder = tracking.claim_owner(uri, task.run_id)
         return None if holder == owner else (task.run_id, holder or "?")
-    rivals = [r for r in tracking.grid_runs(uri, experiment_id, config_hash=task.spec.config_hash()) if claim_alive(r)]
+    rivals = [r for r in _runs_of(task.spec, uri, experiment_id) if claim_alive(r)]
     winner = _first_created(rivals) if rivals else None
     if winner is None or winner.run_id == task.run_id:
         return None

@@ -202,7 +202,10 @@ def _finish(spec: RunSpec, ctx: RunContext, logger: tracking.RunLogger, model, b
     _log_artifacts(logger, fit, report, flow)
     _log_model(logger, spec, ctx, model, bundle, fit, headline)
     logger.log_text(_predictions_csv(evaluations), "evaluation/test_predictions.csv")
-    logger.set_tags({"final_weights": headline, "num_classes": str(bundle.num_classes), "notes": "; ".join(bundle.notes)[:4000]})
+    logger.set_tags({
+        "final_weights": headline, "num_classes": str(bundle.num_classes), "notes": "; ".join(bundle.notes)[:4000],
+        "test_examples": str(len(bundle.test)), "class_ratio": f"{_class_ratio(bundle.train.labels):.4g}",
+    })
     logger.clear_failure()  # an earlier attempt's failure marks no longer describe this run
     logger.end(tracking.FINISHED)
     return RunOutcome(
@@ -262,6 +265,14 @@ def _log_dataset(logger: tracking.RunLogger, spec: RunSpec, bundle, data_dir: Pa
     logger.log_dataset(spec.dataset, bundle_digest(bundle), source, profile)
 
 
+def _class_ratio(labels: torch.Tensor) -> float:
+    """The training split's majority to minority class ratio (the report shows balanced accuracy
+    beside top-1 where it is large), over the classes present."""
+    counts = torch.bincount(labels)
+    counts = counts[counts > 0]
+    return float(counts.max() / counts.min()) if len(counts) else float("nan")
+
+
 def _summary_metrics(fit: FitResult, flow) -> dict[str, float]:
     return {
         "val/best_acc": fit.best_val_acc,
@@ -273,6 +284,7 @@ def _summary_metrics(fit: FitResult, flow) -> dict[str, float]:
         "gradflow/health_notebook": flow.health_score_notebook,
         "gradflow/vanishing_layers": float(flow.n_vanishing),
         "gradflow/exploding_layers": float(flow.n_exploding),
+        "gradflow/layers": float(len(flow.layers)),  # what the health score is a share of
         "gradflow/batches": float(flow.batches),
         "gradflow/batch_size": float(flow.batch_size),
     }

@@ -20,6 +20,7 @@ MIN_PAIRS_FOR_P = 3
 BOOTSTRAP_SAMPLES = 2000
 BOOTSTRAP_SEED = 0  # the interval is reproducible
 T_TEST = "paired t over seeds"
+CONSTANT_TOLERANCE = 1e-9  # points: differences closer than this across seeds are one constant difference
 MCNEMAR = "exact McNemar over test examples"
 
 
@@ -58,11 +59,28 @@ def paired_over_seeds(ours: dict[int, float], baseline: dict[int, float]) -> Com
     delta, half = t_interval(diffs)
     p, test = math.nan, f"{T_TEST}: needs n >= {MIN_PAIRS_FOR_P}"
     if len(common) >= MIN_PAIRS_FOR_P:
-        if float(diffs.std(ddof=1)) == 0.0:
+        # Accuracies are ratios of whole examples: a difference of the same examples on every seed
+        # differs between seeds only by rounding (~1e-14), which a t-test would take for certainty.
+        if float(np.ptp(diffs)) <= CONSTANT_TOLERANCE:
             test = f"{T_TEST}: undefined, the difference is the same for every seed"
+            half = 0.0
         else:
             p, test = float(stats.ttest_rel([ours[s] for s in common], [baseline[s] for s in common]).pvalue), T_TEST
     return Comparison(len(common), delta, delta - half, delta + half, p, test)
+
+
+def wilson(successes: int, trials: int) -> tuple[float, float]:
+    """The 95 % Wilson score interval of an accuracy (points) from its counts: the test set's sampling
+    interval of a single run's score."""
+    from scipy import stats
+
+    if trials <= 0:
+        return math.nan, math.nan
+    z = float(stats.norm.ppf(0.5 + LEVEL / 2))
+    share = successes / trials
+    centre = (share + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(share * (1 - share) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return 100 * (centre - half), 100 * (centre + half)
 
 
 def mcnemar_exact(ours_correct: np.ndarray, baseline_correct: np.ndarray) -> float:
