@@ -88,7 +88,7 @@ def test_two_slots_log_every_run_exactly_once_rerun_skips_and_report(store, caps
 
     table = pd.read_csv(out / "results.csv")
     assert set(table.model) == {"resnet18", "gradattn-nope"} and set(table.n) == {2}
-    assert table.top1_ci.notna().all() and table.p.isna().all()  # two seeds: intervals, no p-value
+    assert table.score_low.notna().all() and table.p.isna().all()  # two seeds: intervals, no p-value
     assert table.test.str.contains("needs n >= 3").sum() == 1
     assert "synthetic" in report
 

@@ -102,11 +102,17 @@ def test_config_hash_is_stable_and_sensitive():
         dataclasses.replace(spec, model="gradattn-lpe"),
         dataclasses.replace(spec, train=TrainConfig(lr=1e-4)),
         dataclasses.replace(spec, model_config=ModelConfig(d_model=128)),
-        dataclasses.replace(spec, gradflow=GradFlowConfig(num_batches=3)),
         dataclasses.replace(spec, preprocessing="notebook"),
         dataclasses.replace(spec, split_seed=43),
     ]
     assert len({s.config_hash() for s in changed} | {spec.config_hash()}) == len(changed) + 1
+    # analysis-only settings are recorded but change no training, so no identity
+    analysis = [
+        dataclasses.replace(spec, gradflow=GradFlowConfig(num_batches=3, every=2, split="val", mode="eval", vanishing=1e-7)),
+        dataclasses.replace(spec, train=TrainConfig(restore_best=False)),
+    ]
+    assert {s.config_hash() for s in analysis} == {spec.config_hash()}
+    assert analysis[0].flat_params()["gradflow.num_batches"] == 3
 
 
 def test_round_trip_through_dict():
