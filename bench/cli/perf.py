@@ -21,6 +21,10 @@ perf_app = typer.Typer(
 app.add_typer(perf_app, name="perf")
 
 
+# Where the harness logs while it is measured: a temporary store unless --tracking-uri names one.
+WITH_SCRATCH_STORE = with_options(only=("tracking_uri",), unset={"tracking_uri": "a temporary sqlite store"}, places=Places)
+
+
 def _positive_ints(text: str, option: str) -> list[int]:
     return parse_numbers(text, option, int, valid=lambda value: value >= 1, what="positive integers")
 
@@ -34,7 +38,7 @@ def _by_model(results, figure) -> str:
 
 
 @perf_app.callback(invoke_without_command=True)
-@with_options(only=("tracking_uri",), unset={"tracking_uri": "a temporary sqlite store"}, places=Places)
+@WITH_SCRATCH_STORE
 def perf(
     ctx: typer.Context,
     models: str = typer.Option("resnet18,gradattn-rope", "--models", "-m", help="Comma list, wildcards or 'all'."),
@@ -134,7 +138,7 @@ def perf(
 
 
 @perf_app.command("options")
-@with_options(only=("tracking_uri",), unset={"tracking_uri": "a temporary sqlite store"}, places=Places)
+@WITH_SCRATCH_STORE
 def options_command(
     device: str = typer.Option("cuda", "--device", help="cuda[:N] (or cpu, for a quick check)."),
     models: str = typer.Option("resnet18,gradattn-rope", "--models", "-m", help="Comma list, wildcards or 'all'."),

@@ -14,21 +14,20 @@ import torch.nn as nn
 from bench.models import ModelInfo, register_model
 
 
+def _two_blocks(num_classes: int, in_channels: int, width: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, num_classes),
+    )
+
+
 @register_model(ModelInfo("tiny", "test", "two conv blocks and a linear head (tests/plugins)", "-", ()))
 def tiny(num_classes: int, in_channels: int) -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes),
-    )
+    return _two_blocks(num_classes, in_channels, 8)
 
 
 @register_model(ModelInfo("tiny-wide", "test", "tiny with twice the channels: a second model to compare (tests/plugins)", "-", ()))
 def tiny_wide(num_classes: int, in_channels: int) -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes),
-    )
+    return _two_blocks(num_classes, in_channels, 16)
