@@ -181,7 +181,7 @@ def depth_width(
     data.get(config.dataset).require(places.data_dir)
     executor = backends.create(backend, placement)
     uri = tracking.resolve_uri(places.tracking_uri)
-    destination = backends.Destination(uri, places.data_dir, places.checkpoint_dir, keeping.log_model, keeping.system_metrics, plugins.active())
+    destination = backends.Destination.of(uri, places, keeping)
     display = None
     if progress:
         console = _console()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.config.options import Keeping, Places
+from bench.core import plugins
 from bench.core.plugins import PluginSet
 
 
@@ -18,6 +20,12 @@ class Destination:
     log_model: bool = True  # bench.config.options.Keeping
     system_metrics: bool = True
     plugins: PluginSet = PluginSet()  # what the command uses, for every worker to use too
+
+    @classmethod
+    def of(cls, tracking_uri: str, places: Places, keeping: Keeping) -> "Destination":
+        """Where a command's runs go (``places``, checked) and what they keep, with the plugins this
+        process uses (bench.core.plugins.active)."""
+        return cls(tracking_uri, places.data_dir, places.checkpoint_dir, keeping.log_model, keeping.system_metrics, plugins.active())
 
 
 @dataclass(frozen=True)

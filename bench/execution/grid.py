@@ -14,7 +14,6 @@ from bench import tracking
 from bench.config.options import Keeping, Places
 from bench.config.spec import RunSpec
 from bench.config.studyfile import Grid
-from bench.core import plugins
 from bench.core.errors import BenchError
 from bench.execution import backends, checkpoints, planning
 from bench.execution.backends._base import Placement
@@ -129,9 +128,7 @@ def run_grid(
             f"{len(leftovers.deleted)} checkpoint folder(s) of runs deleted in MLflow hold "
             f"{leftovers.deleted_bytes / 1e6:.1f} MB in {places.checkpoint_dir}; remove them with --prune-checkpoints."
         )
-    destination = backends.Destination(
-        uri, places.data_dir, places.checkpoint_dir, keeping.log_model, keeping.system_metrics, plugins.active()
-    )
+    destination = backends.Destination.of(uri, places, keeping)
     with display or contextlib.nullcontext() as shown, planning.claims_kept(plan, uri, getattr(shown, "update", lambda states: None)) as on_update:
         states = run_plan(executor, plan, destination, on_update)
     with contextlib.suppress(OSError):  # each finished run removed its checkpoints: drop the folder if empty
