@@ -277,3 +277,28 @@ def test_the_verdict_sentence_says_what_was_shown():
     )
     assert shown.sentence() == ("gradattn-rope vs resnet18 on 8 datasets, 3 seeds each: P(improvement) 0.61 [0.48, 0.74], "
                                 "better on 5 of 8 (Wilcoxon p = 0.25): not shown to help")
+
+
+def test_seeds_on_different_hardware_are_flagged(tmp_path):
+    store, exp_id = _store(tmp_path)
+    for seed, cpu in zip(SEEDS, ("AMD EPYC 7B13", "AMD EPYC 7B13", "Intel Xeon 8481C")):
+        log_finished_run(store, exp_id, RunSpec("cifar10", "resnet18", seed=seed), 80.0 + seed, tags={"env.cpu": cpu})
+    assert "seeds ran on different hardware or software" in _table(store).iloc[0].warnings
+
+
+def test_how_many_seeds_follows_the_paired_t_power_formula(tmp_path):
+    from bench.results.across import across_datasets
+
+    store, exp_id = _store(tmp_path)
+    for model, scores in (("resnet18", PROTOCOL["resnet18"]), ("gradattn-rope", PROTOCOL["gradattn-rope"])):
+        for seed, score in zip(SEEDS, scores):
+            log_finished_run(store, exp_id, RunSpec("cifar10", model, seed=seed), score)
+    runs, unfinished = collect_runs(store["uri"], "verdict")
+    table = comparison_table(runs, None, unfinished)
+    seeds = across_datasets(runs, table, Options()).seeds.iloc[0]
+    pooled = math.sqrt((np.var(PROTOCOL["resnet18"], ddof=1) + np.var(PROTOCOL["gradattn-rope"], ddof=1)) / 2)
+    expected = (stats.t.ppf(0.975, 2) + stats.t.ppf(0.8, 2)) * math.sqrt(2) * pooled / math.sqrt(3)
+    assert seeds.pooled_seed_sd == pytest.approx(pooled) and seeds.resolvable_difference == pytest.approx(expected)
+    observed = np.mean(PROTOCOL["gradattn-rope"]) - np.mean(PROTOCOL["resnet18"])
+    needed = seeds.seeds_needed
+    assert verdict.resolvable_difference(pooled, needed) <= observed < verdict.resolvable_difference(pooled, needed - 1)
