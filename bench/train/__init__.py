@@ -1,1 +1,1 @@
-"""train"""
+"""Training: the loop (engine), its callbacks and monitors, checkpoints, metrics, reproducibility."""
