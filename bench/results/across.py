@@ -82,20 +82,18 @@ def _family(row: dict) -> str:
 
 def _seeds_table(runs: pd.DataFrame, table: pd.DataFrame, comparisons) -> pd.DataFrame:
     """Per dataset, from the pooled seed spread of its configurations: the smallest difference the
-    current seeds resolve, and the seeds the primary (or first) comparison's observed Δ needs."""
+    current seeds resolve, and the seeds each shown comparison's observed Δ needs (the primary's
+    where one is declared, else every comparison with the first baseline)."""
+    shown = [c for c in comparisons if c.role == "primary"] or [c for c in comparisons if comparisons and c.baseline == comparisons[0].baseline]
     rows = []
-    lead = comparisons[0] if comparisons else None
     for dataset, part in table.groupby("dataset", sort=False):
         spread = [(row["n"] - 1, row["score_std"] ** 2) for row in part.to_dict("records") if row["n"] > 1]
         dof = sum(d for d, _ in spread)
         pooled = math.sqrt(sum(d * v for d, v in spread) / dof) if dof else math.nan
         seeds = int(part.n.min())
-        observed = lead.differences.get(dataset, math.nan) if lead else math.nan
-        needed = verdict.seeds_needed(pooled, observed)
-        rows.append({
-            "dataset": dataset, "seeds": seeds, "pooled_seed_sd": pooled,
-            "resolvable_difference": verdict.resolvable_difference(pooled, seeds),
-            "comparison": f"{lead.model} vs {lead.baseline}" if lead else "",
-            "observed_delta": observed, "seeds_needed": needed,
-        })
+        common = {"dataset": dataset, "seeds": seeds, "pooled_seed_sd": pooled, "resolvable_difference": verdict.resolvable_difference(pooled, seeds)}
+        for comparison in (c for c in shown if dataset in c.differences):
+            observed = comparison.differences[dataset]
+            rows.append(common | {"comparison": f"{comparison.model} vs {comparison.baseline}", "observed_delta": observed,
+                                  "seeds_needed": verdict.seeds_needed(pooled, observed)})
     return pd.DataFrame(rows)

@@ -52,7 +52,7 @@ def plot_comparison(table, runs, path: Path, metric_label: str = "test top-1 (%)
                 values.append(row["published"])
         low, high = min(values), max(values)
         pad = max(0.5, 0.08 * (high - low))
-        ax.set_xlim(max(0.0, low - pad), min(100.0, high + pad))
+        ax.set_xlim(max(-pad, low - pad), min(100.0 + pad, high + pad))  # a dot at 0 or 100 stays whole
         ax.set_yticks(range(len(rows)), [_row_label(r, extra) for r in rows], fontsize=8)
         ax.set_ylim(len(rows) - 0.5, -0.7)
         ax.grid(axis="x", alpha=0.3)

@@ -126,10 +126,17 @@ def across_markdown(across: Across, options: Options) -> list[str]:
     if len(across.seeds):
         head = ["dataset", "seeds", "pooled seed SD", "resolves a Δ of (95%, 80% power)", "comparison", "observed Δ", "seeds needed for it"]
         rows = [[r["dataset"], str(r["seeds"]), _fmt(r["pooled_seed_sd"]), _fmt(r["resolvable_difference"]), r["comparison"],
-                 _fmt(r["observed_delta"], sign=True), "" if r["seeds_needed"] is None or r["seeds_needed"] != r["seeds_needed"]
-                 else str(int(r["seeds_needed"]))] for r in across.seeds.to_dict("records")]
+                 _fmt(r["observed_delta"], sign=True), _needed(r)] for r in across.seeds.to_dict("records")]
         lines += ["### How many seeds", "", *_markdown_table(head, rows), "", SEEDS_NOTE, ""]
     return lines
+
+
+def _needed(row: dict) -> str:
+    """Seeds a difference needs: a count, more than the most shown, or nothing (no spread, no difference)."""
+    needed, observed = row["seeds_needed"], row["observed_delta"]
+    if needed is not None and needed == needed:
+        return str(int(needed))
+    return f"> {verdict.MAX_SEEDS_SHOWN}" if math.isfinite(observed) and observed != 0 and math.isfinite(row["pooled_seed_sd"]) else ""
 
 
 ACROSS_NOTE = (
