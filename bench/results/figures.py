@@ -84,8 +84,8 @@ def plot_verdict(comparisons, path: Path) -> None:
             color = "0.6" if comparison.role == "exploratory" else "tab:blue"
             for offset, (name, estimate) in zip((0.0, 0.22), points(comparison)):
                 shade = color if offset == 0 else "tab:gray"
-                ax.errorbar(estimate.value, y + offset, xerr=[[estimate.value - estimate.low], [estimate.high - estimate.value]],
-                            fmt="o" if offset == 0 else "s", color=shade, capsize=3, ms=5)
+                spread = None if math.isnan(estimate.low) else [[estimate.value - estimate.low], [estimate.high - estimate.value]]
+                ax.errorbar(estimate.value, y + offset, xerr=spread, fmt="o" if offset == 0 else "s", color=shade, capsize=3, ms=5)
             labels.append(f"{comparison.model} vs {comparison.baseline}\n{len(comparison.datasets)} datasets ({comparison.family})")
         if reference is not None:
             ax.axvline(reference, color="tab:red", lw=0.8, ls=":")

@@ -44,6 +44,8 @@ class Estimate:
     def shown(self, digits: int = 2) -> str:
         if math.isnan(self.value):
             return ""
+        if math.isnan(self.low):
+            return f"{self.value:.{digits}f} [no interval: one seed]"
         return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
 
@@ -201,6 +203,8 @@ class Comparison:
             f"{self.model} vs {self.baseline} on {len(self.datasets)} dataset{'s' if len(self.datasets) > 1 else ''}, {seeds}: "
             f"P(improvement) {self.improvement.shown()}, better on {self.test.better} of {self.test.datasets} ({p}): {self.conclusion}"
         )
+        if min(self.seeds) < 2:
+            words += "; one seed measures one training run, not the architecture: add seeds (bench run ... --seeds 42,43,44)"
         if self.test.smallest_p >= ALPHA:
             words += f" (with {self.test.datasets} dataset{'s' if self.test.datasets > 1 else ''} no p below {self.test.smallest_p:.2g} is possible)"
         return words if self.role != "exploratory" else f"[exploratory] {words}"
@@ -225,15 +229,22 @@ def compare(model: str, baseline: str, scores: Scores, classes: dict[str, int], 
         found = mean_ranks(s, datasets)
         return np.array([found[model], found[baseline]])
 
-    low, high, _ = bootstrap(poi, pair)
+    seeds = [min(len(pair[model][d]), len(pair[baseline][d])) for d in datasets]
+    if min(seeds) < 2:  # resampling one seed gives it back every time: no interval, not a certain one
+        def interval(statistic, scores):
+            point = np.asarray(statistic(scores), float)
+            return np.full_like(point, np.nan), np.full_like(point, np.nan), None
+    else:
+        interval = bootstrap
+    low, high, _ = interval(poi, pair)
     improvement = Estimate(poi(pair), float(low), float(high))
-    low, high, _ = bootstrap(iqms, pair)
+    low, high, _ = interval(iqms, pair)
     point = iqms(pair)
-    rank_low, rank_high, _ = bootstrap(ranks, everyone)
+    rank_low, rank_high, _ = interval(ranks, everyone)
     rank_point = ranks(everyone)
     differences = {d: float(np.mean(pair[model][d]) - np.mean(pair[baseline][d])) for d in datasets}
     return Comparison(
-        model, baseline, family, datasets, [min(len(pair[model][d]), len(pair[baseline][d])) for d in datasets],
+        model, baseline, family, datasets, seeds,
         improvement, Estimate(point[0], low[0], high[0]), Estimate(point[1], low[1], high[1]),
         Estimate(rank_point[0], rank_low[0], rank_high[0]), Estimate(rank_point[1], rank_low[1], rank_high[1]),
         signed_rank(list(differences.values())), role, differences,
