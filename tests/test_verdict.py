@@ -302,3 +302,17 @@ def test_how_many_seeds_follows_the_paired_t_power_formula(tmp_path):
     observed = np.mean(PROTOCOL["gradattn-rope"]) - np.mean(PROTOCOL["resnet18"])
     needed = seeds.seeds_needed
     assert verdict.resolvable_difference(pooled, needed) <= observed < verdict.resolvable_difference(pooled, needed - 1)
+
+
+def test_one_seed_per_dataset_gives_no_interval_across_datasets(tmp_path):
+    from bench.results.across import across_datasets
+
+    store, exp_id = _store(tmp_path)
+    for dataset in ("cifar10", "svhn"):
+        log_finished_run(store, exp_id, RunSpec(dataset, "resnet18", seed=1), 80.0)
+        log_finished_run(store, exp_id, RunSpec(dataset, "gradattn-rope", seed=1), 81.0)
+    runs, unfinished = collect_runs(store["uri"], "verdict")
+    comparison = across_datasets(runs, comparison_table(runs, None, unfinished), Options()).comparisons[0]
+    assert comparison.improvement.value == 1.0 and math.isnan(comparison.improvement.low)
+    assert "P(improvement) 1.00 [no interval: one seed]" in comparison.sentence()
+    assert "one seed measures one training run, not the architecture" in comparison.sentence()
