@@ -70,6 +70,7 @@ def _reference(runs: pd.DataFrame, model: str, baseline: str):
     return np.mean(poi), iqm(model), iqm(baseline), ranks, differences
 
 
+@pytest.mark.slow  # trains the module's runs (about 20 s)
 def test_the_verdict_equals_a_direct_computation(trained, tmp_path, capsys):
     code, out, err = cli(capsys, "report", "--tracking-uri", trained["uri"], "--experiment", "test", "--baseline", "tiny",
                          "--out", str(tmp_path / "report"))
@@ -92,6 +93,7 @@ def test_the_verdict_equals_a_direct_computation(trained, tmp_path, capsys):
     assert (tmp_path / "report" / "verdict.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # trains the module's runs (about 20 s)
 def test_balanced_accuracy_as_the_metric(trained, tmp_path, capsys):
     code, out, err = cli(capsys, "report", "--tracking-uri", trained["uri"], "--experiment", "test", "--metric", "balanced_acc",
                          "--baseline", "tiny", "--out", str(tmp_path))
@@ -104,6 +106,7 @@ def test_balanced_accuracy_as_the_metric(trained, tmp_path, capsys):
     assert "balanced accuracy % (mean [95% CI])" in out
 
 
+@pytest.mark.slow  # trains the module's runs (about 20 s)
 def test_report_files_are_readable_as_the_umask_allows(trained, tmp_path, capsys):
     previous = os.umask(0o022)
     try:
@@ -115,6 +118,7 @@ def test_report_files_are_readable_as_the_umask_allows(trained, tmp_path, capsys
     assert len(written) >= 8 and {stat.S_IMODE(p.stat().st_mode) for p in written} == {0o644}
 
 
+@pytest.mark.slow  # trains the module's runs (about 20 s)
 def test_an_analysis_setting_does_not_retrain_a_finished_run(trained, capsys):
     args = [a for a in trained["args"]]
     args[args.index("gradflow.num_batches=1")] = "gradflow.num_batches=3"
@@ -123,6 +127,7 @@ def test_an_analysis_setting_does_not_retrain_a_finished_run(trained, capsys):
     assert "0 run(s) to do, 18 already finished" in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "options, says",
     [
