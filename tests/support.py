@@ -63,13 +63,16 @@ def store_args(store: dict, experiment: str = "test", devices: str | None = "cpu
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
-    """The real entry point (`bench.cli.invoke`, what `bench` runs) in this process: exit status, stdout and stderr."""
+    """The real entry point (`bench.cli.invoke`, what `bench` runs) in this process: exit status, stdout
+    and stderr. What the command registers (a `--plugin`'s models) is forgotten after it, as it would be
+    when its process ended: the other tests of this process see the project's own catalogue."""
     from bench.cli import invoke
 
     argv = sys.argv
     sys.argv = ["bench", *args]
     try:
-        invoke()
+        with isolated_catalogue():
+            invoke()
         code = 0
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
