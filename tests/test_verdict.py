@@ -321,3 +321,19 @@ def test_one_seed_per_dataset_gives_no_interval_across_datasets(tmp_path):
     assert comparison.improvement.value == 1.0 and math.isnan(comparison.improvement.low)
     assert "P(improvement) 1.00 [no interval: one seed]" in comparison.sentence()
     assert "one seed measures one training run, not the architecture" in comparison.sentence()
+
+
+def test_two_configurations_of_a_model_are_compared_apart(tmp_path):
+    from bench.config.spec import ModelConfig
+    from bench.results.across import across_datasets
+
+    store, exp_id = _store(tmp_path)
+    for dataset in ("cifar10", "svhn"):
+        for seed, score in zip(SEEDS, PROTOCOL["resnet18"]):
+            log_finished_run(store, exp_id, RunSpec(dataset, "resnet18", seed=seed), score)
+            log_finished_run(store, exp_id, RunSpec(dataset, "gradattn-rope", seed=seed), score + 2)
+            log_finished_run(store, exp_id, RunSpec(dataset, "gradattn-rope", seed=seed, model_config=ModelConfig(d_model=64)), score - 2)
+    runs, unfinished = collect_runs(store["uri"], "verdict")
+    found = {c.model: c for c in across_datasets(runs, comparison_table(runs, None, unfinished), Options()).comparisons}
+    assert set(found) == {"gradattn-rope (d_model=256)", "gradattn-rope (d_model=64)"}
+    assert found["gradattn-rope (d_model=256)"].improvement.value == 1.0 and found["gradattn-rope (d_model=64)"].improvement.value == 0.0

@@ -53,11 +53,11 @@ def across_datasets(runs: pd.DataFrame, table: pd.DataFrame, options: Options) -
             scores: verdict.Scores = {}
             for row in members.to_dict("records"):
                 seeds = runs[(runs.dataset == row["dataset"]) & (runs.model == row["model"]) & (runs.settings == row["settings"])].score
-                scores.setdefault(row["model"], {})[row["dataset"]] = seeds.to_numpy()
+                scores.setdefault(_variant(row, members), {})[row["dataset"]] = seeds.to_numpy()
             for model in scores:
                 if model == baseline or not any(d in scores[baseline] for d in scores[model]):
                     continue
-                role = "primary" if model == primary else "exploratory" if primary is not None else ""
+                role = "primary" if model.split(" (")[0] == primary else "exploratory" if primary is not None else ""
                 found = verdict.compare(model, baseline, scores, classes, family, role)
                 if found is not None:
                     comparisons.append(found)
@@ -65,6 +65,18 @@ def across_datasets(runs: pd.DataFrame, table: pd.DataFrame, options: Options) -
     comparisons.sort(key=lambda c: (order.get(c.model, 1), c.baseline != options.baseline))
     note = "" if comparisons else f"No model shares a dataset and its settings with {', '.join(baselines)}."
     return Across(comparisons, _seeds_table(runs, table, comparisons), primary, source if primary else "", note)
+
+
+def _variant(row: dict, members: pd.DataFrame) -> str:
+    """The model's name, with the settings that tell its configurations apart where the family holds
+    several of it (say two widths): each is compared on its own."""
+    mine = [json.loads(s) for s in members[members.model == row["model"]].settings.unique()]
+    if len(mine) == 1:
+        return row["model"]
+    config = json.loads(row["settings"])
+    differing = sorted(k for k in set().union(*mine) if len({str(c.get(k)) for c in mine}) > 1 and k.startswith("model_config."))
+    shown = ", ".join(f"{key.rsplit('.', 1)[-1]}={config.get(key)}" for key in differing)
+    return f"{row['model']} ({shown})" if differing else row["model"]
 
 
 def _family(row: dict) -> str:
