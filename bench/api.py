@@ -42,7 +42,8 @@ def run(
     **options: Any,
 ) -> "pd.DataFrame":
     """Train the dataset x model x seed grid (what `bench run` does); one row per configuration:
-    run id, dataset, model, seed, split seed, state, test top-1, gradient health, epochs, error.
+    run id, dataset, model, seed, split seed, state, test top-1, gradient health, epochs, wall time,
+    error and the run's name.
 
     Args:
         datasets: names, wildcards or ``all`` (a comma list or a list).

@@ -85,7 +85,7 @@ def keys(cls: type) -> dict[str, Key]:
 
 
 def flag_of(cls: type, name: str) -> str:
-    return keys(cls)[name].field.metadata["flag"].split("/")[0]
+    return keys(cls)[name].typed
 
 
 def given(cls: type, values: dict[str, Any], origin: str, base: Any = None) -> Any:
@@ -100,7 +100,7 @@ def given(cls: type, values: dict[str, Any], origin: str, base: Any = None) -> A
         if value is None:
             continue
         key = declared[name]
-        where = f"{origin} {key.field.metadata.get('flag', name).split('/')[0]}" if origin.startswith("command line") else f"{origin}({name}=...)"
+        where = f"{origin} {key.typed}" if origin.startswith("command line") else f"{origin}({name}=...)"
         if isinstance(value, (list, tuple)) and typing.get_origin(key.kind) is tuple:
             value = tuple(value)
         elif isinstance(value, str) and key.kind is Path:

@@ -71,6 +71,11 @@ class Key:
     field: dataclasses.Field
     kind: Any  # the declared type, None left out
 
+    @property
+    def typed(self) -> str:
+        """The name a user types for it: its flag where it has one (``--cpus-per-run``), else its key."""
+        return self.field.metadata.get("flag", self.name).split("/")[0]
+
     def help_line(self, default: Any = None) -> str:
         """``help Default: x. Protocol 3.1.``; ``default`` where the schema's user changes the declared one."""
         meta = self.field.metadata
@@ -224,7 +229,7 @@ class Schema:
             value = getattr(holder, key.field.name)
             problem = key.problem(value)
             if problem:  # an option is named as it is typed (--cpus-per-run), a setting by its key
-                raise BenchError(f"{key.field.metadata.get('flag', key.name).split('/')[0]} {problem}.")
+                raise BenchError(f"{key.typed} {problem}.")
 
     def help(self) -> str:
         """One line per key: its name, its help and its default."""

@@ -18,7 +18,7 @@ from bench.core.errors import BenchError
 from bench.execution import backends, checkpoints, planning
 from bench.execution.backends._base import Placement
 from bench.execution.planning import Held
-from bench.execution.tasks import HELD_STATE, TaskState, by_outcome
+from bench.execution.tasks import ALREADY_FINISHED, HELD_STATE, TaskState, by_outcome
 from bench.tracking import metric_names
 
 Say = Callable[[str], None]
@@ -60,14 +60,12 @@ class GridResult:
         return rows
 
 
-ALREADY_FINISHED = "already finished"  # the state of a configuration an earlier call finished
-
-
 def _row(spec: RunSpec, run_id: str, state: str, top1, health, health_notebook, epochs, wall_s, error) -> dict:
     return {
         "run_id": run_id, "dataset": spec.dataset, "model": spec.model, "seed": spec.seed, "split_seed": spec.split_seed,
         "state": state, "test_top1": top1, "health": health, "health_notebook": health_notebook,
         "epochs": int(epochs) if epochs and epochs == epochs else None, "wall_s": wall_s or None, "error": error,
+        "run_name": spec.run_name,
     }
 
 

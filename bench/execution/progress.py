@@ -9,8 +9,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from bench.config.spec import PROTOCOL_SPLIT_SEED
-from bench.execution.tasks import HELD_STATE, TaskState, outcome
+from bench.execution.tasks import ALREADY_FINISHED, HELD_STATE, TaskState, outcome
 
 STATE_STYLE = {"finished": "green", "failed": "red", "killed": "yellow", "running": "cyan"}
 
@@ -127,23 +126,18 @@ def print_problems(console: Console, rows: list[dict]) -> None:
     for row in rows:
         kind = outcome(row["state"], row["error"])
         if kind == "failed":
-            console.print(f"[red]FAILED[/] {escape(_run_name(row))}: {escape(row['error'] or '')}", highlight=False)
+            console.print(f"[red]FAILED[/] {escape(row['run_name'])}: {escape(row['error'] or '')}", highlight=False)
         elif kind == "unsynced":  # trained and checkpointed; only the tracking server was missing
             message = (row["error"] or "").split(": ", 1)[-1]
-            console.print(f"[yellow]NOT SYNCED[/] {escape(_run_name(row))}: {escape(message)}", highlight=False)
+            console.print(f"[yellow]NOT SYNCED[/] {escape(row['run_name'])}: {escape(message)}", highlight=False)
 
 
 def interrupted(rows: list[dict]) -> int:
     return sum(outcome(row["state"], row["error"]) == "interrupted" for row in rows)
 
 
-def _run_name(row: dict) -> str:
-    name = f"{row['dataset']}/{row['model']}/{row['seed']}"
-    return name if row["split_seed"] == PROTOCOL_SPLIT_SEED else f"{name}/split{row['split_seed']}"
-
-
 SHOWN_STATE = {  # how the table names the states of configurations this call did not train
-    "already finished": lambda row: f"skipped (finished: {row['run_id'][:8]})",
+    ALREADY_FINISHED: lambda row: f"skipped (finished: {row['run_id'][:8]})",
     HELD_STATE: lambda row: f"another process (run {row['run_id'][:8]})",
 }
 

@@ -13,6 +13,7 @@ HELD = "HELD"  # a run outcome: another process holds the claim, so this one did
 
 
 HELD_STATE = "another process"  # how the grid shows it
+ALREADY_FINISHED = "already finished"  # the state of a configuration an earlier call finished
 
 
 @dataclass

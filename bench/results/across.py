@@ -58,9 +58,7 @@ def across_datasets(runs: pd.DataFrame, table: pd.DataFrame, options: Options) -
                 if model == baseline or not any(d in scores[baseline] for d in scores[model]):
                     continue
                 role = "primary" if model.split(" (")[0] == primary else "exploratory" if primary is not None else ""
-                found = verdict.compare(model, baseline, scores, classes, family, role)
-                if found is not None:
-                    comparisons.append(found)
+                comparisons.append(verdict.compare(model, baseline, scores, classes, family, role))
     order = {m: i for i, m in enumerate([primary or ""])}
     comparisons.sort(key=lambda c: (order.get(c.model, 1), c.baseline != options.baseline))
     note = "" if comparisons else f"No model shares a dataset and its settings with {', '.join(baselines)}."

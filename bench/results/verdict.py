@@ -98,14 +98,20 @@ def _resampled(scores: Scores, rng: np.random.Generator) -> Scores:
     return {m: {d: v[rng.integers(0, v.size, v.size)] for d, v in by.items()} for m, by in scores.items()}
 
 
-def bootstrap(statistic, scores: Scores, samples: int = BOOTSTRAP_SAMPLES) -> tuple[float, float, np.ndarray]:
+def bootstrap(statistic, scores: Scores, samples: int = BOOTSTRAP_SAMPLES) -> tuple[np.ndarray, np.ndarray]:
     """The 95 % percentile interval of ``statistic(scores)`` (a float or a vector) under the
-    stratified bootstrap, with the draws; reproducible (a fixed seed)."""
+    stratified bootstrap; reproducible (a fixed seed)."""
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     arrays = {m: {d: np.asarray(v, float) for d, v in by.items()} for m, by in scores.items()}
     draws = np.array([statistic(_resampled(arrays, rng)) for _ in range(samples)])
     tail = 100 * (1 - LEVEL) / 2
-    return np.percentile(draws, tail, axis=0), np.percentile(draws, 100 - tail, axis=0), draws
+    return np.percentile(draws, tail, axis=0), np.percentile(draws, 100 - tail, axis=0)
+
+
+def _no_interval(statistic, scores: Scores) -> tuple[np.ndarray, np.ndarray]:
+    """Resampling one seed gives it back every time: no interval, rather than one that reads as certain."""
+    missing = np.full(np.shape(statistic(scores)), np.nan)
+    return missing, missing
 
 
 # -- the test over datasets ----------------------------------------------------------------------------
@@ -223,24 +229,17 @@ def compare(model: str, baseline: str, scores: Scores, classes: dict[str, int], 
     def iqms(s):
         return np.array([interquartile_mean(normalised(s[model], classes_of)), interquartile_mean(normalised(s[baseline], classes_of))])
 
-    names = list(everyone)
-
     def ranks(s):
         found = mean_ranks(s, datasets)
         return np.array([found[model], found[baseline]])
 
     seeds = [min(len(pair[model][d]), len(pair[baseline][d])) for d in datasets]
-    if min(seeds) < 2:  # resampling one seed gives it back every time: no interval, not a certain one
-        def interval(statistic, scores):
-            point = np.asarray(statistic(scores), float)
-            return np.full_like(point, np.nan), np.full_like(point, np.nan), None
-    else:
-        interval = bootstrap
-    low, high, _ = interval(poi, pair)
+    interval = bootstrap if min(seeds) >= 2 else _no_interval
+    low, high = interval(poi, pair)
     improvement = Estimate(poi(pair), float(low), float(high))
-    low, high, _ = interval(iqms, pair)
+    low, high = interval(iqms, pair)
     point = iqms(pair)
-    rank_low, rank_high, _ = interval(ranks, everyone)
+    rank_low, rank_high = interval(ranks, everyone)
     rank_point = ranks(everyone)
     differences = {d: float(np.mean(pair[model][d]) - np.mean(pair[baseline][d])) for d in datasets}
     return Comparison(
@@ -248,4 +247,4 @@ def compare(model: str, baseline: str, scores: Scores, classes: dict[str, int], 
         improvement, Estimate(point[0], low[0], high[0]), Estimate(point[1], low[1], high[1]),
         Estimate(rank_point[0], rank_low[0], rank_high[0]), Estimate(rank_point[1], rank_low[1], rank_high[1]),
         signed_rank(list(differences.values())), role, differences,
-    ) if names else None
+    )
