@@ -116,7 +116,7 @@ def perf(
     else:
         console.print("data pipeline: not measured (--no-data)", highlight=False)
     console.print(
-        f"gradient-flow analysis (analysed / plain step): {_by_model(results, lambda r: r.gradflow.overhead)} (target <= 1.2); "
+        f"gradient-flow analysis (analysed / plain step): {_by_model(results, lambda r: r.gradflow.overhead)} (target <= 1.1); "
         f"plain step after analysis / before: {_by_model(results, lambda r: r.gradflow.after_analysis)}; "
         f"hooks removed: {'yes' if all(r.hooks_removed for r in results) else 'NO'}",
         highlight=False,

@@ -69,14 +69,30 @@ def _hook_target(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def _flat(tensor: torch.Tensor) -> torch.Tensor:
+    """A 1-D view of a dense tensor in its memory order (no copy for channels-last or any permuted layout).
+
+    Whole-tensor statistics do not depend on the order of the values, and torch's CPU reductions over a
+    permuted layout (a channels-last gradient) walk it by strides: min and max 15 times slower.
+    """
+    order = sorted(range(tensor.dim()), key=lambda dim: (tensor.stride(dim), tensor.size(dim)), reverse=True)
+    return tensor.permute(order).reshape(-1)
+
+
 def _gradient_summary(grad: torch.Tensor) -> torch.Tensor:
-    """[mean, population variance, L2 norm, mean |g|, max |g|] on grad's device, no large temporaries."""
-    g = grad.detach().float()
-    variance, mean = torch.var_mean(g, correction=0)
-    l1 = torch.linalg.vector_norm(g, ord=1)
-    return torch.stack(
-        [mean, variance, torch.linalg.vector_norm(g), l1 / g.numel(), torch.linalg.vector_norm(g, ord=float("inf"))]
-    ).double()
+    """[mean, population variance, L2 norm, mean |g|, max |g|] on grad's device, no large temporaries.
+
+    Four passes over the gradient, each by the fastest accurate kernel: on the CPU ``var_mean`` is
+    several times slower than ``var`` plus ``mean``, the infinity norm than ``max(max, -min)``, and the
+    L2 norm follows from the other two (n (var + mean^2)) more exactly than float32 ``vector_norm``
+    computes it (``bench perf``'s gradient-flow ratio, docs/performance.md).
+    """
+    g = _flat(grad.detach().float())
+    mean, variance = g.mean(), torch.var(g, correction=0)
+    summary = torch.stack([mean, variance, torch.linalg.vector_norm(g, ord=1), torch.maximum(g.max(), g.min().neg())]).double()
+    n = g.numel()
+    norm = (n * (summary[1] + summary[0] ** 2)).sqrt()
+    return torch.stack([summary[0], summary[1], norm, summary[2] / n, summary[3]])
 
 
 def _merge_calls(calls: list[tuple[int, torch.Tensor]]) -> list[torch.Tensor]:
@@ -96,12 +112,20 @@ def _merge_calls(calls: list[tuple[int, torch.Tensor]]) -> list[torch.Tensor]:
     return [norm, abs_mean, std, abs_max]
 
 
-def _parameter_grad_norm(module: nn.Module, like: torch.Tensor) -> torch.Tensor:
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
-    if not grads:
-        return like.new_full((), float("nan"))
-    norms = torch.stack([torch.linalg.vector_norm(g.float()).to(like.device) for g in grads])
-    return torch.linalg.vector_norm(norms).double()
+def _parameter_grad_norms(modules: list[nn.Module], like: torch.Tensor) -> torch.Tensor:
+    """Per module, the L2 norm of all its parameters' gradients (NaN where none has one), on like's device.
+
+    One fused norm over every gradient (as ``clip_grad_norm_``), not one call per parameter.
+    """
+    grads = [[p.grad for p in module.parameters() if p.grad is not None] for module in modules]
+    flat = [grad for module_grads in grads for grad in module_grads]
+    norms = torch.stack([norm.to(like.device, torch.float64) for norm in torch._foreach_norm(flat)]) if flat else None
+    totals, start = [], 0
+    for module_grads in grads:
+        end = start + len(module_grads)
+        totals.append(torch.linalg.vector_norm(norms[start:end]) if end > start else like.new_full((), float("nan")))
+        start = end
+    return torch.stack(totals)
 
 
 class _Recorder:
@@ -168,18 +192,14 @@ class _Recorder:
     def finish_batch(self) -> None:
         """Fold this batch's gradients into one table and copy it to the host once."""
         names = [name for name in self.order if name in self._grads]
-        rows = []
-        for name in names:
-            calls = self._grads[name]
-            row = _merge_calls(calls)
-            row.append(_parameter_grad_norm(self.modules[name], row[0]))
-            rows.append(torch.stack(row))
-            self.calls_per_batch[name] = max(self.calls_per_batch[name], len(calls))
-        if rows:
-            device = rows[0].device
-            table = self._to_host(torch.stack([row.to(device) for row in rows]))
+        if names:
+            device = self._grads[names[0]][0][1].device
+            summaries = torch.stack([torch.stack(_merge_calls(self._grads[name])).to(device) for name in names])
+            parameter_norms = _parameter_grad_norms([self.modules[name] for name in names], summaries)
+            table = self._to_host(torch.cat([summaries, parameter_norms.unsqueeze(1)], dim=1))
             for name, values in zip(names, table):
                 self.columns.setdefault(name, []).append(values)
+                self.calls_per_batch[name] = max(self.calls_per_batch[name], len(self._grads[name]))
         self._grads.clear()
         self._calls.clear()
         for handle in self._graph_handles:
