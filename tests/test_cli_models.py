@@ -45,7 +45,8 @@ def test_models_lists_the_six_models_with_reference_counts():
     for name, count in COUNTS_3CH_10.items():
         family = "gradattn" if name.startswith("gradattn") else "resnet"
         assert table[name][:2] == [family, count]
-        assert table[name][3]  # a description
+        assert float(table[name][3]) > 0  # forward GMACs at 32 px
+        assert table[name][4]  # a description
     assert [name for name in table if name in COUNTS_3CH_10] == list(COUNTS_3CH_10)
     # as protocol mode builds them: the shared encoder layer gives RoPE No PE's count (only the PE differs)
     protocol = {name: cells[2] for name, cells in table.items() if name in COUNTS_3CH_10}
@@ -62,6 +63,27 @@ def test_models_for_fashionmnist_shape_and_a_wildcard():
         "gradattn-lpe": "12,845,002",
         "gradattn-rope": "12,841,418",
     }
+
+
+def test_resnet18_at_224_px_costs_what_torchvision_documents():
+    # torchvision's ResNet-18 weights page: 1.814 GFLOPS (multiply-adds) at 224 px; ours differs in the head only
+    result = bench("models", "--models", "resnet18", "--image-size", "224")
+    assert result.returncode == 0, result.stderr
+    assert abs(float(rows(result.stdout)["resnet18"][3]) - 1.814) <= 0.01 * 1.814
+
+
+def test_models_for_a_dataset_take_its_shape():
+    from bench import data
+
+    result = bench("models", "--dataset", "digits", "--models", "resnet18,gradattn-rope")
+    assert result.returncode == 0, result.stderr
+    digits = data.get("digits")
+    assert f"{digits.in_channels}-channel {digits.image_size} px images and {digits.num_classes} classes (digits)" in result.stdout
+    table = rows(result.stdout)
+    assert table["gradattn-rope"][2] == "12,843,722"  # 1 channel: what a digits run's `parameters` tag says
+    assert float(table["resnet18"][3]) < float(table["gradattn-rope"][3])
+    unknown = bench("models", "--dataset", "nope")
+    assert unknown.returncode == 2 and "Unknown dataset 'nope'" in unknown.stderr
 
 
 def test_models_rejects_a_bad_class_count_in_one_line():
@@ -86,7 +108,8 @@ def test_importing_the_cli_does_not_import_torch():
 
 
 def test_counting_parameters_on_the_meta_device_imports_no_compiler():
-    # what `bench models` does per model: a second of torch._dynamo's import saved on every listing
+    # a second of torch._dynamo's import saved wherever parameters are counted (FLOP counting, which
+    # dispatches through it, pays it once per process)
     code = (
         "import sys, torch\nfrom bench import models\nwith torch.device('meta'):\n"
         "    [models.count_parameters(models.build(name, 10, 3, init='per-model')) for name in models.names()]\n"
