@@ -98,6 +98,16 @@ class TrainConfig:
     # NHWC: oneDNN skips its layout reorders; 1.27x train throughput for ResNet-18 at 16 px on a 2-core
     # CPU (`bench perf`).
     channels_last: bool = setting(True, "NHWC activations, faster on CUDA and on the CPU; false: the original memory format.")
+    # Equal-compute comparisons: training ends at the step that spends either budget (docs/statistics.md).
+    # Hashed only when set, so the configurations logged before these settings existed keep their hash.
+    max_time_s: float | None = setting(
+        None, "Training budget in seconds (training and validation passes); the fit ends when spent.", unset="no limit",
+        above=0, hashed_when_set=True,
+    )
+    max_gflops: float | None = setting(
+        None, "Training budget in GFLOPs (counted training-step FLOPs per image x images trained); the fit ends when spent.",
+        unset="no limit", above=0, hashed_when_set=True,
+    )
     compile: bool = setting(False, "torch.compile the model.")
 
 
@@ -280,7 +290,8 @@ class RunSpec:
     def _hash(self, left_out) -> str:
         resolved = self.resolved().to_dict()
         for key in schema().keys.values():
-            if left_out(key.field.metadata):
+            unset = key.field.metadata.get("hashed_when_set") and resolved[key.attribute][key.field.name] is None
+            if unset or left_out(key.field.metadata):
                 resolved[key.attribute].pop(key.field.name)
         canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -21,7 +21,8 @@ from bench.core.version import __version__
 from bench.execution.run_tags import environment_tags, run_tags
 from bench.execution.tasks import HELD
 from bench.tracking import CLAIM_HEARTBEAT_S, metric_names
-from bench.train import checkpoint
+from bench.models import flops
+from bench.train import checkpoint, cost
 from bench.train.engine import FitResult, GradFlowAtEpochs, StopRequest, Trainer, predict
 from bench.train.reproducibility import configure_determinism
 
@@ -103,6 +104,7 @@ def _execute(spec, ctx, logger: tracking.RunLogger, callbacks, should_stop) -> R
     configure_determinism(spec.train.deterministic, spec.train.strict_determinism)
     bundle = _load_data(spec, ctx, logger)
     model = _build_model(spec, ctx, bundle, logger, device)
+    counted = _count_flops(spec, bundle, logger)
     loaders = _loaders(spec, bundle, device)
     analyze = _gradflow_analysis(spec, bundle, loaders, device)
     ckpt_dir = checkpoint_dir(ctx, logger.run_id)
@@ -113,6 +115,7 @@ def _execute(spec, ctx, logger: tracking.RunLogger, callbacks, should_stop) -> R
         replace(spec.train, restore_best=False),  # both weight sets are evaluated below; the headline follows the spec
         device=device,
         checkpoint_dir=ckpt_dir,
+        flops_per_image=counted.train_step,
         callbacks=[
             GradFlowAtEpochs(model, analyze, spec.gradflow.every, logger.on_gradflow),
             logger,
@@ -125,6 +128,8 @@ def _execute(spec, ctx, logger: tracking.RunLogger, callbacks, should_stop) -> R
         logger.set_tags({"resumed_from_epoch": fit.resumed_from_epoch})
     if fit.interrupted:  # ended KILLED by `execute`, unless the run was lost to another owner
         return RunOutcome(logger.run_id, tracking.KILLED, epochs=fit.epochs_run)
+    logger.log_metrics(cost.run_cost(fit.history, fit.best_epoch, models.count_parameters(model), counted), step=fit.epochs_run)
+    logger.set_tags({"cost.memory": trainer.meter.memory_source, "cost.energy": trainer.meter.energy_source or NO_ENERGY})
     outcome = _finish(spec, ctx, logger, model, trainer.best_state, fit, bundle, loaders["test"], analyze)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished runs never resume; the weights are in MLflow
     return outcome
@@ -149,6 +154,15 @@ def _build_model(spec: RunSpec, ctx: RunContext, bundle, logger: tracking.RunLog
     logger.set_tags(run_tags(spec, ctx.device, models.count_parameters(model)) | environment_tags(device))
     logger.log_params(spec.flat_params())
     return model
+
+
+def _count_flops(spec: RunSpec, bundle, logger: tracking.RunLogger) -> flops.Flops:
+    """FLOPs per image at the run's input size, counted on a meta-device twin of the model (bench.models.flops)."""
+    with torch.device("meta"):
+        twin = models.build(spec.model, bundle.num_classes, bundle.in_channels, **spec.model_config.for_model(models.info(spec.model).options))
+    counted = flops.count(twin, bundle.in_channels, bundle.image_size)
+    logger.set_tags({"cost.input": f"{bundle.in_channels}x{bundle.image_size}x{bundle.image_size}"})
+    return counted
 
 
 def _loaders(spec: RunSpec, bundle, device: torch.device) -> dict:
@@ -308,6 +322,7 @@ def _log_artifacts(logger: tracking.RunLogger, fit: FitResult, report, flow) -> 
 
 
 MODEL_NAME = "model"
+NO_ENERGY = "not measured: no NVML energy counter (GPU) or readable RAPL counter (CPU)"
 
 
 def _log_model(

@@ -340,5 +340,5 @@ def _epoch_metrics(record: dict[str, Any]) -> list[list]:
     return [
         [metric_names.sectioned(key), float(value), now, epoch]
         for key, value in record.items()
-        if key != "epoch" and value is not None
+        if key != "epoch" and key not in metric_names.COST_RECORD_FIELDS and value is not None
     ]

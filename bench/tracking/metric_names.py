@@ -2,7 +2,8 @@
 
 `train/` (the training pass, the schedule and time), `val/` (validation, the best epoch), `test/`
 (the test split: the headline weights, then `best_` and `last_` per weight set), `gradflow/` (the
-gradient-flow analysis), `study/` (a study's own run); MLflow's system-metrics monitor adds
+gradient-flow analysis), `cost/` (FLOPs, throughput, memory, time and energy, units in the names),
+`study/` (a study's own run); MLflow's system-metrics monitor adds
 `system/`. Runs logged before sections used flat names (`val_acc`, `test_top1`,
 `gradient_health`): `read` and `history_keys` find a metric under either name, so every reader keeps
 reading old runs.
@@ -39,7 +40,11 @@ _SECTIONED = {
 }
 _FLAT = {sectioned: flat for flat, sectioned in _SECTIONED.items()}
 
-SECTIONS = ("train", "val", "test", "gradflow", "study", "system")
+# What an epoch record keeps for the run's cost totals (the `cost/` metrics logged when the run
+# ends), not logged per epoch.
+COST_RECORD_FIELDS = frozenset({"train_s", "train_images", "val_s", "val_images", "energy_j", "peak_memory_bytes", "budget_spent"})
+
+SECTIONS = ("train", "val", "test", "gradflow", "cost", "study", "system")
 
 
 def sectioned(flat: str) -> str:

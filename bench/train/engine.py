@@ -22,6 +22,7 @@ from bench.core.errors import BenchError
 from bench.train import checkpoint
 from bench.train.callbacks import Callback, GradFlowAtEpochs, StopRequest
 from bench.train.checkpoint import BEST, LAST
+from bench.train.cost import Budget, Meter
 from bench.train.monitors import EarlyStopping, PlateauScheduler
 
 __all__ = ["BEST", "LAST", "Callback", "Diverged", "EpochRecord", "FitResult", "GradFlowAtEpochs", "StopRequest", "Trainer", "predict"]
@@ -46,6 +47,14 @@ class EpochRecord:
     improved: bool
     lr_reduced: bool
     gradient_health: float | None = None  # when gradient flow was analysed at this epoch
+    # The epoch's cost (bench.train.cost; kept in the checkpoint, so a resumed run's totals include it):
+    train_s: float = 0.0  # the training pass alone
+    train_images: int = 0
+    val_s: float = 0.0
+    val_images: int = 0
+    energy_j: float | None = None  # training and validation, where the device has an energy counter
+    peak_memory_bytes: int | None = None  # the device's peak so far (bench.train.cost.Meter)
+    budget_spent: bool = False  # train.max_time_s or train.max_gflops ran out in this epoch
 
 
 @dataclass
@@ -57,6 +66,10 @@ class FitResult:
     interrupted: bool  # a graceful stop was requested; the run can be resumed
     final_weights: str  # "best" or "last"
     resumed_from_epoch: int = 0  # 0 when it started afresh
+
+    @property
+    def budget_spent(self) -> bool:
+        return any(record.budget_spent for record in self.history)
 
     @property
     def epochs_run(self) -> int:
@@ -128,6 +141,7 @@ class Trainer:
         device: torch.device,
         checkpoint_dir: Path,
         callbacks: Sequence[Callback] = (),
+        flops_per_image: int | None = None,
     ) -> None:
         self.model = model
         self.train_loader = train_loader
@@ -146,15 +160,22 @@ class Trainer:
         self.step_model = torch.compile(model) if config.compile else model
         self.history: list[EpochRecord] = []
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.meter = Meter(device)
+        if config.max_gflops is not None and not flops_per_image:
+            raise BenchError("train.max_gflops needs the model's training FLOPs per image; give the Trainer flops_per_image.")
+        self.budget = Budget(config.max_time_s, config.max_gflops * 1e9 if config.max_gflops is not None else None, flops_per_image)
 
     # -- one epoch -------------------------------------------------------------------------------
-    def _pass(self, loader, train: bool) -> tuple[float, float, int]:
+    def _pass(self, loader, train: bool) -> tuple[float, float, int, float]:
         """One pass over a split: optimiser steps when `train`, else eval mode without gradients.
-        Returns (mean loss, accuracy, images); losses and counts stay on the device until the end."""
+        Returns (mean loss, accuracy, images, seconds); losses and counts stay on the device until the
+        end. A training pass ends early at the step that spends the budget (`self.budget`)."""
+        start = time.perf_counter()
         self.model.train(train)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
+        watch_budget = train and self.budget.limited
         with torch.set_grad_enabled(train):
             self.optimizer.zero_grad(set_to_none=True)
             for logits, y in forward_batches(self.step_model, loader, self.device, self.config.precision, self.config.channels_last):
@@ -167,19 +188,18 @@ class Trainer:
                 loss_sum += loss.detach() * y.shape[0]
                 correct += (logits.detach().argmax(1) == y).sum()
                 seen += y.shape[0]
-        seen = max(seen, 1)
+                if watch_budget and self.budget.spent(time.perf_counter() - start, seen):
+                    break
         totals = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()  # the pass's one sync
-        return totals[0] / seen, totals[1] / seen, seen
+        return totals[0] / max(seen, 1), totals[1] / max(seen, 1), seen, time.perf_counter() - start
 
     def train_epoch(self) -> tuple[float, float, int, float]:
         """One pass over the training split; returns (loss, accuracy, images, seconds)."""
-        start = time.perf_counter()
-        loss, accuracy, images = self._pass(self.train_loader, train=True)
-        return loss, accuracy, images, time.perf_counter() - start
+        return self._pass(self.train_loader, train=True)
 
     def evaluate(self, loader) -> tuple[float, float]:
         """Mean cross-entropy and accuracy over a split in eval mode (protocol 3.2)."""
-        loss, accuracy, _ = self._pass(loader, train=False)
+        loss, accuracy, _, _ = self._pass(loader, train=False)
         return loss, accuracy
 
     # -- checkpoint --------------------------------------------------------------------------------
@@ -220,18 +240,22 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------------
     def fit(self) -> FitResult:
         start_epoch = self._resume()
+        for record in self.history:  # a resumed fit has spent these already
+            self.budget.charge(record.epoch_time_s, record.train_images)
+        self.meter.reset_peak()
         for callback in self.callbacks:
             callback.on_fit_start(start_epoch, list(self.history))
         stopped_early = bool(self.history) and self.early.wait >= self.early.patience
         interrupted = False
         epoch = start_epoch
-        while not stopped_early and epoch < self.config.max_epochs:
+        while not stopped_early and epoch < self.config.max_epochs and not self.budget.spent():
             epoch += 1
             if hasattr(self.train_loader, "set_epoch"):
                 self.train_loader.set_epoch(epoch)
             epoch_start = time.perf_counter()
+            energy_start = self.meter.energy_mark()
             train_loss, train_acc, images, train_seconds = self.train_epoch()
-            val_loss, val_acc = self.evaluate(self.val_loader)
+            val_loss, val_acc, val_images, val_seconds = self._pass(self.val_loader, train=False)
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
                 raise Diverged(
                     f"Training diverged at epoch {epoch} (train loss {train_loss:.4g}, val loss {val_loss:.4g}); "
@@ -252,7 +276,15 @@ class Trainer:
                 best_epoch=self.early.best_epoch,
                 improved=improved,
                 lr_reduced=lr_reduced,
+                train_s=train_seconds,
+                train_images=images,
+                val_s=val_seconds,
+                val_images=val_images,
+                energy_j=self.meter.energy_j(energy_start, self.meter.energy_mark()),
+                peak_memory_bytes=self.meter.peak_memory_bytes(),
             )
+            self.budget.charge(record.epoch_time_s, images)
+            record.budget_spent = self.budget.spent()
             for callback in self.callbacks:
                 callback.complete_record(record)
             self.history.append(record)
@@ -264,7 +296,7 @@ class Trainer:
             for callback in self.callbacks:
                 callback.on_epoch_end(record)
             if any(callback.should_stop() for callback in self.callbacks):
-                interrupted = not stopped_early and epoch < self.config.max_epochs
+                interrupted = not stopped_early and epoch < self.config.max_epochs and not self.budget.spent()
                 if interrupted:
                     break
         final = "last"
