@@ -49,7 +49,7 @@ class GridResult:
     def rows(self) -> list[dict]:
         """One record per configuration: its run, its state and its headline results."""
         rows = [
-            _row(s.task.spec, s.task.run_id, s.status, s.test_top1, s.health, s.health_notebook, s.epoch, s.wall_s, s.error)
+            _row(s.task.spec, s.run_id, s.status, s.test_top1, s.health, s.health_notebook, s.epoch, s.wall_s, s.error)
             for s in self.states
         ]
         for spec, run_id in self.skipped:

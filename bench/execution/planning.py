@@ -55,6 +55,16 @@ def _runs_of(spec: RunSpec, uri: str, experiment_id: str) -> list[tracking.Run]:
     return [run for digest in spec.config_hashes() for run in tracking.grid_runs(uri, experiment_id, config_hash=digest)]
 
 
+def _one_unfinished(unfinished: list[tracking.Run], uri: str) -> str:
+    """The run to resume: one that training began in, if any; never-started extras (a kill between a
+    worker's new run and the deletion of the planned one, tracking.start_clock) are deleted."""
+    ordered = sorted(unfinished, key=lambda r: (tracking.never_started(r), -(r.start_time or 0)))
+    for extra in ordered[1:]:
+        if tracking.never_started(extra):
+            tracking.delete_run(uri, extra.run_id)
+    return ordered[0].run_id
+
+
 def _first_created(runs: list[tracking.Run]) -> tracking.Run:
     return min(runs, key=lambda r: (r.start_time or 0, r.run_id))
 
@@ -89,7 +99,7 @@ def plan_runs(specs: list[RunSpec], uri: str, experiment_id: str, device_label: 
             plan.held.append(Held(spec, live[0].run_id, tracking.claim_of(live[0])[0]))
             continue
         if unfinished and not force:
-            run_id = unfinished[0].run_id
+            run_id = _one_unfinished(unfinished, uri)
             tracking.claim(uri, run_id, owner)
             contested.append(Task(spec, run_id, resumed=True))
         else:
@@ -119,22 +129,28 @@ def _confirm(task: Task, uri: str, experiment_id: str, owner: str) -> tuple[str,
     return winner.run_id, tracking.claim_of(winner)[0] or "?"
 
 
-def release_plan(plan: Plan, uri: str, status: str | None = None) -> None:
-    """Give up the claims of the plan's runs that did not end (see tracking.release)."""
+def release_plan(plan: Plan, uri: str, status: str | None = None, replaced: dict[str, str] | None = None) -> None:
+    """Give up the claims of the plan's runs that did not end (see tracking.release); ``replaced``: the
+    run each task's worker trained instead of the planned one (tracking.start_clock)."""
     for task in plan.tasks:
-        tracking.release(uri, task.run_id, plan.owner, status)
+        tracking.release(uri, (replaced or {}).get(task.run_id, task.run_id), plan.owner, status)
 
 
 @contextlib.contextmanager
 def claims_kept(plan: Plan, uri: str, on_update: Callable[[list["TaskState"]], None]):
     """Keep the plan's claims alive while its grid runs, whatever the backend; release them after.
 
-    Yields the `on_update` to give the backend: it stops the heartbeat of each run as it ends.
+    Yields the `on_update` to give the backend: it stops the heartbeat of each run as it ends, and of
+    each planned run a worker replaced (whose new run that worker keeps alive).
     """
     beat = tracking.Heartbeat(uri, plan.owner, [t.run_id for t in plan.tasks], CLAIM_HEARTBEAT_S)
+    replaced: dict[str, str] = {}
 
     def update(states: list[TaskState]) -> None:
         for state in states:
+            if state.run_id != state.task.run_id:
+                replaced[state.task.run_id] = state.run_id
+                beat.drop(state.task.run_id)
             if state.status in ENDED:
                 beat.drop(state.task.run_id)
         on_update(states)
@@ -143,7 +159,7 @@ def claims_kept(plan: Plan, uri: str, on_update: Callable[[list["TaskState"]], N
         with beat:
             yield update
     finally:
-        release_plan(plan, uri)
+        release_plan(plan, uri, replaced=replaced)
 
 
 def verify_resumable(plan: Plan, checkpoint_root: Path) -> None:

@@ -20,8 +20,8 @@ from bench.config.spec import RunSpec
 from bench.core.version import __version__
 from bench.execution.run_tags import environment_tags, run_tags
 from bench.execution.tasks import HELD
-from bench.tracking import CLAIM_HEARTBEAT_S, metric_names
 from bench.models import flops
+from bench.tracking import CLAIM_HEARTBEAT_S, metric_names
 from bench.train import checkpoint, cost
 from bench.train.engine import FitResult, GradFlowAtEpochs, StopRequest, Trainer, predict
 from bench.train.reproducibility import configure_determinism
@@ -62,13 +62,21 @@ def _gradflow_batches(loader, count: int):
     return itertools.islice(iter(loader), count)
 
 
-def execute(spec: RunSpec, ctx: RunContext, run_id: str, callbacks=(), should_stop: Callable[[], bool] | None = None) -> RunOutcome:
+def execute(
+    spec: RunSpec, ctx: RunContext, run_id: str, callbacks=(), should_stop: Callable[[], bool] | None = None,
+    on_run: Callable[[str], None] = lambda run_id: None,
+) -> RunOutcome:
     """Train, evaluate and log one run into the existing MLflow run `run_id`.
 
-    Exceptions are logged (traceback artifact, status FAILED) and re-raised to the caller.
+    A claimed run that waited in the queue is first replaced by a new one (tracking.start_clock), so
+    MLflow's clock starts now; `on_run` hears the id of the run actually trained. Exceptions are
+    logged (traceback artifact, status FAILED) and re-raised to the caller.
     """
     if ctx.owner and tracking.claim_owner(ctx.tracking_uri, run_id) != ctx.owner:
         return RunOutcome(run_id, HELD)  # taken over while it waited in the queue
+    if ctx.owner:
+        run_id = tracking.start_clock(ctx.tracking_uri, run_id)
+        on_run(run_id)
     logger = tracking.RunLogger(ctx.tracking_uri, run_id)
     heartbeat = tracking.Heartbeat(ctx.tracking_uri, ctx.owner, [run_id] if ctx.owner else [], CLAIM_HEARTBEAT_S)
 

@@ -36,6 +36,9 @@ ENDED = ("finished", "failed", "killed", "not started", HELD_STATE)
 class TaskState:
     task: Task
     status: str = "queued"  # queued, submitted, starting, running, then one of ENDED
+    # The MLflow run trained: the task's, or the one that replaced it when training began
+    # (tracking.start_clock). The task's id stays the key of its mailbox and backend slot.
+    run_id: str = ""
     slot: str = ""
     epoch: int = 0
     start_epoch: int = 0
@@ -53,6 +56,9 @@ class TaskState:
     wall_s: float = 0.0
     started_at: float | None = None
     lost: bool = False  # its worker ended without saying how the run did (killed, out of memory)
+
+    def __post_init__(self) -> None:
+        self.run_id = self.run_id or self.task.run_id
 
     @property
     def ended(self) -> bool:
@@ -87,6 +93,8 @@ def apply_event(kind: str, index: int, payload: dict, states: list[TaskState]) -
     if kind == "start":
         state.status, state.started_at = "running", time.time()
         state.slot = payload.get("slot") or state.slot
+    elif kind == "run":
+        state.run_id = payload["run_id"]
     elif kind == "fit_start":
         state.start_epoch = state.epoch = payload["start_epoch"]
     elif kind == "epoch":

@@ -103,7 +103,8 @@ def run_task(task: "Task", context: Context, device: str, slot: str | None = Non
     )
     try:
         outcome = execute(
-            task.spec, run_context, task.run_id, callbacks=[Progress(send), *task.callbacks], should_stop=mailbox.stop_requested
+            task.spec, run_context, task.run_id, callbacks=[Progress(send), *task.callbacks], should_stop=mailbox.stop_requested,
+            on_run=lambda run_id: send("run", {"run_id": run_id}),
         )
     except BaseException as error:  # execute logged it (FAILED, or KILLED for an interrupt)
         send("failed", {"error": f"{error.__class__.__name__}: {error}", "traceback": traceback.format_exc()})

@@ -242,7 +242,7 @@ class TrialSource:
         return tracking.create_run(self.tracking_uri, self.experiment_id, name, tags, parent_run_id=self.parent_run_id)
 
     def ended(self, state: TaskState) -> None:
-        run_id = state.task.run_id
+        run_id = state.run_id
         trial = self.trials.pop(run_id)
         shutil.rmtree(self.checkpoint_root / run_id, ignore_errors=True)  # a trial is never resumed
         parameters = tracking.get_run(self.tracking_uri, run_id).tags.get("parameters")

@@ -26,9 +26,11 @@ from bench.tracking.claims import (
     claim_of,
     claim_owner,
     claim_tags,
+    never_started,
     new_owner,
     owner_gone,
     release,
+    start_clock,
 )
 from bench.tracking.logger import (
     DEFAULT_FINAL_WAIT_S,
@@ -88,7 +90,7 @@ __all__ = [
     "ENTRY_KINDS", "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "FAILED", "FINISHED", "Heartbeat", "KILLED",
     "LOCAL_UI", "LoggedModel", "Outbox", "PARENT_RUN_TAG", "RUNNING", "RUN_ID_FIELD", "Run", "RunLogger",
     "SCHEMES", "STUDY_KIND_TAG", "STUDY_TAG", "TRIAL_TAG", "TrackingUnavailable",
-    "UI_VIEW", "claim", "claim_of", "claim_owner", "claim_tags", "create_run", "delete_run",
+    "UI_VIEW", "claim", "claim_of", "claim_owner", "claim_tags", "never_started", "start_clock", "create_run", "delete_run",
     "download_artifact", "experiment_id", "experiment_url", "find_run", "get_run", "grid_runs",
     "is_grid_run", "list_artifacts", "logged_models", "metric_history", "new_owner",
     "outbox_root", "owner_gone", "prepare", "release", "resolve_uri", "run_status", "runs_of",

@@ -80,6 +80,30 @@ def claim_owner(uri: str, run_id: str) -> str | None:
     return claim_of(get_run(uri, run_id))[0]
 
 
+def never_started(run: Run) -> bool:
+    """Nothing was logged to the run yet: a claim made when its grid was planned, still waiting."""
+    return not run.params and not run.metrics
+
+
+def start_clock(uri: str, run_id: str) -> str:
+    """The run to train now: ``run_id`` itself once training has begun in it; else a new run with its
+    name and tags (the claim included), created now, and the waiting one deleted.
+
+    MLflow shows a run's start and duration from its creation and can change neither afterwards, so a
+    run claimed when the grid was planned would count its wait in the queue as its own time. The new
+    run is created before the old one is deleted: a planner looking in between sees two runs held by
+    one live owner and leaves both alone (planning deletes a never-started extra a kill left behind).
+    """
+    run = get_run(uri, run_id)
+    if not never_started(run):
+        return run_id
+    c = client(uri)
+    tags = {key: value for key, value in run.tags.items() if key != "mlflow.runName"} | claim_tags(claim_of(run)[0] or "")
+    new = c.create_run(run.experiment_id, run_name=run.name, tags=tags)
+    c.delete_run(run_id)
+    return new.info.run_id
+
+
 def release(uri: str, run_id: str, owner: str, status: str | None = None) -> None:
     """Give a claim up (heartbeat 0), and end the run with `status` if given, when it is still ours
     and RUNNING: the next planner need not wait for the claim to age."""

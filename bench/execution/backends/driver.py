@@ -152,9 +152,9 @@ class _Loop:
         self.active.discard(index)
         self.backend.release(index)
         if state.status in ("not started", "killed"):
-            mark_if_running(self.context.destination.tracking_uri, state.task.run_id, tracking.KILLED)  # resumable
+            mark_if_running(self.context.destination.tracking_uri, state.run_id, tracking.KILLED)  # resumable
         elif state.lost:
-            mark_if_running(self.context.destination.tracking_uri, state.task.run_id, tracking.FAILED, state.error)
+            mark_if_running(self.context.destination.tracking_uri, state.run_id, tracking.FAILED, state.error)
         self.source.ended(state)
 
 
