@@ -12,6 +12,7 @@ import pandas as pd
 
 from bench.core.errors import BenchError
 from bench.results import verdict
+from bench.results.cost import cost_ratio
 from bench.results.rows import Options
 from bench.results.runs import BASELINE
 
@@ -51,14 +52,18 @@ def across_datasets(runs: pd.DataFrame, table: pd.DataFrame, options: Options) -
             keys = {(r["dataset"], r["baseline_key"]) for r in base_rows.to_dict("records") if family_of[r["settings"]] == family}
             members = table[[(d, k) in keys for d, k in zip(table.dataset, table.baseline_key)]]
             scores: verdict.Scores = {}
+            rows: dict[str, dict[str, dict]] = {}  # variant -> dataset -> its row of the table (its cost)
             for row in members.to_dict("records"):
                 seeds = runs[(runs.dataset == row["dataset"]) & (runs.model == row["model"]) & (runs.settings == row["settings"])].score
                 scores.setdefault(_variant(row, members), {})[row["dataset"]] = seeds.to_numpy()
+                rows.setdefault(_variant(row, members), {})[row["dataset"]] = row
             for model in scores:
                 if model == baseline or not any(d in scores[baseline] for d in scores[model]):
                     continue
                 role = "primary" if model.split(" (")[0] == primary else "exploratory" if primary is not None else ""
-                comparisons.append(verdict.compare(model, baseline, scores, classes, family, role))
+                found = verdict.compare(model, baseline, scores, classes, family, role)
+                found.cost = cost_ratio(rows[model], rows[baseline], found.datasets)
+                comparisons.append(found)
     order = {m: i for i, m in enumerate([primary or ""])}
     comparisons.sort(key=lambda c: (order.get(c.model, 1), c.baseline != options.baseline))
     note = "" if comparisons else f"No model shares a dataset and its settings with {', '.join(baselines)}."

@@ -98,3 +98,66 @@ def plot_verdict(comparisons, path: Path) -> None:
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+FRONT_AXES = (("gflops_mean", "forward GFLOPs per image"), ("train_time_s_mean", "training time (s)"))
+
+
+def cost_axes(table) -> list[tuple[str, str]]:
+    """The costs the front can be drawn against: those some row recorded."""
+    return [(column, label) for column, label in FRONT_AXES if table[column].notna().any()]
+
+
+def plot_cost_front(table, path: Path, metric_label: str = "test top-1 (%)") -> None:
+    """Per dataset (a row of panels), each configuration's score with its interval against its forward
+    GFLOPs and against its training time (log scale where they span decades): the accuracy/cost front, the configurations no
+    other beats at lower cost joined by a line. Draw it where `cost_axes(table)` has any."""
+    from matplotlib import ticker
+
+    axes_shown = cost_axes(table)
+    plt = pyplot()
+    columns = list(table.columns)
+    extra = columns[columns.index("splits") + 1 : columns.index("n")]
+    datasets = list(dict.fromkeys(table.dataset))
+    fig, axes = plt.subplots(len(datasets), len(axes_shown), figsize=(5.5 * len(axes_shown), 3.4 * len(datasets)), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for row_axes, dataset in zip(axes, datasets):
+        rows = [r for r in table[table.dataset == dataset].to_dict("records")]
+        for ax, (column, label) in zip(row_axes, axes_shown):
+            placed = [r for r in rows if not math.isnan(r[column])]
+            for i, row in enumerate(placed):
+                low, high = row["score_low"], row["score_high"]
+                errors = [[row["score_mean"] - low], [high - row["score_mean"]]] if not math.isnan(low) else None
+                ax.errorbar(row[column], row["score_mean"], yerr=errors, fmt="o", capsize=3, color=colors[i % len(colors)],
+                            mfc="white" if row["n"] == 1 else colors[i % len(colors)], label=_row_label(row, extra))
+            front = _front([(r[column], r["score_mean"]) for r in placed])
+            if len(front) > 1:
+                ax.plot(*zip(*front), color="0.6", lw=0.8, ls="--", zorder=1)
+            costs = [r[column] for r in placed]
+            if costs and min(costs) > 0 and max(costs) / min(costs) > 10:  # a log axis where costs span decades
+                ax.set_xscale("log")
+                ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.margins(x=0.15)
+            scores = [v for r in placed for v in (r["score_low"], r["score_high"], r["score_mean"]) if not math.isnan(v)]
+            if scores:  # an interval past 0 or 100 (few seeds) is cut at the possible range
+                ax.set_ylim(max(min(scores), 0.0) - 2, min(max(scores), 100.0) + 2)
+            ax.set_xlabel(label, fontsize=8)
+            ax.set_ylabel(metric_label, fontsize=8)
+            ax.grid(alpha=0.3, which="both")
+            ax.set_title(dataset, fontsize=10, loc="left")
+        row_axes[-1].legend(fontsize=6, loc="best")
+    fig.suptitle(f"{metric_label.capitalize()} against cost (mean and 95% interval; hollow: one seed; dashed: the front)",
+                 fontsize=9, x=0.01, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats at equal or lower cost, by increasing cost."""
+    front, best = [], -math.inf
+    for cost, score in sorted(points, key=lambda p: (p[0], -p[1])):
+        if score > best:
+            front.append((cost, score))
+            best = score
+    return front

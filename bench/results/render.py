@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from bench.results import references, significance, verdict
+from bench.results import cost, references, significance, verdict
 from bench.results.across import Across
 from bench.results.rows import Options
 from bench.results.runs import SHOWN_METRIC
@@ -82,6 +82,7 @@ def to_markdown(table: pd.DataFrame, health: pd.DataFrame, across: Across | None
     ]
     lines = [*_markdown_table(head, rows), ""]
     lines += [line for note in _notes(table, options) for line in (note, "")]
+    lines += cost_markdown(table, shown)
     extra = _extra_columns(health, "analysed")
     head = ["dataset", "model", "mode", "splits", *extra, "analysed batches", "analysed layers", "gradient health %",
             "health % (notebook formula)", "vanishing", "exploding", "n"]
@@ -94,6 +95,26 @@ def to_markdown(table: pd.DataFrame, health: pd.DataFrame, across: Across | None
     if across is not None:
         lines += across_markdown(across, options)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def cost_markdown(table: pd.DataFrame, shown: str) -> list[str]:
+    """The cost of each row, beside its score: the means over its seeds of what its runs recorded."""
+    columns = [c for c in cost.ROW_COLUMNS if table[f"{c}_mean"].notna().any()]
+    if not columns:
+        return []
+    extra = _extra_columns(table, "n")
+    head = ["dataset", "model", "mode", "splits", *extra, f"{shown} (mean)", *(cost.ROW_COLUMNS[c][0] for c in columns)]
+    rows = [[r["dataset"], r["model"], r["mode"], r["splits"], *(str(r[c]) for c in extra), _fmt(r["score_mean"]),
+             *(cost.shown(c, r[f"{c}_mean"]) for c in columns)] for r in table.to_dict("records")]
+    return ["### Cost", "", *_markdown_table(head, rows), "", COST_NOTE, ""]
+
+
+COST_NOTE = (
+    "Cost: forward FLOPs per image counted at the run's input size (2 per multiply-add; bench models), training "
+    "throughput over the epochs after the first, peak memory of the training device (CUDA's allocated peak, or the "
+    "worker's peak resident memory on a CPU), and the time of the training and validation passes (no queue, no "
+    "analysis): each the mean over the row's seeds. Times and throughputs depend on the machine (env.* tags)."
+)
 
 
 HEALTH_NOTE = (
@@ -230,5 +251,7 @@ def across_frame(across: Across) -> pd.DataFrame:
             "iqm_baseline": c.iqm_baseline.value, "rank": c.rank.value, "rank_low": c.rank.low, "rank_high": c.rank.high,
             "rank_baseline": c.rank_baseline.value, "better": c.test.better, "worse": c.test.worse, "ties": c.test.ties,
             "wilcoxon_p": c.test.p, "conclusion": c.conclusion, "verdict": c.sentence(),
+            "parameters_ratio": c.cost.parameters if c.cost else math.nan, "flops_ratio": c.cost.flops if c.cost else math.nan,
+            "train_time_ratio": c.cost.train_time if c.cost else math.nan,
         })
     return pd.DataFrame(rows)

@@ -49,7 +49,7 @@ class Report:
 
 
 def write_report(uri: str, experiment: str, out: Path, options: Options | None = None) -> Report:
-    from bench.results.figures import plot_comparison, plot_verdict
+    from bench.results.figures import cost_axes, plot_comparison, plot_cost_front, plot_verdict
 
     options = options or Options()
     options = Options(metric_name(options.metric), tuple(dict.fromkeys(options.baselines)), options.primary)
@@ -79,6 +79,11 @@ def write_report(uri: str, experiment: str, out: Path, options: Options | None =
     figure = out / "results.png"
     atomic_write_bytes(figure, lambda handle: plot_comparison(table, runs, handle, SHOWN_METRIC.get(options.metric, options.metric)))
     paths.append(figure)
+    label = SHOWN_METRIC.get(options.metric, options.metric)
+    front = out / "cost_front.png"
+    if cost_axes(table):
+        atomic_write_bytes(front, lambda handle: plot_cost_front(table, handle, label))
+        paths.append(front)
     if across.comparisons:
         atomic_write_bytes(out / "verdict.png", lambda handle: plot_verdict(across.comparisons, handle))
         paths.append(out / "verdict.png")

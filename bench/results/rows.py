@@ -14,7 +14,7 @@ import pandas as pd
 from bench.core import published
 from bench.core.errors import BenchError
 from bench.core.modes import PREPROCESSING_MODES
-from bench.results import references, significance
+from bench.results import cost, references, significance
 from bench.results.runs import ALWAYS_SHOWN, BASELINE, Predictions
 
 IMBALANCED = 3.0  # a majority to minority class ratio above this: balanced accuracy beside top-1
@@ -134,6 +134,7 @@ def comparison_table(runs: pd.DataFrame, predictions: Predictions | None = None,
             "top1_best_mean": group.top1_best.mean(),
             "top1_last_mean": group.top1_last.mean(),
             "headline_weights": "/".join(sorted(set(group.final_weights) - {""})),
+            **cost.row_costs(group),
         }
         row |= _seed_accounting(group, unfinished, dataset, model, settings)
         row |= _versus_baseline(model, group, baselines.get((dataset, _baseline_key(settings))), predictions, baseline)

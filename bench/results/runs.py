@@ -14,6 +14,7 @@ from bench import tracking
 from bench.config.spec import analysis_only_keys
 from bench.core.errors import BenchError
 from bench.results import references
+from bench.results import cost
 from bench.tracking import metric_names
 
 BASELINE = "resnet18"
@@ -128,6 +129,7 @@ def _finished(run, settings: dict, metric: str) -> dict:
         "exploding": metric_names.read(metrics, "gradflow/exploding_layers"),
         "gradflow_batches": metric_names.read(metrics, "gradflow/batches"),
         "gradflow_batch_size": metric_names.read(metrics, "gradflow/batch_size"),
+        **cost.run_costs(metrics, tags),
     }
 
 

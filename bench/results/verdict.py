@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bench.results.cost import CostRatio
+
 LEVEL = 0.95
 BOOTSTRAP_SAMPLES = 2000
 BOOTSTRAP_SEED = 0
@@ -190,6 +192,7 @@ class Comparison:
     test: SignedRank
     role: str  # primary, exploratory, or baseline-only
     differences: dict[str, float] = field(default_factory=dict)  # dataset -> mean difference (points)
+    cost: CostRatio | None = None  # the model's cost over the baseline's (bench.results.cost)
 
     @property
     def conclusion(self) -> str:
@@ -213,6 +216,8 @@ class Comparison:
             words += "; one seed measures one training run, not the architecture: add seeds (bench run ... --seeds 42,43,44)"
         if self.test.smallest_p >= ALPHA:
             words += f" (with {self.test.datasets} dataset{'s' if self.test.datasets > 1 else ''} no p below {self.test.smallest_p:.2g} is possible)"
+        if self.cost is not None and self.cost.words():
+            words += f"; at {self.cost.words()}"
         return words if self.role != "exploratory" else f"[exploratory] {words}"
 
 
