@@ -18,6 +18,7 @@ from support import TINY_MODEL, bench, cli, log_finished_run, store_args
 from bench import tracking
 from bench.config.spec import RunSpec
 from bench.results import significance, verdict
+from bench.results.cost import CostRatio
 from bench.results.rows import Options, comparison_table
 from bench.results.runs import collect_runs
 
@@ -91,6 +92,25 @@ def test_the_verdict_equals_a_direct_computation(trained, tmp_path, capsys):
     assert "no p below 0.25 is possible" in found.verdict  # three datasets cannot give an exact p under 1/4
     assert "## Across datasets" in out and found.verdict in out
     assert (tmp_path / "report" / "verdict.png").stat().st_size > 0
+
+
+@pytest.mark.slow  # trains the module's runs (about 20 s)
+def test_the_report_sets_each_rows_cost_beside_its_score(trained, tmp_path, capsys):
+    code, out, err = cli(capsys, "report", "--tracking-uri", trained["uri"], "--experiment", "test", "--baseline", "tiny",
+                         "--out", str(tmp_path))
+    assert code == 0, out + err
+    runs, table = pd.read_csv(tmp_path / "runs.csv"), pd.read_csv(tmp_path / "results.csv")
+    for column in ("parameters", "gflops", "train_images_per_s", "peak_memory_mib", "train_time_s"):
+        means = runs.groupby(["dataset", "model"])[column].mean()
+        assert all(row[f"{column}_mean"] == pytest.approx(means[(row["dataset"], row["model"])]) for row in table.to_dict("records"))
+    assert "### Cost" in out and "GFLOPs/image" in out
+    assert (tmp_path / "cost_front.png").stat().st_size > 0
+    found = pd.read_csv(tmp_path / "verdict.csv").iloc[0]
+    rows = {(r["dataset"], r["model"]): r for r in table.to_dict("records")}
+    ratios = [rows[(d, "tiny-wide")]["parameters_mean"] / rows[(d, "tiny")]["parameters_mean"] for d in found.dataset_names.split(",")]
+    assert found.parameters_ratio == pytest.approx(np.exp(np.mean(np.log(ratios))))
+    assert found.parameters_ratio > 1 and found.flops_ratio > 1
+    assert f"; at +{100 * (found.parameters_ratio - 1):.0f} % parameters, +{100 * (found.flops_ratio - 1):.0f} % FLOPs" in found.verdict
 
 
 @pytest.mark.slow  # trains the module's runs (about 20 s)
@@ -282,6 +302,8 @@ def test_the_verdict_sentence_says_what_was_shown():
     )
     assert shown.sentence() == ("gradattn-rope vs resnet18 on 8 datasets, 3 seeds each: P(improvement) 0.61 [0.48, 0.74], "
                                 "better on 5 of 8 (Wilcoxon p = 0.25): not shown to help")
+    shown.cost = CostRatio(1.149, 1.21, 1.34)
+    assert shown.sentence().endswith("not shown to help; at +15 % parameters, +21 % FLOPs, 1.3 times the training time")
 
 
 def test_seeds_on_different_hardware_are_flagged(tmp_path):

@@ -13,8 +13,7 @@ import pandas as pd
 from bench import tracking
 from bench.config.spec import analysis_only_keys
 from bench.core.errors import BenchError
-from bench.results import references
-from bench.results import cost
+from bench.results import cost, references
 from bench.tracking import metric_names
 
 BASELINE = "resnet18"
