@@ -214,7 +214,7 @@ def _gradflow_analysis(spec: RunSpec, bundle, loaders: dict, device: torch.devic
 
 def _finish(spec: RunSpec, ctx: RunContext, logger: tracking.RunLogger, model, best_state, fit: FitResult, bundle, test_loader, analyze) -> RunOutcome:
     """Both weight sets on test, the headline's gradient flow, every result logged; the run FINISHED."""
-    evaluations, headline = _evaluate_both(spec, model, best_state, test_loader, bundle)
+    evaluations, headline = _evaluate_both(spec, model, best_state, test_loader, bundle, best_is_last=fit.best_epoch == fit.epochs_run)
     report = evaluations[headline]
     test_metrics = _test_metrics(report.scalars)
     for weights, evaluation in evaluations.items():
@@ -240,9 +240,11 @@ def _finish(spec: RunSpec, ctx: RunContext, logger: tracking.RunLogger, model, b
     )
 
 
-def _evaluate_both(spec: RunSpec, model, best_state, test_loader, bundle):
+def _evaluate_both(spec: RunSpec, model, best_state, test_loader, bundle, best_is_last: bool = False):
     """Test metrics of the last-epoch and of the best-validation weights (protocol 7.2 measured);
-    leaves ``model`` holding the headline weights and returns ({"best"|"last": report}, headline)."""
+    leaves ``model`` holding the headline weights and returns ({"best"|"last": report}, headline).
+    Where the best epoch is the last one (``best_is_last``), the weights are the same and the test
+    split is predicted once."""
     from bench.train.metrics import classification_metrics
 
     def evaluate():
@@ -252,6 +254,9 @@ def _evaluate_both(spec: RunSpec, model, best_state, test_loader, bundle):
     evaluations = {"last": evaluate()}
     if best_state is None:
         return evaluations, "last"
+    if best_is_last:
+        evaluations["best"] = evaluations["last"]
+        return evaluations, "best" if spec.restore_best else "last"
     last_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if not spec.restore_best else None
     model.load_state_dict(best_state)
     evaluations["best"] = evaluate()
