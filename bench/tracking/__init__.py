@@ -67,6 +67,7 @@ from bench.tracking.records import (
     LoggedModel,
     Run,
     is_grid_run,
+    model_name,
 )
 from bench.tracking.store import (
     EXPERIMENT_KIND,
@@ -90,7 +91,7 @@ __all__ = [
     "SCHEMES", "STUDY_KIND_TAG", "STUDY_TAG", "TRIAL_TAG", "TrackingUnavailable",
     "UI_VIEW", "claim", "claim_of", "claim_owner", "claim_tags", "create_run", "delete_run",
     "download_artifact", "experiment_id", "experiment_url", "find_run", "get_run", "grid_runs",
-    "is_grid_run", "list_artifacts", "logged_models", "metric_history", "new_owner",
+    "is_grid_run", "list_artifacts", "logged_models", "metric_history", "model_name", "new_owner",
     "outbox_root", "owner_gone", "prepare", "release", "resolve_uri", "run_status", "runs_of",
     "set_status", "shown_uri", "sqlite_path", "sqlite_uri", "study_runs", "system_metrics", "ui_hint",
 ]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from bench.tracking import metric_names
 
 FINISHED, RUNNING, FAILED, KILLED = "FINISHED", "RUNNING", "FAILED", "KILLED"
 
@@ -30,7 +33,7 @@ class Run:
     deleted: bool  # deleted in the UI (its lifecycle stage), restorable there
     tags: dict[str, str]
     params: dict[str, str]
-    metrics: dict[str, float]  # the latest value of each metric
+    metrics: dict[str, float]  # the latest value of each metric, by its sectioned name (metric_names.canonical)
 
 
 def is_grid_run(run: Run) -> bool:
@@ -50,6 +53,12 @@ class LoggedModel:
     created: int  # milliseconds since the epoch
 
 
+def model_name(run_name: str) -> str:
+    """A run's logged model is named after the run, `digits/resnet18/42` as `digits-resnet18-42`:
+    MLflow refuses /, :, ., %, and quotes in a model's name."""
+    return re.sub(r"[/:.%\"']+", "-", run_name).strip("-")
+
+
 def run_record(run) -> Run:
     """Our record of an MLflow `Run`."""
     info, data = run.info, run.data
@@ -63,8 +72,16 @@ def run_record(run) -> Run:
         deleted=info.lifecycle_stage == "deleted",
         tags=dict(data.tags),
         params=dict(data.params),
-        metrics=dict(data.metrics),
+        metrics=_canonical(data.metrics),
     )
+
+
+def _canonical(metrics: dict[str, float]) -> dict[str, float]:
+    """A run's metrics by their sectioned names, whichever name the run logged each under. Where a run
+    holds both, the flat name's value stands: a result (the final gradient-flow score) over the last
+    point of a curve of the same quantity (the score at each analysed epoch)."""
+    sectioned = {name: value for name, value in metrics.items() if metric_names.canonical(name) == name}
+    return sectioned | {metric_names.canonical(name): value for name, value in metrics.items() if metric_names.canonical(name) != name}
 
 
 def model_record(model) -> LoggedModel:
