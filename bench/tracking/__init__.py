@@ -13,6 +13,7 @@ send in an on-disk outbox and replays it, in order, when the server answers agai
 - `claims`: which process trains a run, and its heartbeat
 - `outbox`, `logger`: `RunLogger` and the queue behind it
 - `queries`: what the rest of the project reads from the store
+- `report_run`: the run `bench report --log` writes the report to
 """
 
 from bench.config.options import DEFAULT_EXPERIMENT
@@ -60,6 +61,7 @@ from bench.tracking.records import (
     FINISHED,
     KILLED,
     PARENT_RUN_TAG,
+    REPORT_TAG,
     RUN_ID_FIELD,
     RUNNING,
     STUDY_KIND_TAG,
@@ -70,6 +72,7 @@ from bench.tracking.records import (
     is_grid_run,
     model_name,
 )
+from bench.tracking.report_run import log_report
 from bench.tracking.store import (
     SCHEMES,
     prepare,
@@ -93,11 +96,11 @@ from bench.tracking.views import (
 __all__ = [
     "CLAIM_HEARTBEAT", "CLAIM_HEARTBEAT_S", "CLAIM_OWNER", "CLAIM_SETTLE_S", "CLAIM_STALE_S", "CONFIGURATION_TAG", "CONFIG_HASH_TAG", "DEFAULT_EXPERIMENT", "DEFAULT_FINAL_WAIT_S",
     "ENTRY_KINDS", "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "FAILED", "FINISHED", "Heartbeat", "KILLED",
-    "LOCAL_UI", "LoggedModel", "Outbox", "PARENT_RUN_TAG", "RUNNING", "RUN_ID_FIELD", "Run", "RunLogger",
+    "LOCAL_UI", "LoggedModel", "Outbox", "PARENT_RUN_TAG", "REPORT_TAG", "RUNNING", "RUN_ID_FIELD", "Run", "RunLogger",
     "SCHEMES", "STUDY_KIND_TAG", "STUDY_TAG", "TRIAL_TAG", "TrackingUnavailable",
     "UI_VIEW", "claim", "claim_of", "claim_owner", "claim_tags", "configurations_url", "create_run", "delete_run",
     "download_artifact", "experiment_id", "experiment_url", "find_run", "get_run", "grid_runs",
-    "is_grid_run", "list_artifacts", "logged_models", "metric_history", "model_name", "new_owner",
+    "is_grid_run", "list_artifacts", "log_report", "logged_models", "metric_history", "model_name", "new_owner",
     "outbox_root", "owner_gone", "prepare", "release", "resolve_uri", "run_status", "run_url", "runs_of",
     "set_status", "shown_uri", "sqlite_path", "sqlite_uri", "study_runs", "system_metrics", "ui_hint",
 ]

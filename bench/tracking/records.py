@@ -14,6 +14,7 @@ CONFIG_HASH_TAG = "config_hash"  # the identity of a run's settings (RunSpec.con
 TRIAL_TAG = "trial_number"  # an Optuna trial's run: it shares its configuration's hash with grid runs
 STUDY_KIND_TAG = "study_kind"  # a study's own run (a depth-width study, a sensitivity analysis)
 STUDY_TAG = "optuna_study"  # the Optuna study a study's run or a trial's run belongs to
+REPORT_TAG = "bench_report"  # the run `bench report --log` writes the report's files to
 # MLflow's own: the run a run is nested under in the UI.
 PARENT_RUN_TAG = "mlflow.parentRunId"
 # How an Optuna trial's attributes and the study tables name the trial's tracked run.
@@ -37,8 +38,8 @@ class Run:
 
 
 def is_grid_run(run: Run) -> bool:
-    """A run of the dataset x model grid: neither an Optuna trial nor a study's own run."""
-    return TRIAL_TAG not in run.tags and STUDY_KIND_TAG not in run.tags
+    """A run of the dataset x model grid: neither an Optuna trial, a study's own run nor the report's."""
+    return not {TRIAL_TAG, STUDY_KIND_TAG, REPORT_TAG} & set(run.tags)
 
 
 @dataclass(frozen=True)
