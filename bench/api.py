@@ -98,6 +98,7 @@ def report(
     metric: str = "top1",
     baselines: str | Iterable[str] = (),
     primary: str | None = None,
+    log: bool = False,
 ) -> "Report":
     """The report of an experiment's finished runs (what `bench report` writes to ``out``): its
     tables as DataFrames (``results``, ``health``, ``runs``, ``verdict``), the verdicts in plain
@@ -110,6 +111,8 @@ def report(
             compares GradAttn with the attention models.
         primary: the model the experiment was run for; the others are labelled exploratory (default:
             the study file's ``primary``, recorded on the runs).
+        log: also log the files to the experiment, as its run named ``report`` (``logged_to`` is
+            its link in the MLflow UI).
     """
     from bench import tracking
     from bench.config import options as declared
@@ -117,9 +120,13 @@ def report(
 
     places = declared.given(declared.Places, {"experiment": experiment, "tracking_uri": tracking_uri}, "bench.report")
     uri = tracking.resolve_uri(places.tracking_uri)
-    tracking.prepare(uri, places.experiment)
+    experiment_id = tracking.prepare(uri, places.experiment)
     chosen = Options(metric, (baselines,) if isinstance(baselines, str) else tuple(baselines), primary)
-    return write_report(uri, places.experiment, Path(out), chosen)
+    written = write_report(uri, places.experiment, Path(out), chosen)
+    if log:
+        run_id = tracking.log_report(uri, experiment_id, written.paths, f"`bench report --metric {chosen.metric}`: {len(written.runs)} finished runs.")
+        written.logged_to = tracking.run_url(uri, experiment_id, run_id)
+    return written
 
 
 def sensitivity(

@@ -129,8 +129,8 @@ def log_finished_run(store, exp_id, spec, top1: float, *, train_acc=(0.3, 0.6, 0
         "gradflow/vanishing_layers": 0.0, "gradflow/exploding_layers": 0.0,
         "gradflow/batches": 20.0, "gradflow/batch_size": 128.0,
     } | (metrics or {})
-    if status == "FINISHED":
-        logger.log_metrics({named(key): value for key, value in summary.items()}, step=len(train_acc))
+    if status == "FINISHED":  # results under their flat names, as the runner logs them (and runs before sections)
+        logger.log_metrics({metric_names.result(key): value for key, value in summary.items()}, step=len(train_acc))
         if correct is not None:
             logger.log_text(_predictions(correct), "evaluation/test_predictions.csv")
     logger.end(status)

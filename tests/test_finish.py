@@ -41,7 +41,7 @@ def test_killed_after_the_test_metrics_then_resumed_logs_each_metric_once(store,
         [sys.executable, "-m", "bench", *ARGS, *store_args(store)],
         env=os.environ | env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    wait_until(lambda: _logged(store["root"] / "mlflow.db", "test/top1") or process.poll() is not None, 600, "test metrics logged", 0.05)
+    wait_until(lambda: _logged(store["root"] / "mlflow.db", "test_top1") or process.poll() is not None, 600, "test metrics logged", 0.05)
     os.killpg(process.pid, signal.SIGKILL)  # during the artifacts that follow the test metrics
     process.wait()
     uri = store["uri"]

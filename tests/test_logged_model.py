@@ -16,7 +16,7 @@ from support import new_store
 
 from bench import data, tracking
 from bench.config.spec import GradFlowConfig, RunSpec, TrainConfig
-from bench.execution.runner import MODEL_NAME, RunContext, execute
+from bench.execution.runner import RunContext, execute
 
 SPEC = RunSpec("digits", "resnet18", seed=1, train=TrainConfig(max_epochs=1), gradflow=GradFlowConfig(num_batches=1))
 
@@ -51,11 +51,24 @@ def test_the_logged_model_predicts_the_test_split_as_the_run_logged(finished):
     store, _, run_id = finished
     mlflow.set_tracking_uri(store["uri"])
     [model] = _models_of(store["uri"], run_id)
-    assert model.name == MODEL_NAME and model.status == "READY"
-    assert model.tags["weights"] == "best" and model.tags["model"] == "resnet18"
+    assert model.name == "digits-resnet18-1" and model.status == "READY"  # named after its run, digits/resnet18/1
+    assert model.tags["weights"] == "best" and model.tags["model"] == "resnet18" and model.tags["seed"] == "1"
     run = tracking.get_run(store["uri"], run_id)
     assert run.tags["weights"] == f"logged model {model.model_id}"
     assert _accuracy(f"models:/{model.model_id}", store) == pytest.approx(run.metrics["test/top1"], abs=1e-6)
+
+
+def test_the_headline_test_metrics_are_the_models_measured_on_the_runs_dataset(finished):
+    store, _, run_id = finished
+    [model] = _models_of(store["uri"], run_id)
+    run = tracking.get_run(store["uri"], run_id)
+    logged = {m.key: m for m in MlflowClient(store["uri"]).get_logged_model(model.model_id).metrics}
+    assert logged["test_top1"].value == run.metrics["test/top1"] and "test_f1_macro" in logged
+    assert not any(key.startswith(("test_best_", "test_last_")) for key in logged)  # the headline's only
+    [dataset] = MlflowClient(store["uri"]).get_run(run_id).inputs.dataset_inputs
+    tested = [m for key, m in logged.items() if key.startswith("test_")]
+    assert {(m.dataset_name, m.dataset_digest) for m in tested} == {("digits", dataset.dataset.digest)}
+    assert tracking.model_name("folder:/data/pets.v2/resnet18/42") == "folder-data-pets-v2-resnet18-42"  # what MLflow accepts
 
 
 def test_the_logged_model_can_be_registered_and_loaded_by_name(finished):
@@ -78,10 +91,11 @@ def test_the_model_replaces_the_checkpoint_artifact_and_doubles_no_metric(finish
 def test_a_model_is_logged_once_per_run_and_a_half_logged_one_is_replaced(finished):
     store, experiment, _ = finished
     run_id = tracking.create_run(store["uri"], experiment, "again", {})
-    stale = MlflowClient(store["uri"]).create_logged_model(experiment, name=MODEL_NAME, source_run_id=run_id)  # a kill before it was finalised
+    name = tracking.model_name("again/1")
+    stale = MlflowClient(store["uri"]).create_logged_model(experiment, name=name, source_run_id=run_id)  # a kill before it was finalised
     logger = tracking.RunLogger(store["uri"], run_id, outbox_dir=store["root"] / "outbox" / run_id)
-    first = logger.log_model(nn.Linear(2, 2), MODEL_NAME, 1, {}, ["torch"])
-    again = logger.log_model(nn.Linear(2, 2), MODEL_NAME, 1, {}, ["torch"])
+    first = logger.log_model(nn.Linear(2, 2), name, 1, {}, ["torch"])
+    again = logger.log_model(nn.Linear(2, 2), name, 1, {}, ["torch"])
     assert first == again != stale.model_id
     assert [m.model_id for m in _models_of(store["uri"], run_id)] == [first]
 

@@ -41,3 +41,9 @@ def test_a_metric_reads_from_old_and_new_runs_alike():
 def test_a_metric_with_no_section_is_a_clear_error():
     with pytest.raises(KeyError, match="no section for metric 'accuracy'"):
         metric_names.sectioned("accuracy")
+
+
+def test_results_are_logged_flat_and_read_back_by_their_sectioned_names():
+    for key in ("test/top1", "test/best_f1_macro", "gradflow/health", "gradflow/layers", "val/best_acc", "train/epochs_run"):
+        assert "/" not in metric_names.result(key) and metric_names.canonical(metric_names.result(key)) == key
+    assert metric_names.canonical("val/acc") == "val/acc" and metric_names.canonical("system/cpu_utilization_percentage") == "system/cpu_utilization_percentage"

@@ -201,3 +201,13 @@ def test_a_threshold_pair_that_cannot_classify_is_refused(vanishing, exploding, 
     spec = RunSpec("digits", "resnet18", gradflow=GradFlowConfig(vanishing=vanishing, exploding=exploding))
     with pytest.raises(BenchError, match=re.escape(fragment)):
         spec.validate()
+
+
+def test_the_configuration_names_what_its_seeds_share_and_what_sets_it_apart():
+    from bench.config.spec import schema
+
+    assert RunSpec("digits", "resnet18", seed=43).configuration() == RunSpec("digits", "resnet18", seed=42).configuration() == "digits/resnet18"
+    assert RunSpec("digits", "resnet18", preprocessing="notebook").configuration() == "digits/resnet18 notebook"
+    assert RunSpec("digits", "resnet18", split_seed=43).configuration() == "digits/resnet18 split_seed=43"
+    tuned = RunSpec.from_settings(schema().parse(["train.lr=3e-4", "gradflow.num_batches=1"]), "digits", "resnet18")
+    assert tuned.configuration() == "digits/resnet18 train.lr=0.0003"  # analysis-only settings aside, as the report groups

@@ -9,8 +9,23 @@ import typing
 from typing import Any, Callable, List, Optional
 
 import typer
+from typer.core import TyperOption
 
 from bench.core.version import __version__
+
+
+def _flag_type(display_type_rich):
+    """Typer's rich help writes a type beside every option, an on/off flag's too (`--force <bool>`),
+    as if it took a value; a flag shows none, as in Click's plain help."""
+
+    @functools.wraps(display_type_rich)
+    def shown(self, ctx):
+        return None if self.is_flag else display_type_rich(self, ctx)
+
+    return shown
+
+
+TyperOption.display_type_rich = _flag_type(TyperOption.display_type_rich)
 
 app = typer.Typer(
     name="bench",

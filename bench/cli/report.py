@@ -19,6 +19,7 @@ def report(
     metric: str = typer.Option("top1", "--metric", help="The test metric compared: top1, balanced_acc, macro_f1, or any logged test metric."),
     baseline: Optional[List[str]] = typer.Option(None, "--baseline", help="A model every other is compared with across datasets (repeatable; default resnet18; the first is the rows' Δ)."),
     primary: Optional[str] = typer.Option(None, "--primary", help="The model the experiment was run for; the others are exploratory (default: the study file's primary, recorded on the runs)."),
+    log: bool = typer.Option(False, "--log", help="Also log the files to the experiment, as its run named report (in the MLflow UI: its Artifacts tab)."),
     *,
     places: Places,
 ) -> None:
@@ -28,8 +29,10 @@ def report(
 
     from bench.api import report as make_report
 
-    files = make_report(places.experiment, places.tracking_uri, out, metric, tuple(baseline or ()), primary)
+    files = make_report(places.experiment, places.tracking_uri, out, metric, tuple(baseline or ()), primary, log=log)
     console = make_console()
     # A log gets the Markdown itself: its table is never wrapped, cut or padded to a width.
     console.print(Markdown(files.markdown) if console.is_terminal else files.markdown, markup=False, highlight=False)
     console.print("wrote " + ", ".join(str(p) for p in files.paths))
+    if files.logged_to:
+        console.print(f"logged to the run report: {files.logged_to}", markup=False, highlight=False)

@@ -307,6 +307,19 @@ class RunSpec:
                 flat[key] = value
         return flat
 
+    def configuration(self) -> str:
+        """The configuration's name, what its seeds share: `digits/resnet18`, then the mode where it is
+        not the protocol's, the split seed where it is not, and each setting that differs from the mode's default for this dataset
+        and model (`digits/resnet18 notebook train.lr=0.0003`), analysis-only ones aside, as the
+        report groups runs. The `configuration` tag, by which the MLflow UI groups seeds."""
+        ours = self.flat_params()
+        default = RunSpec(self.dataset, self.model, seed=self.seed, preprocessing=self.preprocessing, split_seed=self.split_seed).flat_params()
+        keys = sorted((set(ours) | set(default)) - analysis_only_keys())
+        differing = [f"{key}={ours.get(key)}" for key in keys if ours.get(key) != default.get(key)]
+        mode = [] if self.preprocessing == "protocol" else [self.preprocessing]
+        split = [] if self.split_seed == PROTOCOL_SPLIT_SEED else [f"split_seed={self.split_seed}"]
+        return " ".join([f"{self.dataset}/{self.model}", *mode, *split, *differing])
+
     def notebook_deviations(self) -> list[str]:
         """The resolved settings in which this run differs from its dataset's notebook cell for the
         model (seed aside): empty for a faithful reproduction."""

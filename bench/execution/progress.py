@@ -107,18 +107,29 @@ class GridDisplay:
             if self._last_lines.get(index) == key:
                 continue
             self._last_lines[index] = key
-            spec = state.task.spec
-            detail = ""
-            if state.epoch:
-                detail = (
-                    f"epoch {state.epoch}/{spec.train.max_epochs} train loss {_num(state.train_loss)} "
-                    f"val loss {_num(state.val_loss)} val acc {_pct(state.val_acc)} best {_pct(state.best_val_acc)} "
-                    f"lr {'' if state.lr is None else format(state.lr, '.1e')} ETA {_duration(eta_seconds(state, spec.train.max_epochs, spec.train.early_stopping_patience)) or '-'}"
-                )
-            if state.status == "failed":
-                detail = state.error or ""
-            self.console.print(f"{state.task.run_name} [{state.slot}] {state.status}: {detail}", highlight=False, markup=False)
+            self.console.print(plain_line(state), highlight=False, markup=False)
 
+
+def plain_line(state: TaskState) -> str:
+    """One run's progress as a log line: its name, slot, state and the epoch's numbers, each field
+    only where it has a value (a queued run has no slot yet, a starting one no epoch)."""
+    spec = state.task.spec
+    head = [state.task.run_name, f"[{state.slot}]" if state.slot else "", state.status]
+    if state.status == "failed":
+        return _joined(head) + (f": {state.error}" if state.error else "")
+    if not state.epoch:
+        return _joined(head)
+    eta = eta_seconds(state, spec.train.max_epochs, spec.train.early_stopping_patience)
+    fields = {
+        "epoch": f"{state.epoch}/{spec.train.max_epochs}", "train loss": _num(state.train_loss),
+        "val loss": _num(state.val_loss), "val acc": _pct(state.val_acc), "best": _pct(state.best_val_acc),
+        "lr": "" if state.lr is None else f"{state.lr:.1e}", "ETA": _duration(eta),
+    }
+    return _joined(head) + ": " + _joined(f"{name} {value}" for name, value in fields.items() if value)
+
+
+def _joined(parts) -> str:
+    return " ".join(part for part in parts if part)
 
 def print_problems(console: Console, rows: list[dict]) -> None:
     """One line per failed or unsynced run of a grid's rows (bench.execution.grid.GridResult.rows);

@@ -11,6 +11,7 @@ import torch
 from bench.config.spec import RunSpec
 from bench.core import published
 from bench.core.version import __version__
+from bench.tracking import CONFIGURATION_TAG
 
 
 def _git_commit() -> str | None:
@@ -30,6 +31,7 @@ def _git_commit() -> str | None:
 def run_tags(spec: RunSpec, device: str, parameters: int | None = None) -> dict[str, str]:
     tags = {
         "config_hash": spec.config_hash(),
+        CONFIGURATION_TAG: spec.configuration(),  # what the UI's runs table groups seeds by
         "dataset": spec.dataset,
         "model": spec.model,
         "seed": str(spec.seed),

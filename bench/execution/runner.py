@@ -136,7 +136,8 @@ def _execute(spec, ctx, logger: tracking.RunLogger, callbacks, should_stop) -> R
         logger.set_tags({"resumed_from_epoch": fit.resumed_from_epoch})
     if fit.interrupted:  # ended KILLED by `execute`, unless the run was lost to another owner
         return RunOutcome(logger.run_id, tracking.KILLED, epochs=fit.epochs_run)
-    logger.log_metrics(cost.run_cost(fit.history, fit.best_epoch, models.count_parameters(model), counted), step=fit.epochs_run)
+    spent = cost.run_cost(fit.history, fit.best_epoch, models.count_parameters(model), counted)
+    logger.log_metrics({metric_names.result(key): value for key, value in spent.items()}, step=fit.epochs_run)
     logger.set_tags({"cost.memory": trainer.meter.memory_source, "cost.energy": trainer.meter.energy_source or NO_ENERGY})
     outcome = _finish(spec, ctx, logger, model, trainer.best_state, fit, bundle, loaders["test"], analyze)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished runs never resume; the weights are in MLflow
@@ -216,13 +217,19 @@ def _finish(spec: RunSpec, ctx: RunContext, logger: tracking.RunLogger, model, b
     """Both weight sets on test, the headline's gradient flow, every result logged; the run FINISHED."""
     evaluations, headline = _evaluate_both(spec, model, best_state, test_loader, bundle, best_is_last=fit.best_epoch == fit.epochs_run)
     report = evaluations[headline]
-    test_metrics = _test_metrics(report.scalars)
-    for weights, evaluation in evaluations.items():
-        test_metrics |= _test_metrics(evaluation.scalars, weights)
     flow = analyze(model)  # the headline weights, as evaluated
-    logger.log_metrics(test_metrics | _summary_metrics(fit, flow), step=fit.epochs_run)
+    model_id = _log_model(logger, spec, ctx, model, bundle, fit, headline)
+    # Results under their flat names (bench.tracking.metric_names): the UI charts the curves first.
+    # The headline's test metrics are also the logged model's, measured on the run's dataset.
+    results = {metric_names.result(key): value for key, value in _test_metrics(report.scalars).items()}
+    logger.log_metrics(results, step=fit.epochs_run, model_id=model_id, dataset=(spec.dataset, _digest(bundle)))
+    per_weights = {}
+    for weights, evaluation in evaluations.items():
+        per_weights |= _test_metrics(evaluation.scalars, weights)
+    results = {metric_names.result(key): value for key, value in (per_weights | _summary_metrics(fit, flow)).items()}
+    logger.log_metrics(results, step=fit.epochs_run)
     _log_artifacts(logger, fit, report, flow)
-    _log_model(logger, spec, ctx, model, bundle, fit, headline)
+    logger.log_text(_test_metrics_csv(evaluations, headline), "evaluation/test_metrics.csv")
     logger.log_text(_predictions_csv(evaluations), "evaluation/test_predictions.csv")
     logger.set_tags({
         "final_weights": headline, "num_classes": str(bundle.num_classes), "notes": "; ".join(bundle.notes)[:4000],
@@ -270,6 +277,17 @@ def _test_metrics(scalars: dict[str, float], weights: str | None = None) -> dict
     return {metric_names.test_key(k.removeprefix("test_"), weights): v for k, v in scalars.items()}
 
 
+def _test_metrics_csv(evaluations, headline: str) -> str:
+    """The test metrics of each weight set side by side, a row per metric: the run's results as one
+    table to read (the run's metrics hold the same values, one chart each)."""
+    import pandas as pd
+
+    table = pd.DataFrame({weights: evaluation.scalars for weights, evaluation in evaluations.items()})
+    table.index = [name.removeprefix("test_") for name in table.index]
+    table.insert(0, "headline", table[headline])
+    return table.rename_axis("metric").to_csv()
+
+
 def _predictions_csv(evaluations) -> str:
     """Per test example, the label and each weight set's prediction: what a paired test across
     models needs (McNemar, bootstrap), in the order of the recorded test split."""
@@ -280,16 +298,20 @@ def _predictions_csv(evaluations) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _log_dataset(logger: tracking.RunLogger, spec: RunSpec, bundle, data_dir: Path) -> None:
-    """The decoded data as an MLflow dataset input: where it came from, its digest, its split sizes."""
+def _digest(bundle) -> str:
     from bench.data.base import bundle_digest
 
+    return bundle_digest(bundle)
+
+
+def _log_dataset(logger: tracking.RunLogger, spec: RunSpec, bundle, data_dir: Path) -> None:
+    """The decoded data as an MLflow dataset input: where it came from, its digest, its split sizes."""
     dataset = data.get(spec.dataset)
     files = dataset.expected_files(data_dir)
     profile = {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test)}
     profile |= {"splits": spec.splits, "split_seed": bundle.seed, "preprocessing": spec.preprocessing}
     source = ", ".join(str(Path(f).resolve()) for f in files) or dataset.homepage or spec.dataset
-    logger.log_dataset(spec.dataset, bundle_digest(bundle), source, profile)
+    logger.log_dataset(spec.dataset, _digest(bundle), source, profile)
 
 
 def _class_ratio(labels: torch.Tensor) -> float:
@@ -334,28 +356,30 @@ def _log_artifacts(logger: tracking.RunLogger, fit: FitResult, report, flow) -> 
     logger.log_text(pd.DataFrame([asdict(r) for r in fit.history]).to_csv(index=False), "history.csv")
 
 
-MODEL_NAME = "model"
 NO_ENERGY = "not measured: no NVML energy counter (GPU) or readable RAPL counter (CPU)"
 
 
 def _log_model(
     logger: tracking.RunLogger, spec: RunSpec, ctx: RunContext, model: torch.nn.Module, bundle, fit: FitResult, headline: str
-) -> None:
-    """The weights the headline test metrics came from, as the run's MLflow model (with the evaluation
-    transform in front: bench.models.packaged); as `checkpoint/<best|last>.pt` when the store cannot
-    take a model now; not at all under --no-log-model. The run's `weights` tag says which."""
+) -> str | None:
+    """The weights the headline test metrics came from, as the run's MLflow model named after the run
+    (`digits-resnet18-42`), with the evaluation transform in front (bench.models.packaged); as
+    `checkpoint/<best|last>.pt` when the store cannot take a model now; not at all under
+    --no-log-model. The run's `weights` tag says which. Returns the logged model's id, if any."""
     from bench.models.packaged import packaged
 
     epoch = fit.best_epoch if headline == "best" else fit.epochs_run
     if not ctx.log_model:
         logger.set_tags({"weights": "not logged (--no-log-model)"})
-        return
+        return None
     requirements = [f"torch=={torch.__version__}", f"gradattn-bench=={__version__}"]
-    tags = {"dataset": spec.dataset, "model": spec.model, "weights": headline, "epoch": str(epoch)}
-    model_id = logger.log_model(packaged(model, bundle.eval_transform), MODEL_NAME, fit.epochs_run, tags, requirements)
+    tags = {"dataset": spec.dataset, "model": spec.model, "seed": str(spec.seed), "weights": headline, "epoch": str(epoch)}
+    name = tracking.model_name(spec.run_name)
+    model_id = logger.log_model(packaged(model, bundle.eval_transform), name, fit.epochs_run, tags, requirements)
     if model_id is not None:
         logger.set_tags({"weights": f"logged model {model_id}"})
-        return
+        return model_id
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     logger.log_written(f"checkpoint/{headline}.pt", lambda path: checkpoint.save({"epoch": epoch, "model": weights}, path))
     logger.set_tags({"weights": f"checkpoint/{headline}.pt (the store could take no model when the run ended)"})
+    return None

@@ -43,6 +43,7 @@ class Report:
     runs: pd.DataFrame  # every finished run read (runs.csv)
     verdict: pd.DataFrame = field(default_factory=pd.DataFrame)  # across datasets (verdict.csv)
     sentences: list[str] = field(default_factory=list)  # the verdicts in plain words
+    logged_to: str | None = None  # the MLflow UI link of the report's run, when logged (bench report --log)
 
     def _repr_markdown_(self) -> str:  # a notebook shows the report's tables
         return self.markdown

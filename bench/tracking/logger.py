@@ -166,9 +166,10 @@ class RunLogger(Callback):
         elif kind == "metrics":
             logged = self._logged_steps()
             fresh = {}  # once per (key, step), across resumes and replays: the first value stands
+            link = payload.get("link") or {}  # the logged model and dataset the values describe
             for key, value, ts, step in payload["metrics"]:
                 if step not in logged.get(key, ()):
-                    fresh.setdefault((key, step), Metric(key, value, ts, step))
+                    fresh.setdefault((key, step), Metric(key, value, ts, step, **link))
             batch = list(fresh.values())
             for start in range(0, len(batch), 500):
                 self._client.log_batch(self.run_id, metrics=batch[start : start + 500])
@@ -221,11 +222,16 @@ class RunLogger(Callback):
     def set_tags(self, tags: dict[str, Any]) -> None:
         self._send("tags", {"tags": {k: str(v) for k, v in tags.items()}})
 
-    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int = 0, model_id: str | None = None, dataset: tuple[str, str] | None = None) -> None:
+        """Metrics of the run; also of its logged model `model_id` (the UI's Models page lists them)
+        and measured on `dataset` (its name and digest, as the run's dataset input holds them), when given."""
         now = int(time.time() * 1000)
         batch = [[k, float(v), now, step] for k, v in metrics.items() if v is not None]
+        link = {"model_id": model_id} if model_id else {}
+        if model_id and dataset:
+            link |= {"dataset_name": dataset[0], "dataset_digest": dataset[1]}
         if batch:
-            self._send("metrics", {"metrics": batch})
+            self._send("metrics", {"metrics": batch} | ({"link": link} if link else {}))
 
     def log_dataset(self, name: str, digest: str, source: str, profile: dict[str, Any]) -> None:
         """The run's data as an MLflow dataset input (the runs table's Dataset column)."""
@@ -333,6 +339,11 @@ class RunLogger(Callback):
         self.log_text(report.to_json(), f"gradflow/epochs/epoch_{epoch:03d}.json")
 
 
+# Fields of an epoch record that are not curves: the best so far is the run's result at its end
+# (`val/best_acc`, `val/best_epoch`), and history.csv keeps it per epoch.
+NOT_CHARTED = ("epoch", "best_val_acc", "best_epoch")
+
+
 def _epoch_metrics(record: dict[str, Any]) -> list[list]:
     """One epoch record as [key, value, timestamp, step] rows (flags as 0/1, missing values left out)."""
     now = int(time.time() * 1000)
@@ -340,5 +351,5 @@ def _epoch_metrics(record: dict[str, Any]) -> list[list]:
     return [
         [metric_names.sectioned(key), float(value), now, epoch]
         for key, value in record.items()
-        if key != "epoch" and key not in metric_names.COST_RECORD_FIELDS and value is not None
+        if key not in NOT_CHARTED and key not in metric_names.COST_RECORD_FIELDS and value is not None
     ]

@@ -1,12 +1,17 @@
-"""What the metrics a run logs are called: a section, a slash and a name, so MLflow's charts group.
+"""What the metrics a run logs are called.
 
-`train/` (the training pass, the schedule and time), `val/` (validation, the best epoch), `test/`
-(the test split: the headline weights, then `best_` and `last_` per weight set), `gradflow/` (the
-gradient-flow analysis), `cost/` (FLOPs, throughput, memory, time and energy, units in the names),
-`study/` (a study's own run); MLflow's system-metrics monitor adds
-`system/`. Runs logged before sections used flat names (`val_acc`, `test_top1`,
-`gradient_health`): `read` and `history_keys` find a metric under either name, so every reader keeps
-reading old runs.
+Every metric has a sectioned name, a section, a slash and a name: `train/` (the training pass, the
+schedule and time), `val/` (validation, the best epoch), `test/` (the test split: the headline
+weights, then `best_` and `last_` per weight set), `gradflow/` (the gradient-flow analysis), `cost/`
+(FLOPs, throughput, memory, time and energy, units in the names), `study/` (a study's own run); MLflow's system-metrics monitor adds `system/`. The project reads metrics by
+these names.
+
+A run logs its curves (a value per epoch) under them, so the MLflow UI charts each section apart; it
+logs its results (one value at the end: the test metrics, the gradient-flow scores, the best epoch)
+under their flat names (`test_top1`, `gradient_health`, `best_val_acc`, `cost_train_time_s`), which the UI groups after
+the curves, in its "Model metrics" section: the sections are charted alphabetically, and `gradflow`
+and `test` would otherwise come before `train` and `val`. Runs logged before sections used the flat
+names for everything. `read`, `history_keys` and `canonical` find a metric under either name.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ _SECTIONED = {
     "gradient_health_notebook": "gradflow/health_notebook",
     "gradient_vanishing_layers": "gradflow/vanishing_layers",
     "gradient_exploding_layers": "gradflow/exploding_layers",
+    "gradient_layers": "gradflow/layers",
     "gradflow_batches": "gradflow/batches",
     "gradflow_batch_size": "gradflow/batch_size",
 }
@@ -56,6 +62,19 @@ def sectioned(flat: str) -> str:
     raise KeyError(f"no section for metric {flat!r}: add it to bench/metric_names.py")
 
 
+def result(key: str) -> str:
+    """The name a run logs a result (one value at the end of the run) under: its flat name."""
+    return legacy(key)
+
+
+def canonical(name: str) -> str:
+    """The sectioned name of a metric a run logged under `name` (flat or sectioned); unknown names as they are."""
+    if name in _SECTIONED:
+        return _SECTIONED[name]
+    section, _, rest = name.partition("_")
+    return f"{section}/{rest}" if rest and section in RULE_SECTIONS else name
+
+
 def test_key(metric: str, weights: str | None = None) -> str:
     """`test/<metric>` for the headline weights, `test/<weights>_<metric>` for one weight set."""
     return f"test/{metric}" if weights is None else f"test/{weights}_{metric}"
@@ -65,13 +84,18 @@ def study_key(name: str) -> str:
     return f"study/{name}"
 
 
+# Sections whose metrics are named flat by a rule, `<section>_<name>`: their set depends on the dataset
+# (test) or grows with the project (cost).
+RULE_SECTIONS = ("test", "cost")
+
+
 def legacy(key: str) -> str:
-    """The flat name a run logged before sections used for `key` (the key itself when there was none)."""
+    """The flat name of `key`: the one runs logged before sections used, or the rule's (`cost/x` ->
+    `cost_x`); the key itself when it has none."""
     if key in _FLAT:
         return _FLAT[key]
-    if key.startswith("test/"):
-        return "test_" + key.removeprefix("test/")
-    return key
+    section, _, name = key.partition("/")
+    return f"{section}_{name}" if name and section in RULE_SECTIONS else key
 
 
 def history_keys(key: str) -> tuple[str, ...]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from bench.tracking import metric_names
 
 FINISHED, RUNNING, FAILED, KILLED = "FINISHED", "RUNNING", "FAILED", "KILLED"
 
@@ -11,6 +14,7 @@ CONFIG_HASH_TAG = "config_hash"  # the identity of a run's settings (RunSpec.con
 TRIAL_TAG = "trial_number"  # an Optuna trial's run: it shares its configuration's hash with grid runs
 STUDY_KIND_TAG = "study_kind"  # a study's own run (a depth-width study, a sensitivity analysis)
 STUDY_TAG = "optuna_study"  # the Optuna study a study's run or a trial's run belongs to
+REPORT_TAG = "bench_report"  # the run `bench report --log` writes the report's files to
 # MLflow's own: the run a run is nested under in the UI.
 PARENT_RUN_TAG = "mlflow.parentRunId"
 # How an Optuna trial's attributes and the study tables name the trial's tracked run.
@@ -30,12 +34,12 @@ class Run:
     deleted: bool  # deleted in the UI (its lifecycle stage), restorable there
     tags: dict[str, str]
     params: dict[str, str]
-    metrics: dict[str, float]  # the latest value of each metric
+    metrics: dict[str, float]  # the latest value of each metric, by its sectioned name (metric_names.canonical)
 
 
 def is_grid_run(run: Run) -> bool:
-    """A run of the dataset x model grid: neither an Optuna trial nor a study's own run."""
-    return TRIAL_TAG not in run.tags and STUDY_KIND_TAG not in run.tags
+    """A run of the dataset x model grid: neither an Optuna trial, a study's own run nor the report's."""
+    return not {TRIAL_TAG, STUDY_KIND_TAG, REPORT_TAG} & set(run.tags)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,12 @@ class LoggedModel:
     tags: dict[str, str]
     artifact_location: str
     created: int  # milliseconds since the epoch
+
+
+def model_name(run_name: str) -> str:
+    """A run's logged model is named after the run, `digits/resnet18/42` as `digits-resnet18-42`:
+    MLflow refuses /, :, ., %, and quotes in a model's name."""
+    return re.sub(r"[/:.%\"']+", "-", run_name).strip("-")
 
 
 def run_record(run) -> Run:
@@ -63,8 +73,16 @@ def run_record(run) -> Run:
         deleted=info.lifecycle_stage == "deleted",
         tags=dict(data.tags),
         params=dict(data.params),
-        metrics=dict(data.metrics),
+        metrics=_canonical(data.metrics),
     )
+
+
+def _canonical(metrics: dict[str, float]) -> dict[str, float]:
+    """A run's metrics by their sectioned names, whichever name the run logged each under. Where a run
+    holds both, the flat name's value stands: a result (the final gradient-flow score) over the last
+    point of a curve of the same quantity (the score at each analysed epoch)."""
+    sectioned = {name: value for name, value in metrics.items() if metric_names.canonical(name) == name}
+    return sectioned | {metric_names.canonical(name): value for name, value in metrics.items() if metric_names.canonical(name) != name}
 
 
 def model_record(model) -> LoggedModel:

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 from bench.core.errors import BenchError
 from bench.core.locks import file_lock
 from bench.tracking.failures import CREATION_RACES, http_status, missing_module, network_reason, one_line, retry_creation_race
+from bench.tracking.views import configurations_url, experiment_url, view_tags
 
 log = logging.getLogger(__name__)
 # What MLflow's store registry accepts; "" and file are local directories (the file store).
@@ -76,10 +77,11 @@ def _prepare_once(uri: str, experiment: str) -> str:
                 raise BenchError(
                     f"Experiment {experiment!r} is deleted in {shown_uri(uri)}; restore it in the MLflow UI or choose another --experiment."
                 )
-            if found.tags.get(EXPERIMENT_KIND_TAG) is None:  # made before the tag existed
-                c.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            for key, value in view_tags().items():  # an experiment made before a tag existed, or changed
+                if found.tags.get(key) != value:
+                    c.set_experiment_tag(found.experiment_id, key, value)
             return found.experiment_id
-        return c.create_experiment(experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        return c.create_experiment(experiment, tags=view_tags())
     except BenchError:
         raise
     except Exception as error:
@@ -175,26 +177,13 @@ def _check_scheme(uri: str) -> None:
         )
 
 
-# MLflow 3's UI opens an experiment in its GenAI view (traces) unless the URL asks for the
-# model-training one (runs table, models); UIs from before that switch read the experiment tag.
-EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
-UI_VIEW = "?workflowType=machine_learning"
-LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store
-
-
-def experiment_url(uri: str, experiment_id: str) -> str:
-    """The MLflow UI link of an experiment's runs table: on the tracking server, else on `mlflow ui`."""
-    parsed = urlparse(uri)
-    base = f"{parsed.scheme}://{parsed.hostname}{f':{parsed.port}' if parsed.port else ''}{parsed.path}" if parsed.scheme in ("http", "https") else LOCAL_UI
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}{UI_VIEW}"
-
-
 def ui_hint(uri: str, experiment_id: str) -> str:
-    """One line saying where to look at the runs (and how to start the UI for a local store)."""
-    url = experiment_url(uri, experiment_id)
-    if urlparse(uri).scheme in ("http", "https"):
-        return f"MLflow UI: {url}"
-    return f"MLflow UI: {url} (after `mlflow ui --backend-store-uri {shown_uri(uri)}`)"
+    """Where to look at the runs: the runs table, the seeds grouped by configuration (and how to start
+    the UI for a local store)."""
+    lines = [f"MLflow UI: {experiment_url(uri, experiment_id)}", f"By configuration, mean over seeds: {configurations_url(uri, experiment_id)}"]
+    if urlparse(uri).scheme not in ("http", "https"):
+        lines.append(f"(start it with `mlflow ui --backend-store-uri {shown_uri(uri)}`)")
+    return "\n".join(lines)
 
 
 def shown_uri(uri: str) -> str:
