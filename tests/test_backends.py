@@ -65,7 +65,7 @@ def _assert_finished(store, run_id: str) -> None:
 
 def _assert_failed_on_missing_cifar10(store, state) -> None:
     assert state.status == "failed" and "cifar10" in state.error.lower()
-    run = tracking.get_run(store["uri"], state.task.run_id)
+    run = tracking.get_run(store["uri"], state.run_id)
     assert run.status == "FAILED" and "cifar" in run.tags["failure"].lower()
 
 
@@ -98,7 +98,7 @@ def test_ray_runs_a_digits_grid_isolates_a_failure_and_resumes_by_config_hash(lo
     states = run_plan(backend, plan, _destination(store), lambda s: seen.append([x.status for x in s]))
     assert [s.status for s in states] == ["finished"] * 4 + ["failed"]
     for state in states[:4]:
-        _assert_finished(store, state.task.run_id)
+        _assert_finished(store, state.run_id)
         assert state.test_top1 is not None and state.wall_s > 0
     _assert_failed_on_missing_cifar10(store, states[4])
     assert seen and seen[0] == ["submitted"] * 5
@@ -124,7 +124,7 @@ def test_slurm_jobs_on_the_local_executor_run_each_run_and_isolate_a_failure(sto
     states = run_plan(backend, plan, _destination(store))
     assert [s.status for s in states] == ["finished", "failed"]
     assert all(s.slot.startswith("job ") for s in states)
-    _assert_finished(store, states[0].task.run_id)
+    _assert_finished(store, states[0].run_id)
     _assert_failed_on_missing_cifar10(store, states[1])
     # One submitit job folder per run, with its pickled call and log files.
     assert len([p for p in (store["checkpoints"] / "slurm").iterdir() if p.name.isdigit()]) == 2

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-from support import N_TEST, bench, log_finished_run
+from support import N_TEST, bench, cli, log_finished_run
 
 from bench import tracking
 from bench.config.spec import ModelConfig, RunSpec, TrainConfig
@@ -163,16 +163,16 @@ def test_bench_report_writes_every_file_without_crashing(report_store):
 
 
 
-def test_report_log_writes_the_files_to_one_report_run_that_no_reader_counts(report_store):
+def test_report_log_writes_the_files_to_one_report_run_that_no_reader_counts(report_store, capsys):
     uri, out = report_store["uri"], report_store["root"] / "logged"
     exp_id = tracking.experiment_id(uri, "mixed")
     trained = {run.run_id for run in tracking.grid_runs(uri, exp_id)}
     for _ in range(2):  # logged again: the same run, its files replaced
-        result = bench("report", "--tracking-uri", uri, "--experiment", "mixed", "--out", str(out), "--log")
-        assert result.returncode == 0, result.stdout + result.stderr
+        code, stdout, stderr = cli(capsys, "report", "--tracking-uri", uri, "--experiment", "mixed", "--out", str(out), "--log")
+        assert code == 0, stdout + stderr
         assert len(pd.read_csv(out / "results.csv")) == 10  # the report run is no configuration's seed
     (report,) = [run for run in tracking.runs_of(uri, exp_id) if run.run_id not in trained]
     assert report.name == "report" and report.status == tracking.FINISHED and report.tags[tracking.REPORT_TAG] == "true"
     assert {"results.md", "results.csv", "results.png", "verdict.csv"} <= set(tracking.list_artifacts(uri, report.run_id))
     assert {run.run_id for run in tracking.grid_runs(uri, exp_id)} == trained
-    assert f"/#/experiments/{exp_id}/runs/{report.run_id}?workflowType=machine_learning" in result.stdout
+    assert f"/#/experiments/{exp_id}/runs/{report.run_id}?workflowType=machine_learning" in stdout

@@ -13,6 +13,7 @@ import torch
 from data_fixtures import write_cifar10
 from support import bench, cli, store_args
 
+import bench as bench_api
 from bench import models, tracking
 from bench.config.spec import RunSpec
 
@@ -28,14 +29,16 @@ def grid(tmp_path_factory):
     root = tmp_path_factory.mktemp("identity")
     store = {"uri": f"sqlite:///{root / 'mlflow.db'}", "checkpoints": root / "ckpt", "data": root / "data", "root": root}
     write_cifar10(store["data"], per_batch=8)
-    commands = [
-        ["--models", "gradattn-nope,gradattn-lpe", "--set", "preprocessing=notebook", "--seeds", "1"],
-        ["--models", "senet18,gradattn-rope", "--seeds", "1,2"],
-        ["--models", "senet18", "--seeds", "1", "--split-seeds", "7"],
+    places = {"tracking_uri": store["uri"], "checkpoint_dir": str(store["checkpoints"]), "data_dir": str(store["data"]), "experiment": "test"}
+    grids = [  # in this process (the inline backend): seven runs, no worker to start for each
+        {"models": "gradattn-nope,gradattn-lpe", "settings": {"preprocessing": "notebook"}, "seeds": 1},
+        {"models": "senet18,gradattn-rope", "seeds": "1,2"},
+        {"models": "senet18", "seeds": 1, "split_seeds": 7},
     ]
-    for command in commands:
-        result = bench("run", *FAST, *command, *store_args(store))
-        assert result.returncode == 0, result.stdout + result.stderr
+    for grid in grids:
+        settings = {"gradflow.num_batches": 1} | grid.pop("settings", {})
+        found = bench_api.run(datasets="cifar10", max_epochs=1, backend="inline", progress=False, settings=settings, **grid, **places)
+        assert found.attrs["exit_code"] == 0 and set(found.state) == {"finished"}, found.to_string()
     exp = tracking.experiment_id(store["uri"], "test")
     runs = {r.name: r for r in tracking.runs_of(store["uri"], exp)}
     return store, runs

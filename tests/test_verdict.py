@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-from support import TINY_MODEL, bench, cli, log_finished_run, store_args
+from support import TINY_MODEL, cli, isolated_catalogue, log_finished_run, store_args
 
+import bench as bench_api
 from bench import tracking
 from bench.config.spec import RunSpec
 from bench.results import significance, verdict
@@ -37,10 +38,14 @@ def trained(tmp_path_factory):
     store = {"uri": f"sqlite:///{root / 'mlflow.db'}", "checkpoints": root / "checkpoints", "data": root / "data", "root": root}
     write_image_folder(root / "shapes", per_class=12, size=16)
     args = ["--datasets", f"digits,synthetic,folder:{root / 'shapes'}", "--models", "tiny,tiny-wide", "--seeds", "1,2,3",
-            "--max-epochs", "2", "--set", "gradflow.num_batches=1", "--jobs-per-device", "2", "--no-log-model",
-            "--no-system-metrics", *TINY_MODEL]
-    result = bench("run", *args, *store_args(store))
-    assert result.returncode == 0, result.stdout + result.stderr
+            "--max-epochs", "2", "--set", "gradflow.num_batches=1", "--no-log-model", "--no-system-metrics", *TINY_MODEL]
+    with isolated_catalogue():  # in this process (the inline backend): 18 tiny runs, no worker to start for each
+        found = bench_api.run(
+            datasets=args[1], models="tiny,tiny-wide", seeds="1,2,3", max_epochs=2, settings={"gradflow.num_batches": 1},
+            log_model=False, system_metrics=False, plugins=TINY_MODEL[1], backend="inline", progress=False,
+            tracking_uri=store["uri"], checkpoint_dir=str(store["checkpoints"]), data_dir=str(store["data"]), experiment="test",
+        )
+    assert found.attrs["exit_code"] == 0 and len(found) == 18, found.to_string()
     store["args"] = args
     return store
 
