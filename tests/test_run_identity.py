@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 from data_fixtures import write_cifar10
-from support import bench, cli, store_args
+from support import cli, store_args
 
 import bench as bench_api
 from bench import models, tracking
