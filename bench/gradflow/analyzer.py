@@ -75,41 +75,43 @@ def _flat(tensor: torch.Tensor) -> torch.Tensor:
     Whole-tensor statistics do not depend on the order of the values, and torch's CPU reductions over a
     permuted layout (a channels-last gradient) walk it by strides: min and max 15 times slower.
     """
+    if tensor.is_contiguous():
+        return tensor.view(-1)
     order = sorted(range(tensor.dim()), key=lambda dim: (tensor.stride(dim), tensor.size(dim)), reverse=True)
     return tensor.permute(order).reshape(-1)
 
 
-def _gradient_summary(grad: torch.Tensor) -> torch.Tensor:
-    """[mean, population variance, L2 norm, mean |g|, max |g|] on grad's device, no large temporaries.
+def _gradient_sums(grad: torch.Tensor) -> torch.Tensor:
+    """[sum g, sum g^2, sum |g|, max |g|] of one gradient, float64 on its device, no large temporaries.
 
-    Four passes over the gradient, each by the fastest accurate kernel: on the CPU ``var_mean`` is
-    several times slower than ``var`` plus ``mean``, the infinity norm than ``max(max, -min)``, and the
-    L2 norm follows from the other two (n (var + mean^2)) more exactly than float32 ``vector_norm``
-    computes it (``bench perf``'s gradient-flow ratio, docs/performance.md).
+    Sums, so the calls of a module called twice (CBAM's shared MLP) add up; the statistics follow on
+    the host (`_layer_statistics`). Each by the fastest kernel that is accurate enough: on the CPU
+    ``var_mean`` is several times slower, the infinity norm over a channels-last layout 15 times slower
+    than ``max(max, -min)`` over a flat view, and float32 ``vector_norm`` errs by 1e-4 where the BLAS dot
+    product errs by 1e-5 (``bench perf``'s gradient-flow ratio, docs/performance.md).
     """
     g = _flat(grad.detach().float())
-    mean, variance = g.mean(), torch.var(g, correction=0)
-    summary = torch.stack([mean, variance, torch.linalg.vector_norm(g, ord=1), torch.maximum(g.max(), g.min().neg())]).double()
-    n = g.numel()
-    norm = (n * (summary[1] + summary[0] ** 2)).sqrt()
-    return torch.stack([summary[0], summary[1], norm, summary[2] / n, summary[3]])
+    return torch.stack([g.sum(), torch.dot(g, g), torch.linalg.vector_norm(g, ord=1), torch.maximum(g.max(), g.min().neg())]).double()
 
 
-def _merge_calls(calls: list[tuple[int, torch.Tensor]]) -> list[torch.Tensor]:
-    """Norm, mean |g|, std (unbiased) and max |g| of the concatenation of several calls' gradients.
+def _layer_statistics(count: int, sums: list[float]) -> list[float]:
+    """Norm, mean |g|, std (unbiased) and max |g| of ``count`` gradient values from their sums.
 
-    A module called twice in one forward (CBAM's shared MLP: average and max branch) gives one
-    record per batch: its norm is the per-call norms summed in quadrature, its mean and std those of
-    all gradient values together (pooled variance).
+    The variance is E[g^2] - E[g]^2 in float64: on the gradients of ResNet-18, CBAM-ResNet-18 and
+    GradAttn (whose mean is small against their spread) within 1e-5 of the two-pass value.
     """
-    total = sum(n for n, _ in calls)
-    mean = sum(n * summary[0] for n, summary in calls) / total
-    m2 = sum(n * (summary[1] + (summary[0] - mean) ** 2) for n, summary in calls)
-    norm = sum(summary[2] ** 2 for _, summary in calls) ** 0.5
-    abs_mean = sum(n * summary[3] for n, summary in calls) / total
-    abs_max = torch.stack([summary[4] for _, summary in calls]).amax()
-    std = (m2 / max(total - 1, 1)) ** 0.5
-    return [norm, abs_mean, std, abs_max]
+    total, squares, absolute, largest = sums
+    mean = total / count
+    variance = max(squares / count - mean * mean, 0.0)
+    std = math.sqrt(variance * count / max(count - 1, 1))
+    return [math.sqrt(squares), absolute / count, std, largest]
+
+
+def _summed(calls: list[torch.Tensor]) -> torch.Tensor:
+    if len(calls) == 1:
+        return calls[0]
+    stacked = torch.stack(calls)
+    return torch.cat([stacked[:, :3].sum(0), stacked[:, 3].amax().view(1)])
 
 
 def _parameter_grad_norms(modules: list[nn.Module], like: torch.Tensor) -> torch.Tensor:
@@ -187,18 +189,20 @@ class _Recorder:
         self.notebook_seen.add(name)
 
     def _on_grad(self, name: str, grad: torch.Tensor) -> None:
-        self._grads.setdefault(name, []).append((grad.numel(), _gradient_summary(grad)))
+        self._grads.setdefault(name, []).append((grad.numel(), _gradient_sums(grad)))
 
     def finish_batch(self) -> None:
         """Fold this batch's gradients into one table and copy it to the host once."""
         names = [name for name in self.order if name in self._grads]
         if names:
             device = self._grads[names[0]][0][1].device
-            summaries = torch.stack([torch.stack(_merge_calls(self._grads[name])).to(device) for name in names])
-            parameter_norms = _parameter_grad_norms([self.modules[name] for name in names], summaries)
-            table = self._to_host(torch.cat([summaries, parameter_norms.unsqueeze(1)], dim=1))
-            for name, values in zip(names, table):
-                self.columns.setdefault(name, []).append(values)
+            # one row of sums per layer: a module called several times adds its calls' sums
+            sums = torch.stack([_summed([raw for _, raw in self._grads[name]]).to(device) for name in names])
+            parameter_norms = _parameter_grad_norms([self.modules[name] for name in names], sums)
+            table = self._to_host(torch.cat([sums, parameter_norms.unsqueeze(1)], dim=1))
+            for name, row in zip(names, table):
+                count = sum(n for n, _ in self._grads[name])
+                self.columns.setdefault(name, []).append([*_layer_statistics(count, row[:4]), row[4]])
                 self.calls_per_batch[name] = max(self.calls_per_batch[name], len(self._grads[name]))
         self._grads.clear()
         self._calls.clear()

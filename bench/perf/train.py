@@ -8,8 +8,9 @@ For each model, on the same pre-built batches (so data loading is in none of the
   the progress events sent to the parent through the mailbox. Against it, the bare loop
   ``zero_grad; cross_entropy(model(x), y).backward(); step`` with the same optimiser and options;
 - evaluation throughput (``Trainer.evaluate``, no gradients);
-- a gradient-flow analysed step (``gradflow.analyze`` on one batch, state saved and restored) against a
-  plain forward + backward step, and the plain step again after analysis (its hooks must be gone);
+- a gradient-flow analysed step (``gradflow.analyze`` over the same batches in one call, as a run
+  analyses its ``gradflow.num_batches``, state saved and restored) against a plain forward + backward
+  step, and the plain step again after analysis (its hooks must be gone);
 - peak memory of our harness's first epoch (before the bare loop's optimiser state exists): CUDA peak
   allocated, or the process's peak RSS on the CPU;
 - on CUDA, that the training step never synchronises with the host (CUDA's sync debug mode).
@@ -346,11 +347,12 @@ def _plain_steps(model: nn.Module, batches: Sequence, device: torch.device) -> f
 
 
 def _analysed_steps(model: nn.Module, batches: Sequence, device: torch.device) -> float:
+    """Seconds per analysed batch, the batches analysed in one call as a run analyses its
+    `gradflow.num_batches` (state saved and restored once per call, the report built once)."""
     from bench import gradflow
 
     start = time.perf_counter()
-    for batch in batches:
-        gradflow.analyze(model, [batch])
+    gradflow.analyze(model, batches)
     _sync(device)
     return (time.perf_counter() - start) / len(batches)
 
