@@ -46,6 +46,41 @@ def test_paired_bootstrap_is_reproducible_and_brackets_the_observed_difference()
     assert (comparison.low, comparison.high) == significance.paired_bootstrap(ours, base)
 
 
+def _bootstrap_in_one_draw(ours, base, samples=significance.BOOTSTRAP_SAMPLES):
+    """The interval as paired_bootstrap first computed it: every resample drawn at once (resamples x n)."""
+    rng = np.random.default_rng(significance.BOOTSTRAP_SEED)
+    diff = ours.astype(float) - base.astype(float)
+    draws = rng.integers(0, diff.size, size=(samples, diff.size))
+    means = 100 * diff[draws].mean(axis=1)
+    tail = 100 * (1 - significance.LEVEL) / 2
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+@pytest.mark.parametrize(
+    "n, samples",
+    [(1, 2000), (37, 2000), (300, 2000), (5_000, 2000), (2_000_000, 3)],  # the last: one resample per chunk
+)
+def test_paired_bootstrap_in_chunks_gives_the_one_draw_interval_exactly(n, samples):
+    rng = np.random.default_rng(n)
+    ours, base = rng.random(n) < 0.8, rng.random(n) < 0.7
+    assert significance.paired_bootstrap(ours, base, samples) == _bootstrap_in_one_draw(ours, base, samples)
+
+
+def test_paired_bootstrap_memory_does_not_grow_with_resamples_times_examples():
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    n = 200_000  # one draw of 2,000 resamples would hold 3.2 GB of indices and 3.2 GB of differences
+    ours, base = rng.random(n) < 0.8, rng.random(n) < 0.7
+    tracemalloc.start()
+    try:
+        significance.paired_bootstrap(ours, base)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50e6
+
+
 def test_holm_adjusts_within_the_family_and_ignores_missing_p():
     adjusted = significance.holm([0.01, 0.04, 0.03, math.nan])
     assert adjusted[:3] == pytest.approx([0.03, 0.06, 0.06]) and math.isnan(adjusted[3])
