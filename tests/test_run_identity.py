@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ from support import cli, store_args
 import bench as bench_api
 from bench import models, tracking
 from bench.config.spec import RunSpec
+from bench.data.split_record import ARTIFACT, read_split_indices
 
 pytestmark = pytest.mark.slow  # seven real trainings through the CLI (about a minute on 2 cores)
 
@@ -85,7 +85,10 @@ def test_training_seeds_share_the_split_unless_the_split_seed_varies(grid):
     one, two, other = runs["cifar10/senet18/1"], runs["cifar10/senet18/2"], runs["cifar10/senet18/1/split7"]
     assert (one.tags["split_seed"], two.tags["split_seed"], other.tags["split_seed"]) == ("42", "42", "7")
     assert (one.tags["seed"], other.tags["seed"]) == ("1", "1")
-    splits = [json.loads(_artifact(store, r, "data/split_indices.json")) for r in (one, two, other)]
+    splits = [
+        read_split_indices(tracking.download_artifact(store["uri"], r.run_id, ARTIFACT, store["root"] / "dl" / r.run_id))
+        for r in (one, two, other)
+    ]
     assert splits[0] == splits[1]
     assert splits[0]["test"] != splits[2]["test"]
 

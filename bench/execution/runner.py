@@ -18,6 +18,7 @@ import torch
 from bench import data, models, tracking
 from bench.config.spec import RunSpec
 from bench.core.version import __version__
+from bench.data import split_record
 from bench.execution.run_tags import environment_tags, run_tags
 from bench.execution.tasks import HELD
 from bench.models import flops
@@ -150,7 +151,7 @@ def _load_data(spec: RunSpec, ctx: RunContext, logger: tracking.RunLogger):
     bundle = data.get(spec.dataset).load(ctx.data_dir, preprocessing=spec.preprocessing, splits=spec.splits, seed=spec.split_seed)
     _log_dataset(logger, spec, bundle, ctx.data_dir)
     if bundle.split_indices is not None:  # protocol 7.8: the seeded re-split, so results can be re-checked
-        logger.log_json(bundle.split_indices, "data/split_indices.json")
+        logger.log_written(split_record.ARTIFACT, lambda path: split_record.write_split_indices(bundle.split_indices, path))
     return bundle
 
 
