@@ -100,6 +100,7 @@ class Dataset:
     expected_sizes: ClassVar[dict[str, int] | None] = None  # protocol split sizes of the full data
     files: ClassVar[tuple[str, ...]] = ()  # relative to the data dir
     gray_to_rgb: ClassVar[bool] = False  # stored 1-channel, fed to the model as 3 (protocol 2.6)
+    decoded_cache: ClassVar[str] = ""  # its decoded cache's folder in the data dir, where not under its files
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -133,7 +134,8 @@ class Dataset:
         return f"delete it and run `bench data download {self.name}`"
 
     def disk_size(self, data_dir: Path) -> int:
-        return disk_size([p for p in self.expected_files(Path(data_dir)) if p.exists()])
+        paths = self.expected_files(Path(data_dir)) + ([Path(data_dir) / self.decoded_cache] if self.decoded_cache else [])
+        return disk_size([p for p in paths if p.exists()])
 
     def download(self, data_dir: Path, progress: Progress | None = None) -> None:
         raise NotImplementedError
@@ -265,6 +267,14 @@ class PooledDataset(Dataset):
         """name -> (uint8 (N, C, H, W) images, int64 labels) for the named official parts."""
         raise NotImplementedError
 
+    def read_pooled(self, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pooled parts' images and labels, in ``pooled_parts`` order; a dataset whose decoded cache
+        already holds them pooled returns that without the copy a concatenation makes."""
+        parts = self.read_parts(data_dir, self.pooled_parts)
+        if len(parts) == 1:
+            return parts[self.pooled_parts[0]]
+        return torch.cat([parts[p][0] for p in self.pooled_parts]), torch.cat([parts[p][1] for p in self.pooled_parts])
+
     def part_counts(self, data_dir: Path) -> dict[str, int]:
         """Samples in each official part, read cheaply where the format allows."""
         return {name: len(labels) for name, (_, labels) in self.read_parts(data_dir, self.pooled_parts).items()}
@@ -275,14 +285,7 @@ class PooledDataset(Dataset):
 
     def read_splits(self, data_dir: Path, splits: str, seed: int) -> SplitSet:
         if splits == "protocol":
-            parts = self.read_parts(data_dir, self.pooled_parts)
-            images = (
-                torch.cat([parts[p][0] for p in self.pooled_parts])
-                if len(parts) > 1
-                else parts[self.pooled_parts[0]][0]
-            )
-            labels = torch.cat([parts[p][1] for p in self.pooled_parts])
-            del parts
+            images, labels = self.read_pooled(data_dir)
             chosen = resplit(len(labels), seed)
             views = split_views(images, labels, chosen)
             note = (

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import warnings
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from bench.core.files import atomic_write_bytes
+
+MANIFEST = "manifest.json"
 
 
 def disk_size(paths: list[Path]) -> int:
@@ -35,26 +38,44 @@ def files_fingerprint(paths: list[Path], extra: str = "") -> str:
     return digest.hexdigest()
 
 
-def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write an uncompressed .npz beside the data; readers never see a half-written file."""
-    atomic_write_bytes(path, lambda stream: np.savez(stream, **arrays))
-
-
 def cached_arrays(cache: Path, fingerprint: str, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Arrays decoded once and kept in ``cache`` (an .npz keyed by the sources' fingerprint).
+    """Arrays decoded once and kept in the folder ``cache``, keyed by the sources' fingerprint.
 
-    A cache that cannot be written (read-only data dir) only costs a warning: the data still loads.
+    Each array is a plain ``.npy`` opened as a read-only memory map, so every worker on the machine
+    reads the same pages of the page cache instead of inflating its own copy. Files are written
+    atomically and readable as the umask allows; ``manifest.json`` is written last and names the
+    fingerprint, so a reader never takes a half-written or stale cache for a current one. A cache
+    that cannot be written (read-only data dir) only costs a warning: the data still loads.
     """
-    if cache.exists():
-        try:
-            with np.load(cache) as stored:
-                if str(stored["fingerprint"]) == fingerprint:
-                    return {k: stored[k] for k in stored.files if k != "fingerprint"}
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            pass  # a stale or damaged cache of ours is simply rebuilt
+    stored = _open(cache, fingerprint)
+    if stored is not None:
+        return stored
     arrays = build()
     try:
-        save_npz_atomic(cache, {**arrays, "fingerprint": np.array(fingerprint)})
+        for name, array in arrays.items():
+            atomic_write_bytes(cache / f"{name}.npy", lambda stream, a=array: np.save(stream, a, allow_pickle=False))
+        manifest = json.dumps({"fingerprint": fingerprint, "arrays": sorted(arrays)})
+        atomic_write_bytes(cache / MANIFEST, lambda stream: stream.write(manifest.encode()))
     except OSError as error:
         warnings.warn(f"could not write the decoded cache {cache} ({error}); the next load decodes again", stacklevel=2)
-    return arrays
+        return arrays
+    return _open(cache, fingerprint) or arrays  # the mapped files, so the decoded copy can go
+
+
+def _open(cache: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
+    """The cached arrays as memory maps, or None where the cache is missing, stale or damaged."""
+    try:
+        manifest = json.loads((cache / MANIFEST).read_text())
+        if manifest["fingerprint"] != fingerprint:
+            return None
+        return {name: np.load(cache / f"{name}.npy", mmap_mode="r") for name in manifest["arrays"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a stale or damaged cache of ours is simply rebuilt
+
+
+def shared_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor on a cached array's pages, without a copy. torch warns that it cannot mark a
+    read-only map read-only; nothing writes to decoded images (batches are gathered copies)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)

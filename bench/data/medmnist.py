@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, Dataset, check_labels, register
+from bench.data.cache import cached_arrays, files_fingerprint, shared_tensor
 from bench.data.downloads import Progress, Remote, fetch
 from bench.data.pipeline import BatchOp, ColorJitter, RandomAffine, RandomHorizontalFlip
 from bench.data.splits import Split, SplitSet
@@ -45,8 +46,18 @@ class MedMnist(Dataset):
 
     def read_splits(self, data_dir: Path, splits: str, seed: int) -> SplitSet:
         path = Path(data_dir) / self.remote.filename
+        arrays = cached_arrays(Path(data_dir) / self.decoded_cache, files_fingerprint([path]), lambda: self._decode(path))
+        loaded = {
+            part: Split(torch.from_numpy(np.array(arrays[f"{part}_labels"])), shared_tensor(arrays[f"{part}_images"]))
+            for part in PARTS
+        }
+        note = f"{self.name}: official medmnist train/val/test splits (protocol 2.6)"
+        return SplitSet(loaded["train"], loaded["val"], loaded["test"], None, [note])
+
+    def _decode(self, path: Path) -> dict[str, np.ndarray]:
+        """Each split's images as uint8 (N, C, 28, 28) and its labels as int64, from the compressed .npz."""
         stored_shape = (28, 28) if self.stored_channels == 1 else (28, 28, 3)
-        loaded = {}
+        arrays = {}
         with self._open(path) as archive:
             for part in PARTS:
                 try:
@@ -63,11 +74,10 @@ class MedMnist(Dataset):
                         f"has {part}_images {images.dtype} {images.shape} and {labels.size} labels, "
                         f"expected uint8 (N, {', '.join(map(str, stored_shape))}) with one label each",
                     )
-                tensor = torch.from_numpy(images)
-                tensor = tensor.unsqueeze(1) if self.stored_channels == 1 else tensor.permute(0, 3, 1, 2)
-                loaded[part] = Split(check_labels(self.corrupt, path, labels, self.num_classes), tensor.contiguous())
-        note = f"{self.name}: official medmnist train/val/test splits (protocol 2.6)"
-        return SplitSet(loaded["train"], loaded["val"], loaded["test"], None, [note])
+                channels_first = images[:, None] if self.stored_channels == 1 else images.transpose(0, 3, 1, 2)
+                arrays[f"{part}_images"] = np.ascontiguousarray(channels_first)
+                arrays[f"{part}_labels"] = check_labels(self.corrupt, path, labels, self.num_classes).numpy()
+        return arrays
 
     def sizes(self, data_dir: Path) -> dict[str, int]:
         path = Path(data_dir) / self.remote.filename
@@ -96,6 +106,7 @@ class MedMnist(Dataset):
 @register
 class BloodMnist(MedMnist):
     name = "bloodmnist"
+    decoded_cache = "bloodmnist-decoded-uint8"  # the compressed .npz inflated once, beside it
     stored_channels = 3
     remote = Remote(
         "https://zenodo.org/records/10519652/files/bloodmnist.npz?download=1",
@@ -118,6 +129,7 @@ class BloodMnist(MedMnist):
 @register
 class TissueMnist(MedMnist):
     name = "tissuemnist"
+    decoded_cache = "tissuemnist-decoded-uint8"  # the compressed .npz inflated once, beside it
     stored_channels = 1
     gray_to_rgb = True  # protocol 2.6: gray repeated to 3 channels, ImageNet statistics
     remote = Remote(

@@ -18,13 +18,13 @@ import torch
 
 from bench.core.errors import BenchError
 from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, Dataset, register
-from bench.data.cache import cached_arrays, disk_size, files_fingerprint
+from bench.data.cache import cached_arrays, disk_size, files_fingerprint, shared_tensor
 from bench.data.downloads import Progress
 from bench.data.pipeline import BatchOp, ColorJitter, RandomAffine, RandomHorizontalFlip, RandomResizedCrop
 from bench.data.splits import TRAIN_FRACTION, VAL_FRACTION, SplitSet, index_lists, resplit_sizes, split_views
 
 FOLDER = "pad-ufes-20"
-CACHE = "decoded-224-uint8.npz"
+CACHE = "decoded-224-uint8"  # a folder of .npy files (bench.data.cache)
 SIZE = 224
 SOURCES = "Kaggle (`kaggle datasets download maxjen/pad-ufes-20`) or Mendeley Data (https://data.mendeley.com/datasets/zr7vgbcyr2/1)"
 SPLIT_NAMES = ("train", "val", "test")
@@ -178,7 +178,7 @@ class PadUfes20(Dataset):
             chosen = image_level_split(len(rows), seed)
             notes = [self._leak_note(rows, chosen, seed)]
         views = split_views(
-            torch.from_numpy(images), torch.from_numpy(labels), {k: torch.from_numpy(v) for k, v in chosen.items()}
+            shared_tensor(images), torch.from_numpy(labels), {k: torch.from_numpy(v) for k, v in chosen.items()}
         )
         return SplitSet(
             views["train"],

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, PooledDataset, register
-from bench.data.cache import cached_arrays, disk_size, files_fingerprint
+from bench.data.cache import cached_arrays, disk_size, files_fingerprint, shared_tensor
 from bench.data.downloads import Progress, Remote, extract, fetch
 from bench.data.splits import SplitSet
 
@@ -22,7 +22,7 @@ FOLDER = "tiny-imagenet-200"
 ARCHIVE = Remote(
     "http://cs231n.stanford.edu/tiny-imagenet-200.zip", "90528d7ca1a48142e341f4ef8d21d0de", "tiny-imagenet-200.zip"
 )
-CACHE = "decoded-uint8.npz"
+CACHE = "decoded-uint8"  # a folder of .npy files (bench.data.cache)
 SIZE = 64
 
 
@@ -113,7 +113,7 @@ class TinyImageNet(PooledDataset):
         )
         arrays = cached_arrays(root / CACHE, fingerprint, lambda: self._decode_all(listing))
         return {
-            part: (torch.from_numpy(arrays[f"{part}_images"]), torch.from_numpy(arrays[f"{part}_labels"]))
+            part: (shared_tensor(arrays[f"{part}_images"]), torch.from_numpy(np.array(arrays[f"{part}_labels"])))
             for part in names
         }
 

@@ -1,0 +1,140 @@
+"""Decoded caches in the datasets' real formats: written once beside the files, readable by the group,
+loaded again as memory maps of the cache's .npy files, equal to what was written, and rebuilt when
+stale or damaged."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+
+import numpy as np
+import pytest
+import torch
+from data_fixtures import write_medmnist, write_svhn
+
+from bench import data
+from bench.data.base import bundle_digest
+from bench.data.cache import cached_arrays
+from bench.data.splits import DIGEST_ROWS, Split
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def _mapped_files() -> list[tuple[int, int, str]]:
+    """(start, end, path) of every file this process has memory-mapped."""
+    maps = []
+    for line in open("/proc/self/maps"):
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].startswith("/"):
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            maps.append((start, end, fields[5].strip()))
+    return maps
+
+
+def _backed_by(tensor: torch.Tensor, folder) -> bool:
+    """Whether the tensor's memory is a mapping of a file in ``folder``, not a copy."""
+    address = tensor.data_ptr()
+    return any(start <= address < end and path.startswith(str(folder)) for start, end, path in _mapped_files())
+
+
+def _written_svhn(tmp_path):
+    written = write_svhn(tmp_path)
+    return "svhn", written["images"], written["labels"]
+
+
+def _written_medmnist(name, channels):
+    def write(tmp_path):
+        written = write_medmnist(tmp_path, name, channels)
+        parts = ("train", "val", "test")
+        images = np.concatenate([written[f"{p}_images"] for p in parts])
+        images = images[:, None] if channels == 1 else images.transpose(0, 3, 1, 2)
+        return name, images, np.concatenate([written[f"{p}_labels"].reshape(-1) for p in parts])
+
+    return write
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads the process's mappings from /proc")
+@pytest.mark.parametrize(
+    "write",
+    [_written_svhn, _written_medmnist("bloodmnist", 3), _written_medmnist("tissuemnist", 1)],
+    ids=["svhn", "bloodmnist", "tissuemnist"],
+)
+def test_a_second_load_maps_the_group_readable_cache_and_equals_the_files(tmp_path, umask_022, write):
+    name, images, labels = write(tmp_path)
+    dataset = data.get(name)
+    first = dataset.load(tmp_path)
+    cache = tmp_path / dataset.decoded_cache
+    files = sorted(cache.iterdir())
+    assert {f.name for f in files} >= {"manifest.json"} and any(f.suffix == ".npy" for f in files)
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o644 for f in files)  # umask 022: the group reads them
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o755
+    assert dataset.disk_size(tmp_path) > sum(f.stat().st_size for f in files)  # the cache counts as the dataset's
+
+    again = dataset.load(tmp_path)
+    assert not _backed_by(torch.zeros(1000), cache)
+    for split in (again.train, again.val, again.test):
+        assert _backed_by(split.images, cache)
+    # the same data as the files hold, whichever split layout (pooled for SVHN, official for MedMNIST)
+    loaded = []
+    for split in (again.train, again.val, again.test):
+        loaded.append((split.take(torch.arange(len(split))).numpy(), split.labels.numpy()))
+    got_images = np.concatenate([i for i, _ in loaded])
+    got_labels = np.concatenate([lab for _, lab in loaded])
+    order = np.concatenate(list(again.split_indices.values())) if again.split_indices else np.arange(len(labels))
+    assert np.array_equal(got_images, images[order]) and np.array_equal(got_labels, labels[order])
+    assert bundle_digest(again) == bundle_digest(first)
+
+
+def test_a_stale_or_damaged_cache_is_rebuilt(tmp_path):
+    written = write_svhn(tmp_path)
+    svhn = data.get("svhn")
+    svhn.load(tmp_path)
+    manifest = tmp_path / svhn.decoded_cache / "manifest.json"
+    manifest.write_text("{not json")
+    bundle = svhn.load(tmp_path)
+    assert np.array_equal(bundle.test.labels.numpy(), written["labels"][bundle.split_indices["test"]])
+    assert manifest.read_text().startswith('{"fingerprint"')  # rewritten
+    # rewritten .mat files (a new modification time) are decoded again, not served from the old cache
+    changed = write_svhn(tmp_path, seed=1)
+    os.utime(tmp_path / "train_32x32.mat", ns=(0, 10**18))
+    bundle = svhn.load(tmp_path)
+    assert np.array_equal(bundle.test.labels.numpy(), changed["labels"][bundle.split_indices["test"]])
+
+
+def test_arrays_come_back_as_read_only_maps_and_a_read_only_folder_only_warns(tmp_path):
+    arrays = {"images": np.arange(24, dtype=np.uint8).reshape(2, 3, 2, 2), "labels": np.array([1, 0])}
+    built = []
+    build = lambda: built.append(1) or arrays  # noqa: E731
+    first = cached_arrays(tmp_path / "cache", "fp", build)
+    second = cached_arrays(tmp_path / "cache", "fp", build)
+    assert built == [1]
+    for loaded in (first, second):
+        assert all(isinstance(a, np.memmap) and not a.flags.writeable for a in loaded.values())
+        assert all(np.array_equal(loaded[k], arrays[k]) for k in arrays)
+    cached_arrays(tmp_path / "cache", "another", build)
+    assert built == [1, 1]
+    if os.geteuid() != 0:  # root writes into a read-only folder
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        with pytest.warns(UserWarning, match="could not write the decoded cache"):
+            assert np.array_equal(cached_arrays(locked / "cache", "fp", build)["labels"], arrays["labels"])
+
+
+def test_the_split_digest_is_the_whole_splits_sha256_hashed_block_by_block():
+    rng = np.random.default_rng(0)
+    n = DIGEST_ROWS * 2 + 5
+    images = torch.from_numpy(rng.integers(0, 256, (n, 1, 2, 3), dtype=np.uint8))
+    labels = torch.from_numpy(rng.integers(0, 10, n))
+    index = torch.randperm(n)[: n - 7]
+    for split, whole in (
+        (Split(labels, images), images),
+        (Split(labels[index], images, index), images[index]),
+    ):
+        expected = hashlib.sha256(split.labels.numpy().tobytes() + whole.contiguous().numpy().tobytes())
+        assert split.digest().hexdigest() == expected.hexdigest()
