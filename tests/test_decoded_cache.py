@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
-from data_fixtures import write_medmnist, write_svhn
+from data_fixtures import REPO, write_medmnist, write_svhn
 
 from bench import data
 from bench.data.base import bundle_digest
@@ -138,3 +140,34 @@ def test_the_split_digest_is_the_whole_splits_sha256_hashed_block_by_block():
     ):
         expected = hashlib.sha256(split.labels.numpy().tobytes() + whole.contiguous().numpy().tobytes())
         assert split.digest().hexdigest() == expected.hexdigest()
+
+
+WORKER = """
+import sys
+from pathlib import Path
+import torch
+from bench import data
+
+def anonymous_kb():  # the process's own memory: not the page cache's file pages a mapping shows
+    return int(next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("RssAnon:")).split()[1])
+
+before = anonymous_kb()
+bundle = data.get("svhn").load(sys.argv[1])
+batch = bundle.train.take(torch.arange(128))
+print(anonymous_kb() - before)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the process's memory from /proc")
+def test_a_worker_loading_from_the_cache_holds_no_copy_of_the_images(tmp_path):
+    sizes = (20_000, 5_000, 5_000)
+    write_svhn(tmp_path, sizes=sizes)
+    data.get("svhn").load(tmp_path)  # decodes once and writes the cache
+    worker = subprocess.run(
+        [sys.executable, "-c", WORKER, str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120, check=True
+    )
+    # Not the peak resident size: the pages of a mapped file that a batch touched count there too
+    # (whole large folios of the page cache), though they are shared with every other worker.
+    held = int(worker.stdout) * 1024
+    decoded = sum(sizes) * 3 * 32 * 32  # 92 MB, which a worker decoding or copying would hold
+    assert held < decoded / 4
