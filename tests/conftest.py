@@ -71,3 +71,10 @@ def ready_store(tmp_path, migrated_store) -> dict:
     return new_store(tmp_path / "bench", migrated_store)
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance for one test module (2 CPUs, no dashboard)."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed; pip install 'gradattn-bench[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -135,3 +135,22 @@ def log_finished_run(store, exp_id, spec, top1: float, *, train_acc=(0.3, 0.6, 0
             logger.log_text(_predictions(correct), "evaluation/test_predictions.csv")
     logger.end(status)
     return run_id
+
+
+# -- the remote backends (Ray, Slurm through submitit's local executor) ----------------------------------
+
+# The same command on each remote backend: one CPU per run, no GPU; ray joins the tests' local instance.
+BACKEND_FLAGS = {
+    "ray": ["--backend", "ray", "--ray-address", "auto", "--cpus-per-run", "1"],
+    "slurm": ["--backend", "slurm", "--slurm-executor", "local", "--cpus-per-run", "1", "--gpus-per-run", "0", "--slurm-time", "30"],
+}
+
+
+def backend_ready(backend: str, request) -> None:
+    """The backend's local instance for the test (conftest's local_ray), or a skip where it is not installed."""
+    import pytest
+
+    if backend == "ray":
+        request.getfixturevalue("local_ray")
+    else:
+        pytest.importorskip("submitit", reason="submitit is not installed; pip install 'gradattn-bench[slurm]'")

@@ -1,5 +1,5 @@
-"""`--backend ray` and `--backend slurm`: the same plan, resume-by-config-hash, failure isolation,
-live table and studies as the local backend, on a real local Ray instance and submitit's local
+"""`--backend ray` and `--backend slurm`: the same plan, resume-by-config-hash and failure isolation
+as the local backend (their live table and studies: test_backend_progress.py, test_backend_studies.py), on a real local Ray instance and submitit's local
 executor (real job processes), logging to a real sqlite MLflow store; and the rule that an option of
 another backend is refused."""
 
@@ -7,17 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import shutil
-import subprocess
-import sys
-import time
 import typing
 from pathlib import Path
 
-import optuna
 import pytest
-from support import bench, cli, store_args
+from support import cli, store_args
 from typer.testing import CliRunner
 
 from bench import tracking
@@ -78,14 +73,6 @@ def _rerun_is_a_no_op(store, experiment: str, *flags: str, finished: int) -> Non
 # -- Ray ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray", reason="Ray is not installed; pip install 'gradattn-bench[ray]'")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_ray_runs_a_digits_grid_isolates_a_failure_and_resumes_by_config_hash(local_ray, store, monkeypatch):
     monkeypatch.setenv("BENCH_OUTBOX_DIR", str(store["root"] / "outbox"))
@@ -136,72 +123,6 @@ def test_slurm_backend_without_slurm_says_so():
     pytest.importorskip("submitit", reason="submitit is not installed; pip install 'gradattn-bench[slurm]'")
     with pytest.raises(BenchError, match="no sbatch on PATH.*--slurm-executor local"):
         backends.create("slurm", backends.Placement())
-
-
-# -- every backend like the local one: live progress, studies ----------------------------------------
-
-# The same command on each remote backend: one CPU per run, no GPU; ray joins the tests' local instance.
-NAME = "depth-width-digits-gradattn-rope"  # the study's default name: depth-width-DATASET-MODEL
-BACKEND_FLAGS = {
-    "ray": ["--backend", "ray", "--ray-address", "auto", "--cpus-per-run", "1"],
-    "slurm": ["--backend", "slurm", "--slurm-executor", "local", "--cpus-per-run", "1", "--gpus-per-run", "0", "--slurm-time", "30"],
-}
-
-
-def _backend_ready(backend: str, request) -> None:
-    if backend == "ray":
-        request.getfixturevalue("local_ray")
-    else:
-        pytest.importorskip("submitit", reason="submitit is not installed; pip install 'gradattn-bench[slurm]'")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("backend", ["ray", "slurm"])
-def test_each_epoch_reaches_the_live_table_while_the_run_still_trains(backend, store, request):
-    _backend_ready(backend, request)
-    grid = ["--datasets", "digits", "--models", "resnet18", "--max-epochs", "2", "--set", "gradflow.num_batches=1"]
-    args = ["run", *grid, *BACKEND_FLAGS[backend], *store_args(store, devices=None)]
-    process = subprocess.Popen([sys.executable, "-m", "bench", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
-    shown = {}  # "epoch N/2" -> when the parent printed it as a running run's figures
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        for epoch in (1, 2):
-            if f"running: epoch {epoch}/2 train loss" in line and "val acc" in line and "ETA" in line:
-                shown.setdefault(epoch, time.time())
-    assert process.wait(timeout=60) == 0, "".join(lines)
-    (run,) = tracking.runs_of(store["uri"], tracking.experiment_id(store["uri"], "test"))
-    assert run.status == "FINISHED"
-    assert sorted(shown) == [1, 2], "".join(lines)
-    # the first epoch's figures were on screen before the worker ended its run (same clock)
-    assert shown[1] < run.end_time / 1000, "".join(lines)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("backend", ["ray", "slurm"])
-def test_a_depth_width_study_trains_its_trials_on_the_backend(backend, store, request):
-    _backend_ready(backend, request)
-    shape = ["--set", "space.num_layers=1,1", "--set", "space.d_model=16", "--set", "space.nhead=2", "--set", "space.ff_multiplier=1"]
-    args = ["study", "depth-width", "--dataset", "digits", "--n-trials", "2", "--max-epochs", "1", "--set", "gradflow.num_batches=1",
-            *shape, *BACKEND_FLAGS[backend], *store_args(store, devices=None)]
-    result = bench(*args, cwd=store["root"], env={"NO_COLOR": "1"})
-    assert result.returncode == 0, result.stdout + result.stderr
-    study = optuna.load_study(study_name=NAME, storage=f"sqlite:///{store['root'] / 'optuna.db'}")
-    trials = study.get_trials()
-    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
-    experiment = tracking.experiment_id(store["uri"], "test")
-    runs = {r.run_id: r for r in tracking.runs_of(store["uri"], experiment)}
-    (parent,) = [r for r in runs.values() if r.tags.get("study_kind") == "depth-width"]
-    assert parent.status == "FINISHED"
-    for trial in trials:
-        run = runs[trial.user_attrs["mlflow_run_id"]]
-        assert run.status == "FINISHED" and run.tags["optuna_state"] == "COMPLETE"
-        assert run.tags["mlflow.parentRunId"] == parent.run_id and run.tags["device"] == "cpu"
-        assert trial.value == pytest.approx(run.metrics["val/best_acc"])
-    # each trial's epochs in the live table, by the trial's name, as bench run shows its runs
-    for trial in trials:
-        assert re.search(rf"^{NAME}/trial-{trial.number:03d} \[.*\] running: epoch 1/1 train loss", result.stdout, re.MULTILINE)
 
 
 # -- options -----------------------------------------------------------------------------------------
