@@ -229,7 +229,8 @@ def plot(report: GradFlowReport, path: str | Path, dpi: int = 300) -> Path:
     path = Path(path)
     image_format = path.suffix.lstrip(".") or "png"
     try:
-        atomic_write_bytes(path, lambda handle: fig.savefig(handle, format=image_format, dpi=dpi, bbox_inches="tight"))
+        # tight_layout above fits the figure: no bbox_inches="tight", which would draw it a second time
+        atomic_write_bytes(path, lambda handle: fig.savefig(handle, format=image_format, dpi=dpi))
     finally:
         plt.close(fig)
     return path
