@@ -119,7 +119,7 @@ def plot_cost_front(table, path: Path, metric_label: str = "test top-1 (%)") -> 
     columns = list(table.columns)
     extra = columns[columns.index("splits") + 1 : columns.index("n")]
     datasets = list(dict.fromkeys(table.dataset))
-    fig, axes = plt.subplots(len(datasets), len(axes_shown), figsize=(5.5 * len(axes_shown), 3.4 * len(datasets)), squeeze=False)
+    fig, axes = plt.subplots(len(datasets), len(axes_shown), figsize=(5.5 * len(axes_shown) + 2.5, 3.4 * len(datasets)), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for row_axes, dataset in zip(axes, datasets):
         rows = [r for r in table[table.dataset == dataset].to_dict("records")]
@@ -145,7 +145,7 @@ def plot_cost_front(table, path: Path, metric_label: str = "test top-1 (%)") -> 
             ax.set_ylabel(metric_label, fontsize=8)
             ax.grid(alpha=0.3, which="both")
             ax.set_title(dataset, fontsize=10, loc="left")
-        row_axes[-1].legend(fontsize=6, loc="best")
+        row_axes[-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the panel: no point hidden
     fig.suptitle(f"{metric_label.capitalize()} against cost (mean and 95% interval; hollow: one seed; dashed: the front)",
                  fontsize=9, x=0.01, ha="left")
     fig.tight_layout(rect=(0, 0, 1, 0.97))
