@@ -158,18 +158,21 @@ def _load_data(spec: RunSpec, ctx: RunContext, logger: tracking.RunLogger):
 def _build_model(spec: RunSpec, ctx: RunContext, bundle, logger: tracking.RunLogger, device: torch.device) -> torch.nn.Module:
     """The seeded model on its device; the run's tags and resolved parameters logged."""
     checkpoint.seed_everything(spec.seed)  # the model's initial weights depend on the seed alone
-    info = models.info(spec.model)
-    model = models.build(spec.model, bundle.num_classes, bundle.in_channels, **spec.model_config.for_model(info.options))
-    model = model.to(device)
+    model = _model_of(spec, bundle).to(device)
     logger.set_tags(run_tags(spec, ctx.device, models.count_parameters(model)) | environment_tags(device))
     logger.log_params(spec.flat_params())
     return model
 
 
+def _model_of(spec: RunSpec, bundle) -> torch.nn.Module:
+    """The spec's model for the bundle's classes and channels, on the current default device."""
+    return models.build(spec.model, bundle.num_classes, bundle.in_channels, **spec.model_config.for_model(models.info(spec.model).options))
+
+
 def _count_flops(spec: RunSpec, bundle, logger: tracking.RunLogger) -> flops.Flops:
     """FLOPs per image at the run's input size, counted on a meta-device twin of the model (bench.models.flops)."""
     with torch.device("meta"):
-        twin = models.build(spec.model, bundle.num_classes, bundle.in_channels, **spec.model_config.for_model(models.info(spec.model).options))
+        twin = _model_of(spec, bundle)
     counted = flops.count(twin, bundle.in_channels, bundle.image_size)
     logger.set_tags({"cost.input": f"{bundle.in_channels}x{bundle.image_size}x{bundle.image_size}"})
     return counted

@@ -122,7 +122,7 @@ def plot_cost_front(table, path: Path, metric_label: str = "test top-1 (%)") -> 
     fig, axes = plt.subplots(len(datasets), len(axes_shown), figsize=(5.5 * len(axes_shown) + 2.5, 3.4 * len(datasets)), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for row_axes, dataset in zip(axes, datasets):
-        rows = [r for r in table[table.dataset == dataset].to_dict("records")]
+        rows = table[table.dataset == dataset].to_dict("records")
         for ax, (column, label) in zip(row_axes, axes_shown):
             placed = [r for r in rows if not math.isnan(r[column])]
             for i, row in enumerate(placed):

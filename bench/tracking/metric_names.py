@@ -55,11 +55,10 @@ SECTIONS = ("train", "val", "test", "gradflow", "cost", "study", "system")
 
 def sectioned(flat: str) -> str:
     """The key under which a run logs what its record (EpochRecord, summary, test scalars) calls `flat`."""
-    if flat in _SECTIONED:
-        return _SECTIONED[flat]
-    if flat.startswith("test_"):
-        return "test/" + flat.removeprefix("test_")
-    raise KeyError(f"no section for metric {flat!r}: add it to bench/metric_names.py")
+    name = canonical(flat)
+    if name == flat:
+        raise KeyError(f"no section for metric {flat!r}: add it to bench/metric_names.py")
+    return name
 
 
 def result(key: str) -> str:
