@@ -114,10 +114,13 @@ def write_medmnist(
     return arrays
 
 
-def write_pcam(data_dir: Path, sizes: tuple[int, int, int] = (24, 8, 8), seed: int = 0) -> dict[str, np.ndarray]:
-    """pcam/camelyonpatch_level_2_split_{train,valid,test}_{x,y}.h5: x (N,96,96,3) uint8, y (N,1,1,1).
+def write_pcam(
+    data_dir: Path, sizes: tuple[int, int, int] = (24, 8, 8), seed: int = 0, chunks: tuple | None = (1, 96, 96, 3)
+) -> dict[str, np.ndarray]:
+    """pcam/camelyonpatch_level_2_split_{train,valid,test}_{x,y}.h5: x (N,96,96,3) uint8, y (N,1,1,1);
+    x chunked by ``chunks``, or stored contiguously (one plain block) with None.
 
-    Pixel (0, 0) of image i holds i, so a test can tell which image a batch row is."""
+    Pixel (0, 0) of image i holds i (mod 256), so a test can tell which image a batch row is."""
     import h5py
 
     rng = _rng(seed)
@@ -126,10 +129,10 @@ def write_pcam(data_dir: Path, sizes: tuple[int, int, int] = (24, 8, 8), seed: i
     arrays = {}
     for part, count in zip(("train", "valid", "test"), sizes):
         x = rng.integers(0, 256, (count, 96, 96, 3), dtype=np.uint8)
-        x[:, 0, 0, 0] = np.arange(count)
+        x[:, 0, 0, 0] = np.arange(count) % 256
         y = rng.integers(0, 2, (count, 1, 1, 1)).astype(np.uint8)
         with h5py.File(folder / f"camelyonpatch_level_2_split_{part}_x.h5", "w") as handle:
-            handle.create_dataset("x", data=x, chunks=(1, 96, 96, 3))
+            handle.create_dataset("x", data=x, chunks=chunks)
         with h5py.File(folder / f"camelyonpatch_level_2_split_{part}_y.h5", "w") as handle:
             handle.create_dataset("y", data=y)
         arrays[part] = x.transpose(0, 3, 1, 2)

@@ -154,3 +154,20 @@ def backend_ready(backend: str, request) -> None:
         request.getfixturevalue("local_ray")
     else:
         pytest.importorskip("submitit", reason="submitit is not installed; pip install 'gradattn-bench[slurm]'")
+
+
+def mapped_files() -> list[tuple[int, int, str]]:
+    """(start, end, path) of every file this process has memory-mapped."""
+    maps = []
+    for line in open("/proc/self/maps"):
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].startswith("/"):
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            maps.append((start, end, fields[5].strip()))
+    return maps
+
+
+def backed_by(tensor, place) -> bool:
+    """Whether the tensor's memory is a mapping of the file ``place`` or of a file under it, not a copy."""
+    address = tensor.data_ptr()
+    return any(start <= address < end and path.startswith(str(place)) for start, end, path in mapped_files())

@@ -225,3 +225,28 @@ def test_batches_on_cuda_equal_batches_on_cpu():
             assert torch.equal(yc, yg.cpu())
             # nearest sampling may round a rare exact tie the other way on the GPU
             assert (xc - xg.cpu()).abs().gt(1e-3).float().mean() < 0.01
+
+
+def test_batches_gathered_ahead_by_the_prefetch_thread_equal_batches_gathered_in_turn():
+    # A channels-last view of (N, H, W, C) rows, as PCam's memory-mapped files give them.
+    rows = torch.randint(0, 256, (70, 32, 32, 3), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    split = Split(torch.randint(0, 10, (70,)), rows.permute(0, 3, 1, 2))
+    kwargs = dict(batch_size=16, transform=CIFAR.train_transform(), device="cpu", shuffle=True, seed=3)
+    ahead, in_turn = BatchLoader(split, **kwargs), BatchLoader(split, preload=True, **kwargs)
+    for loader in (ahead, in_turn):
+        loader.set_epoch(2)
+    batches = list(ahead)
+    assert len(batches) == 5
+    for (a, ya), (b, yb) in zip(batches, in_turn, strict=True):
+        assert torch.equal(a, b) and torch.equal(ya, yb)
+
+
+def test_an_epoch_abandoned_part_way_leaves_no_prefetch_thread_behind():
+    import threading
+
+    loader = BatchLoader(random_split_of(200), batch_size=8, transform=CIFAR.eval_transform(), device="cpu", shuffle=True, seed=0)
+    epoch = iter(loader)
+    next(epoch)
+    assert any(t.name.startswith("batch-prefetch") for t in threading.enumerate())
+    epoch.close()  # what a budget spent mid-epoch, or an error in the step, does to the loop
+    assert not any(t.name.startswith("batch-prefetch") for t in threading.enumerate())

@@ -13,7 +13,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from data_fixtures import REPO, write_medmnist, write_svhn
+from data_fixtures import REPO, write_medmnist, write_pcam, write_svhn
+from support import backed_by
 
 from bench import data
 from bench.data.base import bundle_digest
@@ -26,23 +27,6 @@ def umask_022():
     old = os.umask(0o022)
     yield
     os.umask(old)
-
-
-def _mapped_files() -> list[tuple[int, int, str]]:
-    """(start, end, path) of every file this process has memory-mapped."""
-    maps = []
-    for line in open("/proc/self/maps"):
-        fields = line.split(maxsplit=5)
-        if len(fields) == 6 and fields[5].startswith("/"):
-            start, end = (int(x, 16) for x in fields[0].split("-"))
-            maps.append((start, end, fields[5].strip()))
-    return maps
-
-
-def _backed_by(tensor: torch.Tensor, folder) -> bool:
-    """Whether the tensor's memory is a mapping of a file in ``folder``, not a copy."""
-    address = tensor.data_ptr()
-    return any(start <= address < end and path.startswith(str(folder)) for start, end, path in _mapped_files())
 
 
 def _written_svhn(tmp_path):
@@ -79,9 +63,9 @@ def test_a_second_load_maps_the_group_readable_cache_and_equals_the_files(tmp_pa
     assert dataset.disk_size(tmp_path) > sum(f.stat().st_size for f in files)  # the cache counts as the dataset's
 
     again = dataset.load(tmp_path)
-    assert not _backed_by(torch.zeros(1000), cache)
+    assert not backed_by(torch.zeros(1000), cache)
     for split in (again.train, again.val, again.test):
-        assert _backed_by(split.images, cache)
+        assert backed_by(split.images, cache)
     # the same data as the files hold, whichever split layout (pooled for SVHN, official for MedMNIST)
     loaded = []
     for split in (again.train, again.val, again.test):
@@ -171,3 +155,39 @@ def test_a_worker_loading_from_the_cache_holds_no_copy_of_the_images(tmp_path):
     held = int(worker.stdout) * 1024
     decoded = sum(sizes) * 3 * 32 * 32  # 92 MB, which a worker decoding or copying would hold
     assert held < decoded / 4
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads the process's mappings from /proc")
+@pytest.mark.parametrize(
+    "storage",
+    [{"chunks": None}, {"chunks": (1, 96, 96, 3)}, {"chunks": (4, 96, 96, 3), "compression": "gzip"}],
+    ids=["contiguous", "chunked", "compressed"],
+)
+def test_pcam_rows_are_mapped_from_the_h5_file_itself_or_from_a_decoded_cache(tmp_path, umask_022, storage):
+    import h5py
+
+    written = write_pcam(tmp_path, sizes=(40, 8, 8), chunks=storage["chunks"])
+    if "compression" in storage:  # rewrite x with a filter: chunked and compressed, as h5py writes it
+        for part, key in (("train", "train"), ("valid", "val"), ("test", "test")):
+            with h5py.File(tmp_path / f"pcam/camelyonpatch_level_2_split_{part}_x.h5", "w") as handle:
+                handle.create_dataset("x", data=written[part].transpose(0, 2, 3, 1), **storage)
+    pcam = data.get("pcam")
+    first = pcam.load(tmp_path)
+    cache = tmp_path / pcam.decoded_cache
+    again = pcam.load(tmp_path)
+    for bundle in (first, again):
+        for split, part in ((bundle.train, "train"), (bundle.val, "valid"), (bundle.test, "test")):
+            if storage["chunks"] is None:
+                assert backed_by(split.images, tmp_path / f"pcam/camelyonpatch_level_2_split_{part}_x.h5")
+            else:
+                assert backed_by(split.images, cache)
+            everything = split.take(torch.arange(len(split)))
+            assert everything.is_contiguous() and np.array_equal(everything.numpy(), written[part])
+            index = torch.tensor([5, 2, 5, 7])  # unsorted, with a repeat
+            assert np.array_equal(split.take(index).numpy(), written[part][index.numpy()])
+    if storage["chunks"] is None:
+        assert not cache.exists()  # nothing decoded, nothing written
+    else:
+        files = [f for f in cache.rglob("*") if f.is_file()]
+        assert len(files) == 6 and all(stat.S_IMODE(f.stat().st_mode) == 0o644 for f in files)
+    assert bundle_digest(again) == bundle_digest(first)

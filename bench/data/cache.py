@@ -6,7 +6,8 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,14 +39,41 @@ def files_fingerprint(paths: list[Path], extra: str = "") -> str:
     return digest.hexdigest()
 
 
-def cached_arrays(cache: Path, fingerprint: str, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class Streamed:
+    """An array too large to decode in memory (PCam's 7 GB): its shape, dtype and a function that
+    yields its rows block by block, in order. The cache writes the blocks straight to its file."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    blocks: Callable[[], Iterator[np.ndarray]]
+
+    def write(self, stream) -> None:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(self.dtype)), "fortran_order": False, "shape": self.shape}
+        np.lib.format.write_array_header_1_0(stream, header)
+        rows = 0
+        for block in self.blocks():
+            stream.write(np.ascontiguousarray(block, dtype=self.dtype).data)
+            rows += len(block)
+        if rows != self.shape[0]:
+            raise ValueError(f"the blocks held {rows} rows where {self.shape[0]} were announced")
+
+    def materialize(self) -> np.ndarray:
+        return np.concatenate(list(self.blocks())) if self.shape[0] else np.empty(self.shape, self.dtype)
+
+
+Decoded = np.ndarray | Streamed
+
+
+def cached_arrays(cache: Path, fingerprint: str, build: Callable[[], dict[str, Decoded]]) -> dict[str, np.ndarray]:
     """Arrays decoded once and kept in the folder ``cache``, keyed by the sources' fingerprint.
 
     Each array is a plain ``.npy`` opened as a read-only memory map, so every worker on the machine
     reads the same pages of the page cache instead of inflating its own copy. Files are written
     atomically and readable as the umask allows; ``manifest.json`` is written last and names the
     fingerprint, so a reader never takes a half-written or stale cache for a current one. A cache
-    that cannot be written (read-only data dir) only costs a warning: the data still loads.
+    that cannot be written (read-only data dir) only costs a warning: the data still loads (a
+    ``Streamed`` array then in memory).
     """
     stored = _open(cache, fingerprint)
     if stored is not None:
@@ -53,13 +81,24 @@ def cached_arrays(cache: Path, fingerprint: str, build: Callable[[], dict[str, n
     arrays = build()
     try:
         for name, array in arrays.items():
-            atomic_write_bytes(cache / f"{name}.npy", lambda stream, a=array: np.save(stream, a, allow_pickle=False))
+            atomic_write_bytes(cache / f"{name}.npy", _writer(array))
         manifest = json.dumps({"fingerprint": fingerprint, "arrays": sorted(arrays)})
         atomic_write_bytes(cache / MANIFEST, lambda stream: stream.write(manifest.encode()))
     except OSError as error:
         warnings.warn(f"could not write the decoded cache {cache} ({error}); the next load decodes again", stacklevel=2)
-        return arrays
-    return _open(cache, fingerprint) or arrays  # the mapped files, so the decoded copy can go
+        return _in_memory(arrays)
+    # The mapped files, so the decoded copy can go (in memory only if another writer replaced them meanwhile).
+    return _open(cache, fingerprint) or _in_memory(arrays)
+
+
+def _in_memory(arrays: dict[str, Decoded]) -> dict[str, np.ndarray]:
+    return {name: a.materialize() if isinstance(a, Streamed) else a for name, a in arrays.items()}
+
+
+def _writer(array: Decoded) -> Callable:
+    if isinstance(array, Streamed):
+        return array.write
+    return lambda stream: np.save(stream, array, allow_pickle=False)
 
 
 def _open(cache: Path, fingerprint: str) -> dict[str, np.ndarray] | None:

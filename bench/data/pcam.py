@@ -1,6 +1,7 @@
 """PCam / PatchCamelyon (protocol 2.7): six HDF5 files, official splits, 96 px, no augmentation.
 
-The images stay in their HDF5 files (7.2 GB for train); batches are read on demand.
+The images (7.2 GB for train) are never loaded whole: they are memory-mapped from the HDF5 files
+where the files' layout allows, else from a decoded cache beside them (``bench.data.hdf5``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, Dataset, check_labels, register
+from bench.data.cache import shared_tensor
 from bench.data.downloads import Progress, Remote, fetch, gunzip
-from bench.data.splits import H5Images, Split, SplitSet
+from bench.data.hdf5 import h5_layout, mapped_rows
+from bench.data.splits import Split, SplitSet
 
 FOLDER = "pcam"  # torchvision's PCAM layout
 PARTS = {"train": "train", "val": "valid", "test": "test"}
@@ -43,6 +46,7 @@ class Pcam(Dataset):
     homepage = f"{ZENODO} (the six .h5.gz files, gunzipped)"
     expected_sizes = {"train": 262_144, "val": 32_768, "test": 32_768}
     files = tuple(_file(part, kind) for part in PARTS for kind in ("x", "y"))
+    decoded_cache = "pcam-decoded-uint8"  # used only where the .h5 files' layout cannot be mapped as they are
 
     def download(self, data_dir: Path, progress: Progress | None = None) -> None:
         for name, md5 in MD5.items():
@@ -65,24 +69,27 @@ class Pcam(Dataset):
         except OSError as error:
             raise self.corrupt(path, f"is not a readable HDF5 file ({error})") from None
 
-    def _images(self, path: Path) -> H5Images:
-        images = H5Images(path, "x", self.corrupt)
-        if len(images.shape) != 4 or images.shape[1:] != (96, 96, 3) or images.dtype != np.uint8:
+    def _images(self, data_dir: Path, part: str) -> np.ndarray:
+        """(N, 96, 96, 3) uint8 rows of a part's x file, memory-mapped."""
+        path = Path(data_dir) / _file(part, "x")
+        layout = h5_layout(path, "x", self.corrupt)
+        if len(layout.shape) != 4 or layout.shape[1:] != (96, 96, 3) or layout.dtype != np.uint8:
             raise self.corrupt(
-                path, f"holds {images.dtype} images of shape {images.shape}, expected uint8 (N, 96, 96, 3)"
+                path, f"holds {layout.dtype} images of shape {layout.shape}, expected uint8 (N, 96, 96, 3)"
             )
-        return images
+        return mapped_rows(path, "x", layout, Path(data_dir) / self.decoded_cache / part, self.corrupt)
 
     def read_splits(self, data_dir: Path, splits: str, seed: int) -> SplitSet:
         loaded = {}
         for part in PARTS:
-            x_path, y_path = (Path(data_dir) / _file(part, kind) for kind in ("x", "y"))
+            y_path = Path(data_dir) / _file(part, "y")
             labels = self._labels(y_path)
-            images = self._images(x_path)
-            if len(images) != len(labels):
-                raise self.corrupt(y_path, f"has {len(labels)} labels for the {len(images)} images of {x_path.name}")
+            rows = self._images(data_dir, part)
+            if len(rows) != len(labels):
+                raise self.corrupt(y_path, f"has {len(labels)} labels for the {len(rows)} images of its x file")
+            images = shared_tensor(rows).permute(0, 3, 1, 2)  # (N, C, H, W) view of the stored rows
             loaded[part] = Split(check_labels(self.corrupt, y_path, labels, self.num_classes), images)
-        note = "pcam: official train/valid/test splits, images read from the HDF5 files batch by batch (protocol 2.7)"
+        note = "pcam: official train/valid/test splits, images memory-mapped from the HDF5 files' rows (protocol 2.7)"
         return SplitSet(loaded["train"], loaded["val"], loaded["test"], None, [note])
 
     def sizes(self, data_dir: Path) -> dict[str, int]:

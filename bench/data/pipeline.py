@@ -10,7 +10,9 @@ run sees exactly the batches an uninterrupted one would have.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
@@ -393,13 +395,17 @@ def seeded_generator(*key: int) -> torch.Generator:
 
 
 _ORDER_STREAM, _AUGMENT_STREAM = 0, 1
+PRELOAD_MAX_BYTES = 4 << 30  # larger splits (PCam's 7.2 GB train) stay on the host, gathered a batch at a time
+PREFETCH_BATCHES = 2  # host batches gathered ahead by the loader's thread
 
 
 class BatchLoader:
     """Batches of one split: (x float32 normalised (B, C, H, W), y int64 (B,)), both on ``device``.
 
-    In-memory splits are copied to an accelerator once; HDF5-backed splits (PCam) are read batch by
-    batch. The permutation of epoch e is a pure function of (seed, e) and batch k's augmentation of
+    Splits up to ``PRELOAD_MAX_BYTES`` are copied to an accelerator once. Otherwise (on the CPU, and
+    for larger splits) each batch's rows are gathered from the split's host memory, or its memory-mapped
+    file, by a thread that works ``PREFETCH_BATCHES`` ahead, so reads overlap the training step.
+    The permutation of epoch e is a pure function of (seed, e) and batch k's augmentation of
     (seed, e, k): call ``set_epoch`` before each epoch (a resumed run sets the epoch it resumes at).
     """
 
@@ -429,7 +435,7 @@ class BatchLoader:
         self.epoch = 0
         self._labels = split.labels.to(self.device)
         if preload is None:
-            preload = split.in_memory and self.device.type != "cpu"
+            preload = self.device.type != "cpu" and split.nbytes <= PRELOAD_MAX_BYTES
         self._images = split.materialize().to(self.device) if preload else None
 
     def set_epoch(self, epoch: int) -> None:
@@ -445,18 +451,30 @@ class BatchLoader:
             order = torch.randperm(n, generator=seeded_generator(self.seed, self.epoch, _ORDER_STREAM))
         else:
             order = torch.arange(n)
-        for k in range(len(self)):
-            index = order[k * self.batch_size : (k + 1) * self.batch_size]
-            yield self._batch(index, k)
-
-    def _batch(self, index: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        on_device = _to(index, self.device)
+        indices = [order[k * self.batch_size : (k + 1) * self.batch_size] for k in range(len(self))]
         if self._images is not None:
-            images = self._images[on_device]
-        else:
-            images = self.split.take(index)
-            if self.device.type == "cuda":
-                images = images.pin_memory()
-            images = images.to(self.device, non_blocking=True)
+            for k, index in enumerate(indices):
+                on_device = _to(index, self.device)
+                yield self._batch(self._images[on_device], on_device, k)
+            return
+        # Host batches gathered ahead by one thread (the gathers release the GIL); abandoning the
+        # epoch part way (a budget spent, an error) closes this generator and cancels what is queued.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-prefetch") as reader:
+            ahead: deque[Future] = deque(reader.submit(self._host_images, i) for i in indices[:PREFETCH_BATCHES])
+            try:
+                for k, index in enumerate(indices):
+                    images = ahead.popleft().result()
+                    if k + PREFETCH_BATCHES < len(indices):
+                        ahead.append(reader.submit(self._host_images, indices[k + PREFETCH_BATCHES]))
+                    yield self._batch(images.to(self.device, non_blocking=True), _to(index, self.device), k)
+            finally:
+                for future in ahead:
+                    future.cancel()
+
+    def _host_images(self, index: torch.Tensor) -> torch.Tensor:
+        images = self.split.take(index)
+        return images.pin_memory() if self.device.type == "cuda" else images
+
+    def _batch(self, images: torch.Tensor, on_device: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         generator = seeded_generator(self.seed, self.epoch, _AUGMENT_STREAM, k) if self.transform.augments else None
         return self.transform(images, generator), self._labels[on_device]
