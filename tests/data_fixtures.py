@@ -196,9 +196,11 @@ PAD_CLASSES = ("ACK", "BCC", "MEL", "NEV", "SCC", "SEK")
 
 
 def write_pad(
-    data_dir: Path, patients: int = 14, layout: str = "images", seed: int = 0, with_extension: bool = True
+    data_dir: Path, patients: int = 14, layout: str = "images", seed: int = 0, with_extension: bool = True,
+    sides: tuple[int, int] = (30, 60),
 ) -> dict:
-    """pad-ufes-20/metadata.csv plus PNGs of mixed sizes under images/ (or imgs_part_1/ and imgs_part_2/)."""
+    """pad-ufes-20/metadata.csv plus PNGs of mixed sizes (each side drawn from ``sides``) under images/
+    (or imgs_part_1/ and imgs_part_2/)."""
     rng = _rng(seed)
     root = data_dir / "pad-ufes-20"
     root.mkdir(parents=True, exist_ok=True)
@@ -209,7 +211,7 @@ def write_pad(
             for shot in range(1 + (p + lesion) % 2):
                 img_id = f"PAT_{p}_{lesion}_{shot}.png"
                 folder = "images" if layout == "images" else f"imgs_part_{1 + len(rows) % 2}"
-                height, width = int(rng.integers(30, 60)), int(rng.integers(30, 60))
+                height, width = (int(side) for side in rng.integers(*sides, size=2))
                 _save_image(root / folder / img_id, rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
                 rows.append(
                     {

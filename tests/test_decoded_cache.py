@@ -19,7 +19,7 @@ from support import backed_by
 from bench import data
 from bench.data.base import bundle_digest
 from bench.data.cache import cached_arrays
-from bench.data.splits import DIGEST_ROWS, Split
+from bench.data.splits import DIGEST_BYTES, Split
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_arrays_come_back_as_read_only_maps_and_a_read_only_folder_only_warns(tm
 
 def test_the_split_digest_is_the_whole_splits_sha256_hashed_block_by_block():
     rng = np.random.default_rng(0)
-    n = DIGEST_ROWS * 2 + 5
+    n = DIGEST_BYTES // 6 * 2 + 5  # three blocks of (1, 2, 3) images
     images = torch.from_numpy(rng.integers(0, 256, (n, 1, 2, 3), dtype=np.uint8))
     labels = torch.from_numpy(rng.integers(0, 10, n))
     index = torch.randperm(n)[: n - 7]

@@ -197,3 +197,25 @@ def test_speed_options_are_run_parameters_and_deterministic_mode_turns_cudnn_ben
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
         torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+
+
+def test_perf_data_sets_a_datasets_reads_against_a_training_step_and_pcams_against_h5py(tmp_path, capsys):
+    from data_fixtures import write_pcam
+    from support import TINY_MODEL, isolated_catalogue
+
+    from bench.core import plugins
+    from bench.perf.data_reads import run_benchmark
+
+    write_pcam(tmp_path, sizes=(300, 8, 8))
+    with isolated_catalogue():
+        plugins.use([TINY_MODEL[1]])
+        result = run_benchmark("pcam", tmp_path, model="tiny", batches=2, repeats=2)
+        assert (result.batches, result.batch_size, result.train_images) == (2, 128, 300)
+        for rates in (result.loader, result.h5py, result.step):
+            assert len(rates) == 2 and all(rate > 0 for rate in rates)
+        assert result.headroom > 0 and result.over_h5py > 0
+        code, out, err = cli(capsys, "perf", "data", "--dataset", "pcam", "--data-dir", str(tmp_path), "--model", "tiny",
+                             "--batches", "1", "--repeats", "1")
+    assert code == 0, err[-2000:]
+    assert "h5py" in out and "tiny training step" in out and "reads / training step:" in out
+    assert "loader / h5py reads:" in out

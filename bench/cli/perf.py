@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Optional
 
@@ -244,13 +245,23 @@ def data_command(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     threads: int = typer.Option(1, "--threads", help="torch threads of our pipeline (the baseline has its workers)."),
     source: str = typer.Option("auto", "--source", help="auto (real CIFAR-10 when present), synthetic or cifar10."),
+    dataset: Optional[str] = typer.Option(
+        None, "--dataset", help="Instead: this dataset's training batches from its files (in --data-dir) against "
+        "--model's training step, and for PCam against h5py reads.",
+    ),
+    model: str = typer.Option("resnet18", "--model", help="The model whose training step --dataset's reads are set against."),
     *,
     places: Places,
 ) -> None:
-    """Training-batch throughput with the CIFAR-10 protocol augmentation: ours vs a notebook-style DataLoader."""
+    """Training-batch throughput with the CIFAR-10 protocol augmentation: ours vs a notebook-style DataLoader.
+    With --dataset: a dataset's reads against what a training step consumes."""
     from rich.table import Table
 
     from bench.perf.data_pipeline import run_benchmark
+
+    if dataset is not None:
+        _dataset_reads(dataset, model, batches, repeats, device, places)
+        return
 
     result = run_benchmark(
         images=images,
@@ -283,3 +294,32 @@ def data_command(
     console = make_console()
     console.print(table)
     console.print(f"ratio: {result.ratio:.1f}x (target >= 5x)", highlight=False)
+
+
+def _dataset_reads(dataset: str, model: str, batches: int, repeats: int, device: str, places: Places) -> None:
+    from rich.table import Table
+
+    from bench.data.base import default_data_dir
+    from bench.perf.data_reads import run_benchmark
+
+    result = run_benchmark(
+        dataset, places.data_dir or default_data_dir(), model=model, batches=batches, repeats=repeats, device=device
+    )
+    table = Table(
+        title=f"{result.dataset} training batches on {result.device}: {result.batches} shuffled batches of "
+        f"{result.batch_size} from {result.train_images:,} images"
+    )
+    table.add_column("")
+    table.add_column("images/s (median)", justify="right")
+    table.add_column("repeats", justify="right")
+    rows = [("bench loader (memory-mapped rows, prefetch thread, train transform)", result.loader)]
+    if result.h5py:
+        rows.append(("h5py: each batch's rows read from the file at its step", result.h5py))
+    rows.append((f"{result.model} training step (what training consumes)", result.step))
+    for label, values in rows:
+        table.add_row(label, f"{statistics.median(values):,.0f}", ", ".join(f"{v:,.0f}" for v in values))
+    console = make_console()
+    console.print(table)
+    console.print(f"reads / training step: {result.headroom:.1f}x (above 1: reading keeps up)", highlight=False)
+    if result.over_h5py is not None:
+        console.print(f"loader / h5py reads: {result.over_h5py:.1f}x", highlight=False)

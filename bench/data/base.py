@@ -307,6 +307,25 @@ class PooledDataset(Dataset):
         return SplitSet(views["train"], views["val"], Split(test_labels, test_images), index_lists(chosen), [note])
 
 
+class CachedPool(PooledDataset):
+    """A pooled dataset whose decoded cache holds its pooled parts as one array, in ``pooled_parts``
+    order (SVHN, Tiny ImageNet): each part is a slice of it, and pooling copies nothing."""
+
+    def pool(self, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """The pooled images (N, C, H, W) on the cache's pages, their labels, and each part's count."""
+        raise NotImplementedError
+
+    def read_parts(self, data_dir: Path, names: tuple[str, ...]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        images, labels, counts = self.pool(Path(data_dir))
+        ends = np.cumsum(counts).tolist()
+        bounds = dict(zip(self.pooled_parts, zip([0, *ends[:-1]], ends)))
+        return {part: (images[slice(*bounds[part])], labels[slice(*bounds[part])]) for part in names}
+
+    def read_pooled(self, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels, _ = self.pool(Path(data_dir))
+        return images, labels
+
+
 DATASETS: Registry[Dataset] = Registry("dataset", loader=plugins.load)
 REQUIRED = ("name", "num_classes", "in_channels", "image_size", "mean", "std")
 

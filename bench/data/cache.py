@@ -7,6 +7,7 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,19 @@ class Streamed:
 
 
 Decoded = np.ndarray | Streamed
+IMAGE_BLOCK = 2048  # image files decoded at a time into a cache
+
+
+def decoded_images(paths: list[Path], decode: Callable[[Path], np.ndarray], shape: tuple[int, int, int]) -> Streamed:
+    """Image files decoded on a thread pool, ``IMAGE_BLOCK`` at a time, as (N, C, H, W) uint8 rows of
+    ``shape`` (C, H, W): ``decode(path)`` returns one (H, W, C) image. The cache writes each block as it
+    comes, so decoding holds one block, not every image (and a stacked and a transposed copy of them)."""
+    def blocks() -> Iterator[np.ndarray]:
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            for start in range(0, len(paths), IMAGE_BLOCK):
+                yield np.stack(list(pool.map(decode, paths[start : start + IMAGE_BLOCK]))).transpose(0, 3, 1, 2)
+
+    return Streamed((len(paths), *shape), np.dtype(np.uint8), blocks)
 
 
 def cached_arrays(cache: Path, fingerprint: str, build: Callable[[], dict[str, Decoded]]) -> dict[str, np.ndarray]:

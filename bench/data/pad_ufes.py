@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import torch
 
 from bench.core.errors import BenchError
 from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, Dataset, register
-from bench.data.cache import cached_arrays, disk_size, files_fingerprint, shared_tensor
+from bench.data.cache import cached_arrays, decoded_images, disk_size, files_fingerprint, shared_tensor
 from bench.data.downloads import Progress
 from bench.data.pipeline import BatchOp, ColorJitter, RandomAffine, RandomHorizontalFlip, RandomResizedCrop
 from bench.data.splits import TRAIN_FRACTION, VAL_FRACTION, SplitSet, index_lists, resplit_sizes, split_views
@@ -154,13 +153,9 @@ class PadUfes20(Dataset):
         index = self._image_index(root)
         paths = [index[self._image_name(r["img_id"])] for r in rows]
 
-        def decode_all() -> dict[str, np.ndarray]:
-            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-                images = np.stack(list(pool.map(self._decode, paths)))
-            return {"images": np.ascontiguousarray(images.transpose(0, 3, 1, 2))}
-
         fingerprint = files_fingerprint(paths, extra="\n".join(r["img_id"] for r in rows))
-        images = cached_arrays(root / CACHE, fingerprint, decode_all)["images"]
+        decoded = {"images": decoded_images(paths, self._decode, (3, SIZE, SIZE))}
+        images = cached_arrays(root / CACHE, fingerprint, lambda: decoded)["images"]
         return rows, labels, images
 
     # -- splits --------------------------------------------------------------------------------

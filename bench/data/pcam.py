@@ -92,6 +92,10 @@ class Pcam(Dataset):
         note = "pcam: official train/valid/test splits, images memory-mapped from the HDF5 files' rows (protocol 2.7)"
         return SplitSet(loaded["train"], loaded["val"], loaded["test"], None, [note])
 
+    def h5_rows_file(self, data_dir: Path) -> Path:
+        """The HDF5 file of the training images (``bench perf data`` reads it with h5py as a baseline)."""
+        return Path(data_dir) / _file("train", "x")
+
     def sizes(self, data_dir: Path) -> dict[str, int]:
         return {part: len(self._labels(Path(data_dir) / _file(part, "y"))) for part in PARTS}
 

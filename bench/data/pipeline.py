@@ -445,12 +445,15 @@ class BatchLoader:
         n = len(self.split)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def order(self) -> torch.Tensor:
+        """The split's rows in this epoch's order: a permutation drawn from (seed, epoch), or as stored."""
         n = len(self.split)
         if self.shuffle:
-            order = torch.randperm(n, generator=seeded_generator(self.seed, self.epoch, _ORDER_STREAM))
-        else:
-            order = torch.arange(n)
+            return torch.randperm(n, generator=seeded_generator(self.seed, self.epoch, _ORDER_STREAM))
+        return torch.arange(n)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.order()
         indices = [order[k * self.batch_size : (k + 1) * self.batch_size] for k in range(len(self))]
         if self._images is not None:
             for k, index in enumerate(indices):

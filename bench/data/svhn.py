@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.data.base import PooledDataset, check_labels, register
-from bench.data.cache import cached_arrays, files_fingerprint, shared_tensor
+from bench.data.base import CachedPool, check_labels, register
+from bench.data.cache import Decoded, Streamed, cached_arrays, files_fingerprint, shared_tensor
 from bench.data.downloads import Progress, Remote, fetch
 
 SITE = "http://ufldl.stanford.edu/housenumbers/"
@@ -17,10 +18,11 @@ REMOTES = {  # torchvision's layout: the files sit directly in the data dir
     "test": Remote(SITE + "test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3", "test_32x32.mat"),
     "extra": Remote(SITE + "extra_32x32.mat", "a93ce644f1a588dc4d68dda5feec44a7", "extra_32x32.mat"),
 }
+BLOCK_IMAGES = 8192  # images transposed and written at a time (25 MB)
 
 
 @register
-class Svhn(PooledDataset):
+class Svhn(CachedPool):
     name = "svhn"
     num_classes = 10
     in_channels = 3
@@ -40,54 +42,51 @@ class Svhn(PooledDataset):
         for remote in REMOTES.values():
             fetch(self.name, remote, Path(data_dir), progress)
 
-    def read_parts(self, data_dir: Path, names: tuple[str, ...]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        images, labels, counts = self._decoded(Path(data_dir))
-        starts = dict(zip(self.pooled_parts, np.cumsum([0, *counts[:-1]]).tolist()))
-        ends = dict(zip(self.pooled_parts, np.cumsum(counts).tolist()))
-        return {part: (images[starts[part] : ends[part]], labels[starts[part] : ends[part]]) for part in names}
-
-    def read_pooled(self, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels, _ = self._decoded(Path(data_dir))
-        return images, labels
-
-    def _decoded(self, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """The pooled parts from the decoded cache: images (N, 3, 32, 32) on the cache's pages,
-        labels, and each part's count in ``pooled_parts`` order."""
+    def pool(self, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         paths = [data_dir / REMOTES[part].filename for part in self.pooled_parts]
         arrays = cached_arrays(data_dir / self.decoded_cache, files_fingerprint(paths), lambda: self._decode(data_dir))
         return shared_tensor(arrays["images"]), torch.from_numpy(np.array(arrays["labels"])), arrays["counts"].tolist()
 
-    def _decode(self, data_dir: Path) -> dict[str, np.ndarray]:
-        """Every part read from its .mat into one preallocated pooled array (no concatenation copy)."""
+    def _decode(self, data_dir: Path) -> dict[str, Decoded]:
+        """The pooled parts, streamed into the cache one .mat at a time (a worker decoding holds one
+        part's images, not the pooled array beside them), and their labels."""
         counts = self.part_counts(data_dir)
+        paths = [data_dir / REMOTES[part].filename for part in self.pooled_parts]
+        labels = [self._labels(path, counts[part]) for part, path in zip(self.pooled_parts, paths)]
         total = sum(counts.values())
-        images, labels = np.empty((total, 3, 32, 32), np.uint8), np.empty(total, np.int64)
-        start = 0
-        for part in self.pooled_parts:
-            path = data_dir / REMOTES[part].filename
-            x, y = self._read_mat(path)
+        return {
+            "images": Streamed((total, 3, 32, 32), np.dtype(np.uint8), lambda: self._image_blocks(paths, counts)),
+            "labels": np.concatenate(labels),
+            "counts": np.array([counts[p] for p in self.pooled_parts]),
+        }
+
+    def _image_blocks(self, paths: list[Path], counts: dict[str, int]) -> Iterator[np.ndarray]:
+        for part, path in zip(self.pooled_parts, paths):
+            x = self._read_mat(path, "X")
+            if x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != (32, 32, 3):
+                raise self.corrupt(path, f"has X {x.dtype} {x.shape}, expected uint8 32x32x3xN")
             if x.shape[3] != counts[part]:
                 raise self.corrupt(path, f"holds {x.shape[3]} images where its header says {counts[part]}")
-            stop = start + counts[part]
-            images[start:stop] = x.transpose(3, 2, 0, 1)  # H, W, C, N -> N, C, H, W
-            labels[start:stop] = check_labels(self.corrupt, path, y.reshape(-1) % 10, self.num_classes).numpy()  # 10 is 0
-            start = stop
-            del x, y
-        return {"images": images, "labels": labels, "counts": np.array([counts[p] for p in self.pooled_parts])}
+            for start in range(0, x.shape[3], BLOCK_IMAGES):
+                yield x[..., start : start + BLOCK_IMAGES].transpose(3, 2, 0, 1)  # H, W, C, N -> N, C, H, W
+            del x
 
-    def _read_mat(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    def _labels(self, path: Path, count: int) -> np.ndarray:
+        y = np.asarray(self._read_mat(path, "y")).reshape(-1)
+        if y.size != count:
+            raise self.corrupt(path, f"has {y.size} labels for {count} images")
+        if y.size and (y.min() < 1 or y.max() > 10):
+            raise self.corrupt(path, f"has labels outside 1..10 (found {y.min()}..{y.max()})")
+        return check_labels(self.corrupt, path, y % 10, self.num_classes).numpy()  # label 10 is the digit 0
+
+    def _read_mat(self, path: Path, variable: str) -> np.ndarray:
+        """One variable of a .mat file (loadmat skips the others: y alone does not inflate X)."""
         from scipy.io import loadmat
 
         try:
-            mat = loadmat(path)
-            x, y = mat["X"], np.asarray(mat["y"])
+            return loadmat(path, variable_names=[variable])[variable]
         except (ValueError, OSError, KeyError, TypeError, NotImplementedError) as error:
             raise self.corrupt(path, f"is not a readable SVHN .mat file ({type(error).__name__}: {error})") from None
-        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != (32, 32, 3) or y.size != x.shape[3]:
-            raise self.corrupt(path, f"has X {x.dtype} {x.shape} and y {y.shape}, expected uint8 32x32x3xN and N labels")
-        if y.size and (y.min() < 1 or y.max() > 10):
-            raise self.corrupt(path, f"has labels outside 1..10 (found {y.min()}..{y.max()})")
-        return x, y
 
     def part_counts(self, data_dir: Path) -> dict[str, int]:
         from scipy.io import whosmat

@@ -1,20 +1,20 @@
 """Tiny ImageNet (protocol 2.9, inferred from the 2025 notebook): train + labelled val pooled and
 re-split 70/15/15, 64 px, no augmentation, ImageNet normalisation.
 
-The JPEGs are decoded once (in threads) and kept as an .npz beside the data, so later loads are fast.
+The JPEGs are decoded once (in threads, a block at a time) into a decoded cache beside the data, the
+pooled train + val as one memory-mapped array, so later loads are fast and share the pages.
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, PooledDataset, register
-from bench.data.cache import cached_arrays, disk_size, files_fingerprint, shared_tensor
+from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, CachedPool, register
+from bench.data.cache import cached_arrays, decoded_images, disk_size, files_fingerprint, shared_tensor
 from bench.data.downloads import Progress, Remote, extract, fetch
 from bench.data.splits import SplitSet
 
@@ -27,7 +27,7 @@ SIZE = 64
 
 
 @register
-class TinyImageNet(PooledDataset):
+class TinyImageNet(CachedPool):
     name = "tiny-imagenet"
     num_classes = 200
     in_channels = 3
@@ -93,29 +93,26 @@ class TinyImageNet(PooledDataset):
             raise self.corrupt(path, f"is {pixels.shape[1]}x{pixels.shape[0]} pixels, expected {SIZE}x{SIZE}")
         return pixels
 
-    def _decode_all(self, listing: dict[str, list[tuple[Path, int]]]) -> dict[str, np.ndarray]:
-        arrays = {}
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            for part, items in listing.items():
-                images = np.stack(list(pool.map(self._decode, (p for p, _ in items))))
-                arrays[f"{part}_images"] = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
-                arrays[f"{part}_labels"] = np.array([label for _, label in items], dtype=np.int64)
-        return arrays
-
-    def read_parts(self, data_dir: Path, names: tuple[str, ...]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def pool(self, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         root = Path(data_dir) / FOLDER
         listing = self._listing(root)
-        missing = [p for items in listing.values() for p, _ in items if not p.exists()]
+        items = [item for part in self.pooled_parts for item in listing[part]]
+        missing = [p for p, _ in items if not p.exists()]
         if missing:
             raise self.corrupt(missing[0], f"is listed but missing ({len(missing)} images are)")
-        fingerprint = files_fingerprint(
-            [p for items in listing.values() for p, _ in items], extra=",".join(self._wnids(root))
+        paths = [p for p, _ in items]
+        # "pooled": this cache's layout (one array), so a cache of each part apart is rebuilt, not misread
+        fingerprint = files_fingerprint(paths, extra="pooled," + ",".join(self._wnids(root)))
+        arrays = cached_arrays(
+            root / CACHE,
+            fingerprint,
+            lambda: {
+                "images": decoded_images(paths, self._decode, (3, SIZE, SIZE)),
+                "labels": np.array([label for _, label in items], dtype=np.int64),
+                "counts": np.array([len(listing[part]) for part in self.pooled_parts]),
+            },
         )
-        arrays = cached_arrays(root / CACHE, fingerprint, lambda: self._decode_all(listing))
-        return {
-            part: (shared_tensor(arrays[f"{part}_images"]), torch.from_numpy(np.array(arrays[f"{part}_labels"])))
-            for part in names
-        }
+        return shared_tensor(arrays["images"]), torch.from_numpy(np.array(arrays["labels"])), arrays["counts"].tolist()
 
     def read_splits(self, data_dir: Path, splits: str, seed: int) -> SplitSet:
         parts = super().read_splits(data_dir, splits, seed)
