@@ -399,6 +399,15 @@ PRELOAD_MAX_BYTES = 4 << 30  # larger splits (PCam's 7.2 GB train) stay on the h
 PREFETCH_BATCHES = 2  # host batches gathered ahead by the loader's thread
 
 
+def _copied_in_blocks(split: Split, device: torch.device, block_bytes: int = 64 << 20) -> torch.Tensor:
+    """The split's images on ``device``, copied 64 MB at a time: the host never holds a second copy of
+    the split (its pooled or memory-mapped images are gathered a block at a time)."""
+    images = torch.empty((len(split), *split.image_shape), dtype=torch.uint8, device=device)
+    for start, block in split.blocks(block_bytes):
+        images[start : start + len(block)] = block
+    return images
+
+
 class BatchLoader:
     """Batches of one split: (x float32 normalised (B, C, H, W), y int64 (B,)), both on ``device``.
 
@@ -436,7 +445,7 @@ class BatchLoader:
         self._labels = split.labels.to(self.device)
         if preload is None:
             preload = self.device.type != "cpu" and split.nbytes <= PRELOAD_MAX_BYTES
-        self._images = split.materialize().to(self.device) if preload else None
+        self._images = _copied_in_blocks(split, self.device) if preload else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

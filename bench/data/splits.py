@@ -5,6 +5,7 @@ validation hold-out."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -63,10 +64,15 @@ class Split:
         h = hashlib.sha256(self.labels.numpy().tobytes())
         # Block by block: the same bytes, hence the same digest, as the whole split at once,
         # without two copies of it (630,420 SVHN images are 1.9 GB).
-        rows = max(1, DIGEST_BYTES // max(1, self.images[0].numel())) if len(self) else 1
-        for start in range(0, len(self), rows):
-            h.update(self.take(torch.arange(start, min(start + rows, len(self)))).numpy())
+        for _, images in self.blocks(DIGEST_BYTES):
+            h.update(images.numpy())
         return h
+
+    def blocks(self, block_bytes: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """(first row, images) of consecutive rows, about ``block_bytes`` of images at a time."""
+        rows = max(1, block_bytes // max(1, self.images[0].numel())) if len(self) else 1
+        for start in range(0, len(self), rows):
+            yield start, self.take(torch.arange(start, min(start + rows, len(self))))
 
     def materialize(self) -> torch.Tensor:
         """All of this split's images as one uint8 tensor."""
