@@ -312,7 +312,7 @@ def _dataset_reads(dataset: str, model: str, batches: int, repeats: int, device:
     table.add_column("")
     table.add_column("images/s (median)", justify="right")
     table.add_column("repeats", justify="right")
-    rows = [("bench loader (memory-mapped rows, prefetch thread, train transform)", result.loader)]
+    rows = [("bench loader (rows gathered ahead by a thread, train transform)", result.loader)]
     if result.h5py:
         rows.append(("h5py: each batch's rows read from the file at its step", result.h5py))
     rows.append((f"{result.model} training step (what training consumes)", result.step))
