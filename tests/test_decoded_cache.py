@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from data_fixtures import REPO, write_medmnist, write_pcam, write_svhn
+from data_fixtures import REPO, write_cifar10, write_fashionmnist, write_medmnist, write_pcam, write_svhn
 from support import backed_by
 
 from bench import data
@@ -27,6 +27,16 @@ def umask_022():
     old = os.umask(0o022)
     yield
     os.umask(old)
+
+
+def _written_cifar10(tmp_path):
+    written = write_cifar10(tmp_path)
+    return "cifar10", written["images"], written["labels"]
+
+
+def _written_fashionmnist(tmp_path):
+    written = write_fashionmnist(tmp_path)
+    return "fashionmnist", written["images"], written["labels"]
 
 
 def _written_svhn(tmp_path):
@@ -48,8 +58,9 @@ def _written_medmnist(name, channels):
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads the process's mappings from /proc")
 @pytest.mark.parametrize(
     "write",
-    [_written_svhn, _written_medmnist("bloodmnist", 3), _written_medmnist("tissuemnist", 1)],
-    ids=["svhn", "bloodmnist", "tissuemnist"],
+    [_written_cifar10, _written_fashionmnist, _written_svhn, _written_medmnist("bloodmnist", 3),
+     _written_medmnist("tissuemnist", 1)],
+    ids=["cifar10", "fashionmnist", "svhn", "bloodmnist", "tissuemnist"],
 )
 def test_a_second_load_maps_the_group_readable_cache_and_equals_the_files(tmp_path, umask_022, write):
     name, images, labels = write(tmp_path)

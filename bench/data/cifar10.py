@@ -2,7 +2,8 @@
 
 The batches are Python pickles, which can run any code when loaded. They are read with an unpickler
 that admits only what the format holds (a dict of lists, strings and one uint8 NumPy array): a
-crafted file is refused before anything in it runs.
+crafted file is refused before anything in it runs. They are decoded once, batch by batch, into a
+decoded cache of the pooled parts that every worker maps.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data.base import PooledDataset, check_labels, register
+from bench.data.base import CachedPool, check_labels, register
+from bench.data.cache import Decoded, Streamed, cached_arrays, files_fingerprint, shared_tensor
 from bench.data.downloads import Progress, Remote, extract, fetch
 from bench.data.pipeline import BatchOp, NotebookDoubleTransform, RandomCrop, RandomHorizontalFlip
 
@@ -46,7 +48,7 @@ def read_batch_pickle(stream: io.BufferedIOBase) -> dict:
 
 
 @register
-class Cifar10(PooledDataset):
+class Cifar10(CachedPool):
     name = "cifar10"
     num_classes = 10
     in_channels = 3
@@ -58,20 +60,32 @@ class Cifar10(PooledDataset):
     homepage = "https://www.cs.toronto.edu/~kriz/cifar.html (cifar-10-python.tar.gz, extracted)"
     expected_sizes = {"train": 42_000, "val": 9_000, "test": 9_000}
     files = tuple(f"{FOLDER}/{b}" for part in BATCHES.values() for b in part)
+    decoded_cache = "cifar10-decoded-uint8"  # the pooled batches decoded once, beside their folder
 
     def download(self, data_dir: Path, progress: Progress | None = None) -> None:
         archive = fetch(self.name, ARCHIVE, Path(data_dir), progress)
         extract(self.name, archive, Path(data_dir), FOLDER)
         archive.unlink()
 
-    def read_parts(self, data_dir: Path, names: tuple[str, ...]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        parts = {}
-        for part in names:
-            batches = [self._read_batch(Path(data_dir) / FOLDER / b) for b in BATCHES[part]]
-            parts[part] = (torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]))
-        return parts
+    def pool(self, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        paths = {part: [Path(data_dir) / FOLDER / b for b in BATCHES[part]] for part in self.pooled_parts}
+        every = [path for part in self.pooled_parts for path in paths[part]]
+        arrays = cached_arrays(Path(data_dir) / self.decoded_cache, files_fingerprint(every), lambda: self._decode(paths))
+        return shared_tensor(arrays["images"]), torch.from_numpy(np.array(arrays["labels"])), arrays["counts"].tolist()
 
-    def _read_batch(self, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    def _decode(self, paths: dict[str, list[Path]]) -> dict[str, Decoded]:
+        """The labels first (each batch read once for them), then the images streamed into the cache
+        batch by batch (read again), so decoding holds one batch, not the pooled images twice."""
+        labels = {path: self._read_batch(path)[1] for part in paths.values() for path in part}
+        every = list(labels)
+        return {
+            "images": Streamed((sum(map(len, labels.values())), 3, 32, 32), np.dtype(np.uint8),
+                               lambda: (self._read_batch(path)[0] for path in every)),
+            "labels": np.concatenate(list(labels.values())),
+            "counts": np.array([sum(len(labels[path]) for path in paths[part]) for part in self.pooled_parts]),
+        }
+
+    def _read_batch(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
         try:
             with open(path, "rb") as stream:
                 entry = read_batch_pickle(stream)
@@ -83,8 +97,7 @@ class Cifar10(PooledDataset):
                 path,
                 f"has data {data.dtype} {data.shape} with {len(labels)} labels, expected uint8 (N, 3072) and N labels",
             )
-        images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())
-        return images, check_labels(self.corrupt, path, labels, self.num_classes)
+        return data.reshape(-1, 3, 32, 32), check_labels(self.corrupt, path, labels, self.num_classes).numpy()
 
     def augmentations(self) -> list[BatchOp]:
         return [RandomHorizontalFlip(), RandomCrop(32, padding=4)]  # protocol 2.3

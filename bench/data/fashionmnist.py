@@ -1,4 +1,7 @@
-"""FashionMNIST (protocol 2.4): torchvision's idx files, pooled and re-split 70/15/15, 1 channel."""
+"""FashionMNIST (protocol 2.4): torchvision's idx files, pooled and re-split 70/15/15, 1 channel.
+
+The images are decoded once (gunzipped a block at a time) into a decoded cache that every worker maps.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data.base import PooledDataset, check_labels, register
+from bench.data.base import CachedPool, check_labels, register
+from bench.data.cache import Decoded, Streamed, cached_arrays, files_fingerprint, shared_tensor
 from bench.data.downloads import Progress, Remote, fetch
 from bench.data.pipeline import BatchOp, NotebookDoubleTransform, RandomAffine, RandomHorizontalFlip
 
@@ -26,10 +30,11 @@ MD5 = {
     "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
 }
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
+BLOCK_IMAGES = 8192  # images read from the idx file at a time (6.4 MB)
 
 
 @register
-class FashionMnist(PooledDataset):
+class FashionMnist(CachedPool):
     name = "fashionmnist"
     num_classes = 10
     in_channels = 1
@@ -51,6 +56,7 @@ class FashionMnist(PooledDataset):
     protocol_section = "2.4"
     homepage = f"{MIRROR} (the four *-ubyte.gz files, as torchvision saves them)"
     expected_sizes = {"train": 49_000, "val": 10_500, "test": 10_500}
+    decoded_cache = "fashionmnist-decoded-uint8"  # the pooled idx files decoded once
 
     def expected_files(self, data_dir: Path) -> list[Path]:
         return [self._locate(Path(data_dir), f) for pair in FILES.values() for f in pair]
@@ -65,48 +71,69 @@ class FashionMnist(PooledDataset):
         for filename, md5 in MD5.items():
             fetch(self.name, Remote(MIRROR + filename, md5, f"{FOLDER}/{filename}"), Path(data_dir), progress)
 
-    def _read_idx(self, path: Path, magic: int) -> np.ndarray:
+    def _open_idx(self, path: Path, magic: int):
+        """The idx file open past its header, and the dimensions the header gives."""
+        ndim = 3 if magic == IMAGES_MAGIC else 1
         try:
-            opener = gzip.open if path.suffix == ".gz" else open
-            with opener(path, "rb") as stream:
-                raw = stream.read()
+            stream = (gzip.open if path.suffix == ".gz" else open)(path, "rb")
+            header = stream.read(4 + 4 * ndim)
         except (OSError, EOFError) as error:
             raise self.corrupt(path, f"could not be read ({error})") from None
-        if len(raw) < 8 or struct.unpack(">I", raw[:4])[0] != magic:
+        if len(header) < 4 + 4 * ndim or struct.unpack(">I", header[:4])[0] != magic:
+            stream.close()
             raise self.corrupt(path, f"is not an idx file with magic number {magic}")
-        ndim = 3 if magic == IMAGES_MAGIC else 1
-        dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-        body = raw[4 + 4 * ndim :]
-        if len(body) != int(np.prod(dims)):
-            raise self.corrupt(path, f"holds {len(body)} bytes of data but its header promises {dims} (truncated?)")
-        return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+        return stream, struct.unpack(f">{ndim}I", header[4:])
 
-    def read_parts(self, data_dir: Path, names: tuple[str, ...]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        parts = {}
-        for part in names:
-            image_path, label_path = (self._locate(Path(data_dir), f) for f in FILES[part])
-            images = self._read_idx(image_path, IMAGES_MAGIC)
-            labels = self._read_idx(label_path, LABELS_MAGIC)
-            if images.shape[1:] != (28, 28) or len(images) != len(labels):
-                raise self.corrupt(
-                    image_path, f"has images {images.shape} for {len(labels)} labels, expected (N, 28, 28)"
-                )
-            parts[part] = (
-                torch.from_numpy(images.copy()).unsqueeze(1),
-                check_labels(self.corrupt, label_path, labels, self.num_classes),
-            )
-        return parts
+    def _dims(self, path: Path, magic: int) -> tuple[int, ...]:
+        stream, dims = self._open_idx(path, magic)
+        stream.close()
+        return dims
+
+    def _rows(self, path: Path, magic: int, rows: int | None = None):
+        """The idx file's rows, ``rows`` at a time (all at once when None), with its dimensions."""
+        stream, dims = self._open_idx(path, magic)
+        row_bytes = int(np.prod(dims[1:]))
+        with stream:
+            for start in range(0, dims[0], rows or max(dims[0], 1)):
+                count = min(rows or dims[0], dims[0] - start)
+                try:
+                    body = stream.read(count * row_bytes)
+                except (OSError, EOFError) as error:
+                    raise self.corrupt(path, f"could not be read ({error})") from None
+                if len(body) != count * row_bytes:
+                    raise self.corrupt(path, f"holds fewer bytes than its header promises for {dims} (truncated?)")
+                yield np.frombuffer(body, dtype=np.uint8).reshape(count, *dims[1:])
+
+    def pool(self, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        paths = {part: [self._locate(Path(data_dir), f) for f in FILES[part]] for part in self.pooled_parts}
+        every = [path for part in self.pooled_parts for path in paths[part]]
+        arrays = cached_arrays(Path(data_dir) / self.decoded_cache, files_fingerprint(every), lambda: self._decode(paths))
+        return shared_tensor(arrays["images"]), torch.from_numpy(np.array(arrays["labels"])), arrays["counts"].tolist()
+
+    def _decode(self, paths: dict[str, list[Path]]) -> dict[str, Decoded]:
+        labels, counts = [], []
+        for part in self.pooled_parts:
+            image_path, label_path = paths[part]
+            dims = self._dims(image_path, IMAGES_MAGIC)
+            part_labels = np.concatenate(list(self._rows(label_path, LABELS_MAGIC)) or [np.empty(0, np.uint8)])
+            if dims[1:] != (28, 28) or dims[0] != len(part_labels):
+                raise self.corrupt(image_path, f"has images {dims} for {len(part_labels)} labels, expected (N, 28, 28)")
+            labels.append(check_labels(self.corrupt, label_path, part_labels, self.num_classes).numpy())
+            counts.append(dims[0])
+
+        def blocks():
+            for part in self.pooled_parts:
+                for rows in self._rows(paths[part][0], IMAGES_MAGIC, BLOCK_IMAGES):
+                    yield rows[:, None]
+
+        return {
+            "images": Streamed((sum(counts), 1, 28, 28), np.dtype(np.uint8), blocks),
+            "labels": np.concatenate(labels),
+            "counts": np.array(counts),
+        }
 
     def part_counts(self, data_dir: Path) -> dict[str, int]:
-        counts = {}
-        for part, (_, labels) in FILES.items():
-            path = self._locate(Path(data_dir), labels)
-            try:
-                with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as stream:
-                    counts[part] = struct.unpack(">II", stream.read(8))[1]
-            except (OSError, EOFError, struct.error) as error:
-                raise self.corrupt(path, f"could not be read ({error})") from None
-        return counts
+        return {part: self._dims(self._locate(Path(data_dir), labels), LABELS_MAGIC)[0] for part, (_, labels) in FILES.items()}
 
     def augmentations(self) -> list[BatchOp]:
         # protocol 2.4: flip, rotation +-10 degrees, then a separate translation of up to 10 %
