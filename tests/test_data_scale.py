@@ -27,7 +27,7 @@ def _scale_script():
 scale = _scale_script()
 # Each about 200 MB decoded, so that what loading holds stands well above what the interpreter and
 # its allocators keep of their own (some 50 MB after decoding on threads).
-FRACTIONS = {"svhn": 0.1, "tiny-imagenet": 0.16, "pcam": 0.02, "tissuemnist": 1.0}
+FRACTIONS = {"cifar10": 1.0, "svhn": 0.1, "tiny-imagenet": 0.16, "pcam": 0.02, "tissuemnist": 1.0}
 
 
 @pytest.mark.parametrize("name", sorted(FRACTIONS))
