@@ -31,6 +31,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -195,6 +196,39 @@ def probe_hold(name: str, data_dir: str) -> None:
     sys.stdin.readline()
 
 
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [root]
+    while queue:
+        pid = queue.pop()
+        found.append(pid)
+        queue.extend(children.get(pid, []))
+    return found
+
+
+class AnonymousPeak(threading.Thread):
+    """The largest anonymous resident memory (RssAnon: a process's own, not the mapped pages of files
+    it shares through the page cache) of any process under ``root``, polled every half second."""
+
+    def __init__(self, root: int) -> None:
+        super().__init__(daemon=True)
+        self.root, self.peak, self.done = root, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.5):
+            for pid in _descendants(self.root):
+                try:
+                    self.peak = max(self.peak, _status_kb("RssAnon", str(pid)) * 1024)
+                except OSError:
+                    pass
+
+
 def probe_run(name: str, data_dir: str) -> dict:
     """One epoch of the tests' small model through `bench run`, in a scratch store."""
     with tempfile.TemporaryDirectory() as scratch:
@@ -206,7 +240,12 @@ def probe_run(name: str, data_dir: str) -> dict:
             "--experiment", "scale", "--devices", "cpu",
         ]
         start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, cwd=scratch)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=scratch)
+        watch = AnonymousPeak(process.pid)
+        watch.start()
+        out, err = process.communicate()
+        watch.done.set()
+        done = subprocess.CompletedProcess(command, process.returncode, out, err)
         wall = time.perf_counter() - start
         if done.returncode != 0:
             raise SystemExit(f"bench run on {name} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -220,6 +259,7 @@ def probe_run(name: str, data_dir: str) -> dict:
             "wall_s": wall,
             # every waited-for descendant: the run's worker and the scheduling parent
             "peak_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
+            "peak_anonymous": watch.peak,
             "epoch_s": metrics.get("train/epoch_time_s"),
             "train_images_per_s": metrics.get("train/images_per_s"),
         }
@@ -279,22 +319,31 @@ def share(name: str, data_dir: Path) -> dict:
 # -- measuring ------------------------------------------------------------------------------------
 
 
-def measure(name: str, data_dir: Path, read_batches: int) -> dict:
+MEASURES = ("load", "run", "read")
+
+
+def measure(name: str, data_dir: Path, read_batches: int, measures: tuple[str, ...] = MEASURES) -> dict:
     print(f"measuring {name} ...", flush=True)
-    row = {"dataset": name}
-    first, second = (_probe("load", name, str(data_dir)) for _ in range(2))
-    row.update(
-        package=first["package"],
-        images=first["images"], decoded=first["decoded"], load_first_s=first["load_s"], load_s=second["load_s"],
-        digest_s=second["digest_s"], load_peak_rss=max(first["peak_rss"], second["peak_rss"]),
-        rss_before=min(first["rss_before"], second["rss_before"]),
-    )
-    run = _probe("run", name, str(data_dir))
-    row.update(run_wall_s=run["wall_s"], run_peak_rss=run["peak_rss"], epoch_s=run["epoch_s"],
-               consumed_images_per_s=run["train_images_per_s"])
-    cold = _drop_page_cache()
-    row["read_cold_images_per_s"] = _probe("read", name, str(data_dir), str(read_batches))["images_per_s"] if cold else None
-    row["read_images_per_s"] = _probe("read", name, str(data_dir), str(read_batches))["images_per_s"]
+    row = dict.fromkeys(
+        ("package", "images", "decoded", "load_first_s", "load_s", "digest_s", "load_peak_rss", "rss_before", "run_wall_s",
+         "run_peak_rss", "run_peak_anonymous", "epoch_s", "consumed_images_per_s", "read_cold_images_per_s",
+         "read_images_per_s")
+    ) | {"dataset": name}
+    if "load" in measures:
+        first, second = (_probe("load", name, str(data_dir)) for _ in range(2))
+        row.update(
+            package=first["package"], images=first["images"], decoded=first["decoded"], load_first_s=first["load_s"],
+            load_s=second["load_s"], digest_s=second["digest_s"], load_peak_rss=max(first["peak_rss"], second["peak_rss"]),
+            rss_before=min(first["rss_before"], second["rss_before"]),
+        )
+    if "run" in measures:
+        run = _probe("run", name, str(data_dir))
+        row.update(run_wall_s=run["wall_s"], run_peak_rss=run["peak_rss"], run_peak_anonymous=run["peak_anonymous"],
+                   epoch_s=run["epoch_s"], consumed_images_per_s=run["train_images_per_s"])
+    if "read" in measures:
+        if _drop_page_cache():
+            row["read_cold_images_per_s"] = _probe("read", name, str(data_dir), str(read_batches))["images_per_s"]
+        row["read_images_per_s"] = _probe("read", name, str(data_dir), str(read_batches))["images_per_s"]
     return row
 
 
@@ -306,16 +355,21 @@ def _num(value, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _ratio(gained, decoded) -> str:
+    return "-" if gained is None or not decoded else f"{gained / decoded:.2f}"
+
+
 def print_table(rows: list[dict], shared: dict | None) -> None:
     head = ("dataset", "images", "decoded GB", "load s (1st)", "digest s", "load peak GB", "gained / decoded",
-            "run peak GB", "epoch s", "consumed img/s", "read img/s cold", "read img/s warm")
+            "run peak RSS GB", "run peak own GB", "epoch s", "consumed img/s", "read img/s cold", "read img/s warm")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
+        gained = None if r["load_peak_rss"] is None else r["load_peak_rss"] - r["rss_before"]
         cells = (
-            r["dataset"], f"{r['images']:,}", _gb(r["decoded"]), f"{r['load_s']:.1f} ({r['load_first_s']:.1f})",
-            f"{r['digest_s']:.1f}", _gb(r["load_peak_rss"]), f"{(r['load_peak_rss'] - r['rss_before']) / max(r['decoded'], 1):.2f}",
-            _gb(r["run_peak_rss"]), _num(r["epoch_s"], 1), _num(r["consumed_images_per_s"]),
+            r["dataset"], _num(r["images"]), _gb(r["decoded"]), f"{_num(r['load_s'], 1)} ({_num(r['load_first_s'], 1)})",
+            _num(r["digest_s"], 1), _gb(r["load_peak_rss"]), _ratio(gained, r["decoded"]),
+            _gb(r["run_peak_rss"]), _gb(r["run_peak_anonymous"]), _num(r["epoch_s"], 1), _num(r["consumed_images_per_s"]),
             _num(r["read_cold_images_per_s"]), _num(r["read_images_per_s"]),
         )
         print("| " + " | ".join(cells) + " |")
@@ -341,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fraction", type=float, default=1.0, help="Of the real sizes (default 1: full size).")
     parser.add_argument("--datasets", default="all", help="Comma-separated names, or all.")
     parser.add_argument("--read-batches", type=int, default=300, help="Shuffled training batches the read measure takes.")
+    parser.add_argument("--measures", default=",".join(MEASURES), help=f"Comma-separated, of {', '.join(MEASURES)}.")
     parser.add_argument("--share", default="svhn", help="Dataset whose sharing between two processes is measured ('' for none).")
     parser.add_argument("--write-only", action="store_true", help="Write the datasets and stop.")
     parser.add_argument("--json", type=Path, help="Also write the figures here.")
@@ -353,8 +408,10 @@ def main(argv: list[str] | None = None) -> int:
     ensure_written(sorted(set(names) | ({options.share} if options.share else set())), options.data_dir, options.fraction)
     if options.write_only:
         return 0
-    rows = [measure(name, options.data_dir, options.read_batches) for name in names]
-    print(f"bench measured: {rows[0]['package']}", flush=True)
+    measures = tuple(m for m in options.measures.split(",") if m)
+    if set(measures) - set(MEASURES):
+        parser.error(f"--measures takes {', '.join(MEASURES)}")
+    rows = [measure(name, options.data_dir, options.read_batches, measures) for name in names]
     shared = share(options.share, options.data_dir) if options.share else None
     print_table(rows, shared)
     if options.json:
