@@ -5,6 +5,7 @@ stale or damaged."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import subprocess
@@ -202,3 +203,22 @@ def test_pcam_rows_are_mapped_from_the_h5_file_itself_or_from_a_decoded_cache(tm
         files = [f for f in cache.rglob("*") if f.is_file()]
         assert len(files) == 6 and all(stat.S_IMODE(f.stat().st_mode) == 0o644 for f in files)
     assert bundle_digest(again) == bundle_digest(first)
+
+
+def test_a_cached_splits_digest_names_the_caches_recorded_identity_and_its_rows(tmp_path):
+    from bench.data.identity import identity_of
+
+    write_svhn(tmp_path)
+    svhn = data.get("svhn")
+    first, other_seed = svhn.load(tmp_path), svhn.load(tmp_path, seed=7)
+    manifest = json.loads((tmp_path / svhn.decoded_cache / "manifest.json").read_text())
+    npy = (tmp_path / svhn.decoded_cache / "images.npy").read_bytes()
+    assert manifest["digests"]["images"] == hashlib.sha256(npy).hexdigest()  # taken as the file was written
+    assert identity_of(first.train.images) == manifest["digests"]["images"]
+    assert bundle_digest(other_seed) != bundle_digest(first)  # other rows, another digest
+    # other content in the files: another cache, another identity, another digest
+    write_svhn(tmp_path, seed=1)
+    os.utime(tmp_path / "train_32x32.mat", ns=(0, 10**18))
+    assert bundle_digest(svhn.load(tmp_path)) != bundle_digest(first)
+    # arrays with no recorded identity (decoded in memory) are hashed, byte for byte
+    assert identity_of(data.get("synthetic").load(None).train.images) is None

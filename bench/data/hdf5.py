@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.core.errors import BenchError
+from bench.data import identity
 from bench.data.cache import Streamed, cached_arrays, files_fingerprint
 
 BLOCK_ROWS = 2048  # rows decoded at a time into a cache (56 MB of PCam)
@@ -54,7 +55,9 @@ def mapped_rows(
     if layout.shape[0] == 0:
         return np.empty(layout.shape, layout.dtype)
     if layout.offset is not None:
-        return np.memmap(path, dtype=layout.dtype, mode="r", offset=layout.offset, shape=layout.shape)
+        rows = np.memmap(path, dtype=layout.dtype, mode="r", offset=layout.offset, shape=layout.shape)
+        identity.record(rows, files_fingerprint([path], extra=key))  # the file's name, size and time
+        return rows
     rows = Streamed(layout.shape, layout.dtype, lambda: _blocks(path, key, layout.shape[0], on_error))
     return cached_arrays(cache, files_fingerprint([path], extra=key), lambda: {key: rows})[key]
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bench.data.identity import identity_of
+
 TRAIN_FRACTION, VAL_FRACTION = 0.70, 0.15  # protocol 2.2
 HOLDOUT_FRACTION = 0.10  # --splits official: validation carved from the official train split
 DIGEST_BYTES = 8 << 20  # hashed at a time: 2,730 SVHN images, 303 of PCam
@@ -59,9 +61,18 @@ class Split:
         return self.images[index]
 
     def digest(self) -> "hashlib._Hash":
-        """sha256 of this split's decoded content (labels, then images in (N, C, H, W) order), so two
-        runs on different data are told apart."""
+        """sha256 of this split's content, so two runs on different data are told apart: its labels,
+        then its images: where the array under them has a recorded identity (a decoded cache, PCam's
+        mapped rows), that identity and which rows of it this split takes; else the images'
+        bytes in (N, C, H, W) order."""
         h = hashlib.sha256(self.labels.numpy().tobytes())
+        source = identity_of(self.images)
+        if source is not None:
+            view = (self.images.storage_offset(), tuple(self.images.shape), self.images.stride())
+            h.update(f"{source}:{view}".encode())
+            if self.index is not None:
+                h.update(self.index.numpy().tobytes())
+            return h
         # Block by block: the same bytes, hence the same digest, as the whole split at once,
         # without two copies of it (630,420 SVHN images are 1.9 GB).
         for _, images in self.blocks(DIGEST_BYTES):
