@@ -7,10 +7,9 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from support import TINY_MODEL, bench, cli, store_args
+from support import TINY_MODEL, bench, cli, store_args, worker_pids
 
 from bench import tracking
 from bench.core.errors import BenchError
@@ -57,11 +56,6 @@ def _wait_for_epoch(store, epoch: int, process: subprocess.Popen, timeout: float
     raise AssertionError(f"no run reached epoch {epoch} in {timeout} s")
 
 
-def _worker_pids(parent: int) -> list[int]:
-    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    return [int(p) for p in children if "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text()]
-
-
 @pytest.mark.slow
 def test_two_slots_log_every_run_exactly_once_rerun_skips_and_report(store, capsys):
     args = [*SYNTH, "--models", "resnet18,gradattn-nope", "--seeds", "1,2", "--max-epochs", "1", "--jobs-per-device", "2", *store_args(store)]
@@ -98,7 +92,7 @@ def test_worker_killed_mid_training_resumes_to_the_same_final_metrics(store):
     args = [*SYNTH, "--models", "resnet18", "--seeds", "5", "--max-epochs", "4"]
     first = _start(["run", *args, *store_args(store)])
     run_id = _wait_for_epoch(store, 2, first)
-    for pid in _worker_pids(first.pid):
+    for pid in worker_pids(first.pid):
         os.kill(pid, signal.SIGKILL)
     out, _ = first.communicate(timeout=120)
     assert first.returncode == 1, out  # the run is reported FAILED, nothing is lost
