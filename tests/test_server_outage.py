@@ -8,9 +8,12 @@ import json
 import subprocess
 import time
 
+import pytest
 from servers import all_artifacts, assert_complete, bench_at, run_args, runs_of, server_env
+from support import TINY_MODEL
 
 from bench import tracking
+from bench.core.errors import BenchError
 
 
 def test_logger_queues_while_the_server_is_down_and_replays_in_order(mlflow_server, tmp_path, monkeypatch):
@@ -80,3 +83,44 @@ def test_server_stopped_mid_run_loses_no_run_or_epoch(mlflow_server, tmp_path):
     assert [r.run_id for r in runs] == [run_id]  # the same run, completed; no duplicate
     assert_complete(mlflow_server, runs[0], epochs=2, tmp=tmp_path / "downloads")
     assert not list((tmp_path / "outbox").rglob("*.json"))
+
+
+@pytest.mark.slow
+def test_server_gone_while_the_grid_is_planned_is_one_sentence_and_the_rerun_finishes(mlflow_server, tmp_path):
+    """The server dies after the planner created the grid's runs, while it waits to read its claims
+    back: the command stops with one sentence and exit 2, and once the server is back the same
+    command trains each configuration once, in the runs planned before."""
+    url = mlflow_server.url
+    args = run_args(url, tmp_path, "planned", "--models", "tiny", "--seeds", "1,2", "--max-epochs", "1", *TINY_MODEL)
+    # A long pause before the claims are read back: the moment the server is killed in.
+    env = server_env(tmp_path, BENCH_CLAIM_SETTLE_S="8", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+    first = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(_runs(url, "planned")) < 2:
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.2)
+        planned = {r.run_id for r in _runs(url, "planned")}
+        mlflow_server.stop(kill=True)
+        out, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        if mlflow_server.process is None:
+            mlflow_server.start()
+    assert first.returncode == 2, out + err
+    assert err.startswith(f"error: MLflow at {url} stopped answering while the grid was being planned"), err
+    assert err.strip().count("\n") == 0 and "run the same command again" in err
+
+    again = bench_at(args, tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    runs = _runs(url, "planned")
+    assert sorted(r.name for r in runs) == ["synthetic/tiny/1", "synthetic/tiny/2"]
+    assert {r.status for r in runs} == {"FINISHED"} and len(planned) == 2
+
+
+def _runs(url: str, experiment: str) -> list:
+    try:
+        return runs_of(url, experiment)
+    except BenchError:  # the command has not created the experiment yet
+        return []

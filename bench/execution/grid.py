@@ -104,9 +104,12 @@ def run_grid(
     executor = backends.create(backend, placement)
     uri = tracking.resolve_uri(places.tracking_uri)
     experiment_id = tracking.prepare(uri, places.experiment)  # an unreachable store stops here, before any run
-    leftovers = checkpoints.tidy_checkpoints(uri, places.checkpoint_dir, remove_deleted=prune_checkpoints)
     declared = {"primary": grid.primary} if grid.primary else {}
-    plan = planning.plan_runs(specs, uri, experiment_id, executor.device_label, force=force, tags=declared)
+    # Planning writes runs and claims: a store that goes away meanwhile leaves them to the next command
+    # (its claims die with this process), which resumes them.
+    with tracking.answering(uri, "the grid was being planned", "nothing was trained; run the same command again once it answers."):
+        leftovers = checkpoints.tidy_checkpoints(uri, places.checkpoint_dir, remove_deleted=prune_checkpoints)
+        plan = planning.plan_runs(specs, uri, experiment_id, executor.device_label, force=force, tags=declared)
     try:
         planning.verify_resumable(plan, places.checkpoint_dir)  # a damaged or unsafe checkpoint stops here
     except BenchError:

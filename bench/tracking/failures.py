@@ -64,6 +64,13 @@ def network_reason(error: Exception) -> str | None:
     return "no answer before the timeout" if "timeout" in text.lower() or "timed out" in text.lower() else None
 
 
+def store_away(error: BaseException) -> bool:
+    """The store did not answer (refused, timed out) or answered that it failed (5xx, e.g. its
+    database restarting): not a request it rejected, and not a failure of our own."""
+    status = http_status(error)
+    return network_reason(error) is not None or "API request to" in str(error) or (status is not None and status >= 500)
+
+
 def one_line(error: Exception) -> str:
     text = str(error).strip().splitlines()
     return f"{error.__class__.__name__}: {text[0][:160]}" if text else error.__class__.__name__
