@@ -132,6 +132,9 @@ def run_grid(
     destination = backends.Destination.of(uri, places, keeping)
     with display or contextlib.nullcontext() as shown, planning.claims_kept(plan, uri, getattr(shown, "update", lambda states: None)) as on_update:
         states = run_plan(executor, plan, destination, on_update)
+    stopped = next((state.stops_grid for state in states if state.stops_grid), None)
+    if stopped:  # a full disk: the grid stopped, and the command stops with the reason as its one sentence
+        raise BenchError(stopped)
     with contextlib.suppress(OSError):  # each finished run removed its checkpoints: drop the folder if empty
         places.checkpoint_dir.rmdir()
     return GridResult(states, plan.skipped, plan.held, uri, experiment_id)

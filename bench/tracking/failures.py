@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from bench.core.errors import BenchError
+from bench.core.errors import BenchError, out_of_space
 
 # What a second creator of the same store or experiment sees while the first is at work.
 CREATION_RACES = (
@@ -77,6 +77,9 @@ def one_line(error: Exception) -> str:
 
 
 def transient(error: BaseException) -> bool:
-    """A failure worth queueing and retrying later (server down, timeout, 5xx), not a rejected request."""
+    """A failure worth queueing and retrying later (server down, timeout, 5xx), not a rejected request
+    nor a full disk (which waiting does not empty)."""
+    if out_of_space(error):
+        return False
     status = http_status(error)
     return status is None or status >= 500 or status in (408, 429)

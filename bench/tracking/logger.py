@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.core.errors import BenchError
+from bench.core.errors import BenchError, DiskFull, out_of_space
 from bench.tracking import metric_names
 from bench.tracking.failures import network_reason, one_line, retry_creation_race, transient
 from bench.tracking.outbox import Outbox, outbox_root
@@ -111,6 +111,9 @@ class RunLogger(Callback):
         try:
             self._retry(self._deliver, kind, payload if file is None else payload | {"file": str(file)})
         except Exception as error:
+            if out_of_space(error):  # kept for the next attempt of the run, which replays it once there is room
+                self.outbox.put(kind, payload, file)
+                raise self._full(kind, payload | ({"file": str(file)} if file else {})) from error
             if not transient(error):
                 raise
             log.warning(
@@ -132,6 +135,8 @@ class RunLogger(Callback):
             try:
                 self._deliver(kind, payload)
             except Exception as error:
+                if out_of_space(error):
+                    raise self._full(kind, payload) from error
                 if transient(error):
                     self._next_attempt = time.monotonic() + self._pause
                     self._pause = min(self._pause * 2, 60.0)
@@ -193,6 +198,26 @@ class RunLogger(Callback):
             self._client.log_artifact(self.run_id, payload["file"], payload["artifact_dir"])
         elif kind == "end":
             self._client.set_terminated(self.run_id, payload["status"])
+
+    def _full(self, kind: str, payload: dict[str, Any]) -> DiskFull:
+        """The artifact store's folder is full: what a local one holds of the torn copy is removed (the
+        call waits in the outbox), and the error names the folder."""
+        folder = self._artifact_folder()
+        if kind != "artifact" or folder is None:
+            return DiskFull(folder or f"the artifact store of run {self.run_id}", f"a {kind} call of run {self.run_id}")
+        artifact = folder.joinpath(*filter(None, [payload.get("artifact_dir"), Path(payload["file"]).name]))
+        artifact.unlink(missing_ok=True)
+        return DiskFull(folder, f"{artifact.relative_to(folder)} of run {self.run_id}")
+
+    def _artifact_folder(self) -> Path | None:
+        """The run's artifact folder, when the artifact store is a local folder."""
+        from urllib.parse import urlparse
+
+        try:
+            location = urlparse(self._client.get_run(self.run_id).info.artifact_uri)
+        except Exception:
+            return None
+        return Path(location.path) if location.scheme in ("", "file") else None
 
     def _logged_steps(self) -> dict[str, set[int]]:
         """key -> steps the store already holds, read once (a fresh run holds none)."""
@@ -291,6 +316,8 @@ class RunLogger(Callback):
         try:
             return self._retry(log_once)
         except Exception as error:
+            if out_of_space(error):
+                raise DiskFull(self._artifact_folder() or f"the artifact store of run {self.run_id}", f"the model of run {self.run_id}") from error
             if network_reason(error) is None and "API request to" not in str(error):
                 raise  # an answer, or a failure of our own: not a store that is away
             log.warning("MLflow at %s is unreachable (%s); the weights of run %s are queued as a file instead of a logged model",
