@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 
 import pytest
@@ -36,6 +37,26 @@ def test_logger_queues_while_the_server_is_down_and_replays_in_order(mlflow_serv
     assert run.status == "FINISHED" and run.tags["phase"] == "down"
     assert tracking.metric_history(url, run_id, "val_acc") == [(1, 0.1), (2, 0.2), (3, 0.3)]
     assert "notes/down.txt" in all_artifacts(url, run_id)
+
+
+def test_a_model_logged_while_the_server_is_down_waits_for_it(mlflow_server, tmp_path, monkeypatch):
+    """The server is away when the run logs its model and back a few seconds later: the run gets its
+    logged model, READY, not a file in its place nor a model left half created."""
+    import torch.nn as nn
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    url = mlflow_server.url
+    run_id = tracking.create_run(url, tracking.prepare(url, "model-outage"), "model-run", {})
+    logger = tracking.RunLogger(url, run_id, retries=0, backoff_s=0.2, outbox_dir=tmp_path / "outbox", final_wait_s=120)
+    mlflow_server.stop(kill=True)
+    back = threading.Timer(2, mlflow_server.start)
+    back.start()
+    try:
+        model_id = logger.log_model(nn.Linear(2, 2), "model-run", 1, {}, [])
+    finally:
+        back.join()
+    [model] = tracking.logged_models(url, run_id)
+    assert model.model_id == model_id and str(model.status).endswith("READY")
 
 
 def _val_steps(url: str, experiment: str) -> set[int]:

@@ -368,7 +368,7 @@ def _log_model(
 ) -> str | None:
     """The weights the headline test metrics came from, as the run's MLflow model named after the run
     (`digits-resnet18-42`), with the evaluation transform in front (bench.models.packaged); as
-    `checkpoint/<best|last>.pt` when the store cannot take a model now; not at all under
+    `checkpoint/<best|last>.pt` when the store takes no logged models; not at all under
     --no-log-model. The run's `weights` tag says which. Returns the logged model's id, if any."""
     from bench.models.packaged import packaged
 
@@ -385,5 +385,5 @@ def _log_model(
         return model_id
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     logger.log_written(f"checkpoint/{headline}.pt", lambda path: checkpoint.save({"epoch": epoch, "model": weights}, path))
-    logger.set_tags({"weights": f"checkpoint/{headline}.pt (the store could take no model when the run ended)"})
+    logger.set_tags({"weights": f"checkpoint/{headline}.pt (the store takes no logged models)"})
     return None

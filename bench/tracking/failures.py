@@ -68,7 +68,9 @@ def store_away(error: BaseException) -> bool:
     """The store did not answer (refused, timed out) or answered that it failed (5xx, e.g. its
     database restarting): not a request it rejected, and not a failure of our own."""
     status = http_status(error)
-    return network_reason(error) is not None or "API request to" in str(error) or (status is not None and status >= 500)
+    if status is not None:
+        return status >= 500
+    return network_reason(error) is not None or "API request to" in str(error)
 
 
 def one_line(error: Exception) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from bench.core.errors import BenchError, DiskFull, out_of_space
 from bench.tracking import metric_names
-from bench.tracking.failures import network_reason, one_line, retry_creation_race, transient
+from bench.tracking.failures import network_reason, one_line, retry_creation_race, store_away, transient
 from bench.tracking.outbox import Outbox, outbox_root
 from bench.tracking.queries import search_logged_models
 from bench.tracking.records import FINISHED
@@ -287,7 +287,8 @@ class RunLogger(Callback):
     def log_model(self, model, name: str, step: int, tags: dict[str, str], requirements: list[str]) -> str | None:
         """`model` (a torch module) as the run's MLflow model: listed under "Logged models", registrable,
         and loaded back by `mlflow.pytorch.load_model`. Returns its model id, or None when the store
-        is unreachable (the caller keeps the weights another way).
+        answers that it takes no logged models (the caller keeps the weights another way). An absent
+        store is waited for up to `final_wait_s`, then a TrackingUnavailable leaves the run resumable.
 
         Once per run: a model this run already logged under `name` stands; one a kill left half
         logged is deleted first.
@@ -313,16 +314,28 @@ class RunLogger(Callback):
             )
             return created.model_id
 
-        try:
-            return self._retry(log_once)
-        except Exception as error:
-            if out_of_space(error):
-                raise DiskFull(self._artifact_folder() or f"the artifact store of run {self.run_id}", f"the model of run {self.run_id}") from error
-            if network_reason(error) is None and "API request to" not in str(error):
-                raise  # an answer, or a failure of our own: not a store that is away
-            log.warning("MLflow at %s is unreachable (%s); the weights of run %s are queued as a file instead of a logged model",
-                        shown_uri(self.uri), network_reason(error) or one_line(error), self.run_id)
-            return None
+        deadline = time.monotonic() + self.final_wait_s
+        while True:
+            try:
+                return self._retry(log_once)
+            except Exception as error:
+                if out_of_space(error):
+                    raise DiskFull(self._artifact_folder() or f"the artifact store of run {self.run_id}", f"the model of run {self.run_id}") from error
+                if not store_away(error):
+                    if "API request to" not in str(error):
+                        raise  # a failure of our own
+                    log.warning("MLflow at %s takes no logged model (%s); the weights of run %s are logged as a file instead",
+                                shown_uri(self.uri), one_line(error), self.run_id)
+                    return None
+                # Away: the run waits for it as its final status does (`end`), so it finishes with its model.
+                if time.monotonic() >= deadline:
+                    raise TrackingUnavailable(
+                        f"MLflow at {shown_uri(self.uri)} stayed unreachable for {self.final_wait_s:.0f} s when run {self.run_id} "
+                        "logged its model; its checkpoint is kept: run the same command again once the server is back to finish it."
+                    ) from error
+                log.warning("MLflow at %s is unreachable (%s); the model of run %s waits for it",
+                            shown_uri(self.uri), network_reason(error) or one_line(error), self.run_id)
+                time.sleep(max(0.0, min(self.backoff_s * 5, deadline - time.monotonic())))
 
     def _logged_models(self, experiment_id: str, name: str) -> list:
         return [m for m in search_logged_models(self._client, self.run_id, experiment_id) if m.name == name]
