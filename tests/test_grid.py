@@ -132,6 +132,32 @@ def test_parent_killed_mid_grid_then_rerun_finishes_without_duplicates(store):
 
 
 @pytest.mark.slow
+def test_a_planned_run_replaced_when_training_begins_leaves_no_checkpoint_folder(store):
+    """A worker killed between taking a planned run's checkpoint folder and logging anything leaves
+    the folder with its lock file; the next command trains the configuration in a fresh run
+    (tracking.start_clock) and removes the old run's folder with it."""
+    args = [*SYNTH, "--models", "tiny", "--max-epochs", "1", *TINY_MODEL, *store_args(store)]
+    planner = subprocess.Popen([sys.executable, "-m", "bench", "run", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=os.environ | {"BENCH_CLAIM_SETTLE_S": "30"})
+    deadline = time.time() + 120
+    while not _runs(store):  # planned and claimed; the planner waits before it reads its claims back
+        assert planner.poll() is None and time.time() < deadline, planner.communicate()[0]
+        time.sleep(0.2)
+    planner.kill()
+    planner.wait(timeout=30)
+    [planned] = _runs(store)
+    from bench.train import checkpoint
+
+    with checkpoint.exclusive(store["checkpoints"] / planned.run_id):  # as a worker takes the folder, then is killed
+        pass
+    rerun = bench("run", *args)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    [run] = _runs(store)
+    assert run.status == "FINISHED" and run.run_id != planned.run_id
+    assert not store["checkpoints"].exists(), sorted(store["checkpoints"].rglob("*"))
+
+
+@pytest.mark.slow
 def test_ctrl_c_once_checkpoints_and_marks_killed(store):
     # Epochs to spare: on a loaded machine the press can land a couple of epochs after the first is logged.
     args = [*SYNTH, "--models", "resnet18", "--max-epochs", "6", *store_args(store)]

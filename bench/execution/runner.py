@@ -76,7 +76,9 @@ def execute(
     if ctx.owner and tracking.claim_owner(ctx.tracking_uri, run_id) != ctx.owner:
         return RunOutcome(run_id, HELD)  # taken over while it waited in the queue
     if ctx.owner:
-        run_id = tracking.start_clock(ctx.tracking_uri, run_id)
+        planned, run_id = run_id, tracking.start_clock(ctx.tracking_uri, run_id)
+        if run_id != planned:  # nothing trained in the planned run: what a killed worker left in its folder goes with it
+            shutil.rmtree(checkpoint_dir(ctx, planned), ignore_errors=True)
         on_run(run_id)
     logger = tracking.RunLogger(ctx.tracking_uri, run_id)
     heartbeat = tracking.Heartbeat(ctx.tracking_uri, ctx.owner, [run_id] if ctx.owner else [], CLAIM_HEARTBEAT_S)
