@@ -6,7 +6,7 @@ grid rerun until it is done and then checked (scripts/soak_checks.py).
 
 Each round is a fresh experiment: the grid's command runs in a process group of its own, a fault
 drawn by the seed lands at a random moment of it (scripts/soak_faults.py), the command is run again
-until it exits 0, a second fault may land on the first rerun. The first grid runs without a fault:
+until it exits 0, a second fault drawn for the round may land on the rerun. The first grid runs without a fault:
 its final metrics are what every round must end with. Prints the faults injected by kind and every
 violation; exits 0 when there is none, 1 otherwise, 2 when the soak cannot start.
 """
@@ -17,6 +17,7 @@ import argparse
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -44,7 +45,7 @@ GRID = (
 )
 COMMAND_TIMEOUT_S = 600.0  # a command still there after this is hung: a violation
 MAX_COMMANDS = 8  # commands per round before the grid counts as never finishing
-SECOND_FAULT = 0.5  # the chance that the first rerun of a round is hit too
+SECOND_FAULT = 0.5  # the chance that a round draws a second fault, for its rerun
 GROUP_GRACE_S = 5.0  # workers notice a killed parent within a second or two (bench.execution.worker)
 
 
@@ -67,6 +68,7 @@ class World:
         backend = self.database.createdb("mlflow") if self.database else f"sqlite:///{root / 'mlflow.db'}"
         self.server = MlflowServer(backend, root / "server").start()
         self.kinds = soak_faults.KINDS + (soak_faults.POSTGRES_KINDS if self.database else ())
+        self.current: Command | None = None
 
     # -- what the faults act on (soak_faults.Servers)
     def kill_server(self) -> None:
@@ -82,6 +84,8 @@ class World:
         self.database.resume()
 
     def close(self) -> None:
+        if self.current is not None:  # a soak stopped halfway leaves no command behind
+            self.current.signal_group(signal.SIGKILL)
         self.server.stop()
         if self.database:
             self.database.stop()
@@ -93,6 +97,10 @@ class World:
         return place
 
     def command(self, experiment: str, attempt: int) -> Command:
+        self.current = self._command(experiment, attempt)
+        return self.current
+
+    def _command(self, experiment: str, attempt: int) -> Command:
         place = self.place(experiment)
         args = [
             sys.executable, "-m", "bench", "run", *GRID, "--tracking-uri", self.server.url, "--experiment", experiment,
@@ -102,15 +110,22 @@ class World:
         return Command(args, place, env, place / f"command-{attempt}.log")
 
 
-def run_grid(world: World, experiment: str, faults: list[Fault], tally: Tally) -> list[str]:
-    """Run the grid's command until it exits 0, a fault on each of the first commands; violations seen."""
-    found = []
+def run_grid(world: World, experiment: str, pending: list[Fault], tally: Tally) -> tuple[list[str], list[Fault]]:
+    """Run the grid's command until it exits 0, the next pending fault on each command; the violations
+    seen and the faults injected. A fault that finds its command ended goes back to the front of
+    `pending`, earlier in the next command's life."""
+    found, injected = [], []
     for attempt in range(1, MAX_COMMANDS + 1):
         command = world.command(experiment, attempt)
-        fault = faults.pop(0) if faults else None
+        fault = pending.pop(0) if pending else None
         if fault:
             soak_faults.inject(fault, command, world)
-            (tally.injected if fault.injected else tally.missed)[fault.kind] += 1
+            if fault.injected:
+                tally.injected[fault.kind] += 1
+                injected.append(fault)
+            else:
+                tally.missed[fault.kind] += 1
+                pending.insert(0, Fault(fault.kind, fault.at_s / 2, fault.pauses_s))
         code = _wait(command)
         tally.exits[code] += 1
         found += _command_violations(command, code, fault if fault and fault.injected else None, attempt)
@@ -118,8 +133,8 @@ def run_grid(world: World, experiment: str, faults: list[Fault], tally: Tally) -
             if not soak_checks.grid_done(world.server.url, experiment, NAMES):
                 found.append(f"command {attempt} exited 0 with the grid unfinished")
                 continue
-            return found
-    return found + [f"the grid is not done after {MAX_COMMANDS} commands"]
+            return found, injected
+    return found + [f"the grid is not done after {MAX_COMMANDS} commands"], injected
 
 
 def _wait(command: Command) -> int | None:
@@ -127,7 +142,7 @@ def _wait(command: Command) -> int | None:
     try:
         return command.process.wait(timeout=max(1.0, remaining))
     except Exception:
-        command.signal_group(9)
+        command.signal_group(signal.SIGKILL)
         command.process.wait()
         return None
 
@@ -148,7 +163,7 @@ def _command_violations(command: Command, code: int | None, fault: Fault | None,
         time.sleep(0.2)
     if command.group_alive():
         found.append(f"{where}: processes of the command outlived it")
-        command.signal_group(9)
+        command.signal_group(signal.SIGKILL)
     return found
 
 
@@ -164,18 +179,18 @@ def soak(rounds: int, seed: int, store: str, root: Path) -> Tally:
         reference = {run.name: soak_checks.final_metrics(world.server.url, run) for run in reference_runs}
         found += soak_checks.check_grid(world.server.url, "reference", NAMES, {}, world.place("reference"))
         _report("reference", found, tally)
-        experiments = []
+        experiments, pending = [], []
         for number in range(1, rounds + 1):
             experiment = f"round-{number:03d}"
             experiments.append(experiment)
-            faults = [soak_faults.draw(rng, world.kinds, window_s)]
+            pending.append(soak_faults.draw(rng, world.kinds, window_s))
             if rng.random() < SECOND_FAULT:
-                faults.append(soak_faults.draw(rng, world.kinds, window_s / 2))
-            shown = "; ".join(f.describe() for f in faults)
+                pending.append(soak_faults.draw(rng, world.kinds, window_s / 2))
             round_started = time.monotonic()
-            found = run_grid(world, experiment, list(faults), tally)
+            found, injected = run_grid(world, experiment, pending, tally)
             found += soak_checks.check_grid(world.server.url, experiment, NAMES, reference, world.place(experiment))
             tally.rounds += 1
+            shown = "; ".join(f.describe() for f in injected) or "no fault landed"
             _report(f"{experiment} ({time.monotonic() - round_started:.0f} s): {shown}", found, tally)
         final = []  # nothing a later round did may have changed an earlier one
         for experiment in ["reference", *experiments]:
@@ -200,7 +215,7 @@ def _summary(tally: Tally, seed: int, store: str, wall_s: float) -> str:
         f"soak: seed {seed}, store {store}, {tally.rounds} round(s), {wall_s / 60:.1f} min",
         f"faults injected: {injected}",
         *(f"  {n:3d}  {kind}" for kind, n in sorted(tally.injected.items())),
-        f"faults that found the command already ended: {sum(tally.missed.values())}",
+        f"faults that found their command ended (tried again earlier in the next): {sum(tally.missed.values())}",
         "commands' exit codes: " + ", ".join(f"{code}: {n}" for code, n in sorted(tally.exits.items(), key=str)),
         f"violations: {len(tally.violations)}",
     ]
@@ -219,6 +234,7 @@ def main() -> int:
     if options.store == "postgres" and postgres_skip_reason():
         print(f"error: --store postgres needs a local PostgreSQL: {postgres_skip_reason()}.", file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped from outside: the servers go too
     root = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     started = time.monotonic()
     try:
