@@ -145,3 +145,36 @@ def _runs(url: str, experiment: str) -> list:
         return runs_of(url, experiment)
     except BenchError:  # the command has not created the experiment yet
         return []
+
+
+@pytest.mark.slow
+def test_a_grid_that_ends_with_the_server_away_still_shows_its_finished_rows(mlflow_server, tmp_path):
+    """The server dies once the grid is planned: the run left to train cannot start and the command
+    ends with the server still away, showing the configuration finished earlier (as read when the
+    grid was planned) without a traceback; once the server is back the same command finishes the rest."""
+    url = mlflow_server.url
+    base = run_args(url, tmp_path, "rows", "--models", "tiny", "--max-epochs", "1", *TINY_MODEL)
+    assert bench_at([*base, "--seeds", "1"], tmp_path).returncode == 0
+    env = server_env(tmp_path, BENCH_TRACKING_WAIT_S="1", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+    second = subprocess.Popen([*base, "--seeds", "1,2"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in second.stdout:  # planned: one run to train, one finished before
+            lines.append(line)
+            if "1 run(s) to do, 1 already finished" in line:
+                mlflow_server.stop(kill=True)
+                break
+        out, _ = second.communicate(timeout=300)
+    finally:
+        if second.poll() is None:
+            second.kill()
+        if mlflow_server.process is None:
+            mlflow_server.start()
+    out = "".join(lines) + out
+    assert second.returncode == 1, out
+    assert "Traceback" not in out, out
+    assert [line for line in out.splitlines() if "│ 1 " in line and "skipped" in line], out  # seed 1's row: finished before
+
+    again = bench_at([*base, "--seeds", "1,2"], tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert {r.status for r in _runs(url, "rows")} == {"FINISHED"} and len(_runs(url, "rows")) == 2

@@ -29,7 +29,7 @@ class GridResult:
     """How every configuration of a grid stands after the call."""
 
     states: list[TaskState]  # the runs this call trained (or tried to)
-    skipped: list[tuple[RunSpec, str]] = field(default_factory=list)  # (spec, run id): finished before
+    skipped: list[tuple[RunSpec, tracking.Run]] = field(default_factory=list)  # (spec, run): finished before
     held: list[Held] = field(default_factory=list)  # trained by another process
     uri: str = ""
     experiment_id: str = ""
@@ -52,10 +52,9 @@ class GridResult:
             _row(s.task.spec, s.run_id, s.status, s.test_top1, s.health, s.health_notebook, s.epoch, s.wall_s, s.error)
             for s in self.states
         ]
-        for spec, run_id in self.skipped:
-            metrics = tracking.get_run(self.uri, run_id).metrics
-            found = [metric_names.read(metrics, key) for key in ("test/top1", "gradflow/health", "gradflow/health_notebook", "train/epochs_run")]
-            rows.append(_row(spec, run_id, ALREADY_FINISHED, *found, None, None))
+        for spec, run in self.skipped:
+            found = [metric_names.read(run.metrics, key) for key in ("test/top1", "gradflow/health", "gradflow/health_notebook", "train/epochs_run")]
+            rows.append(_row(spec, run.run_id, ALREADY_FINISHED, *found, None, None))
         rows += [_row(entry.spec, entry.run_id, HELD_STATE, None, None, None, None, None, None) for entry in self.held]
         return rows
 
