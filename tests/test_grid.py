@@ -131,21 +131,28 @@ def test_parent_killed_mid_grid_then_rerun_finishes_without_duplicates(store):
     assert _steps(store, interrupted) == [1, 2, 3]
 
 
+def _planned_run(store, args) -> tracking.Run:
+    """A run planned and claimed by a command killed before any worker took it (during the planner's
+    pause before it reads its claims back): never started, its owner gone."""
+    planner = subprocess.Popen([sys.executable, "-m", "bench", "run", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=os.environ | {"BENCH_CLAIM_SETTLE_S": "30"})
+    deadline = time.time() + 120
+    while not _runs(store):
+        assert planner.poll() is None and time.time() < deadline, planner.communicate()[0]
+        time.sleep(0.2)
+    planner.kill()
+    planner.wait(timeout=30)
+    [planned] = _runs(store)
+    return planned
+
+
 @pytest.mark.slow
 def test_a_planned_run_replaced_when_training_begins_leaves_no_checkpoint_folder(store):
     """A worker killed between taking a planned run's checkpoint folder and logging anything leaves
     the folder with its lock file; the next command trains the configuration in a fresh run
     (tracking.start_clock) and removes the old run's folder with it."""
     args = [*SYNTH, "--models", "tiny", "--max-epochs", "1", *TINY_MODEL, *store_args(store)]
-    planner = subprocess.Popen([sys.executable, "-m", "bench", "run", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=os.environ | {"BENCH_CLAIM_SETTLE_S": "30"})
-    deadline = time.time() + 120
-    while not _runs(store):  # planned and claimed; the planner waits before it reads its claims back
-        assert planner.poll() is None and time.time() < deadline, planner.communicate()[0]
-        time.sleep(0.2)
-    planner.kill()
-    planner.wait(timeout=30)
-    [planned] = _runs(store)
+    planned = _planned_run(store, args)
     from bench.train import checkpoint
 
     with checkpoint.exclusive(store["checkpoints"] / planned.run_id):  # as a worker takes the folder, then is killed
@@ -155,6 +162,23 @@ def test_a_planned_run_replaced_when_training_begins_leaves_no_checkpoint_folder
     [run] = _runs(store)
     assert run.status == "FINISHED" and run.run_id != planned.run_id
     assert not store["checkpoints"].exists(), sorted(store["checkpoints"].rglob("*"))
+
+
+@pytest.mark.slow
+def test_a_planned_run_whose_logging_waits_in_the_outbox_is_resumed_not_replaced(store, tmp_path):
+    """A worker logged a run's first calls while the store was away (they wait in its outbox) and was
+    killed: the store shows nothing of the run, yet training began in it. The next command trains
+    that same run and delivers what waited, leaving no outbox entry behind."""
+    args = [*SYNTH, "--models", "tiny", "--max-epochs", "1", *TINY_MODEL, *store_args(store)]
+    planned = _planned_run(store, args)
+    outbox = tmp_path / "outbox"
+    tracking.Outbox(outbox / planned.run_id).put("tags", {"tags": {"queued": "while the store was away"}})
+    rerun = bench("run", *args, env={"BENCH_OUTBOX_DIR": str(outbox)})
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    [run] = _runs(store)
+    assert run.run_id == planned.run_id and run.status == "FINISHED"
+    assert run.tags["queued"] == "while the store was away"
+    assert not list(outbox.rglob("*.json"))
 
 
 @pytest.mark.slow

@@ -76,7 +76,8 @@ def execute(
     if ctx.owner and tracking.claim_owner(ctx.tracking_uri, run_id) != ctx.owner:
         return RunOutcome(run_id, HELD)  # taken over while it waited in the queue
     if ctx.owner:
-        planned, run_id = run_id, tracking.start_clock(ctx.tracking_uri, run_id)
+        checkpointed = (checkpoint_dir(ctx, run_id) / checkpoint.LAST).exists()
+        planned, run_id = run_id, tracking.start_clock(ctx.tracking_uri, run_id, begun=checkpointed)
         if run_id != planned:  # nothing trained in the planned run: what a killed worker left in its folder goes with it
             shutil.rmtree(checkpoint_dir(ctx, planned), ignore_errors=True)
         on_run(run_id)
