@@ -173,7 +173,7 @@ def soak(rounds: int, seed: int, store: str, root: Path) -> Tally:
     world = World(root, store)
     try:
         started = time.monotonic()
-        found = run_grid(world, "reference", [], tally)
+        found, _ = run_grid(world, "reference", [], tally)
         window_s = time.monotonic() - started  # a fault lands somewhere in a command's life
         reference_runs = soak_checks.grid_runs(world.server.url, "reference")
         reference = {run.name: soak_checks.final_metrics(world.server.url, run) for run in reference_runs}
