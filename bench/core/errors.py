@@ -22,7 +22,6 @@ class DiskFull(BenchError):
             f"No space left in {folder} to write {what}; free space there (or choose another folder) and run the "
             "same command again: what was written before is intact."
         )
-        self.folder = folder
 
 
 def out_of_space(error: BaseException | None) -> OSError | None:

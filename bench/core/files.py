@@ -13,9 +13,9 @@ def atomic_write_bytes(path: Path, write) -> None:
     """Call `write(file)` on a temporary file beside `path`, then rename it into place.
 
     A crash at any moment leaves either the old file or the new one, never a torn file; so does a
-    full disk, which is a DiskFull naming the folder. The file is
-    readable as the user's umask allows (0644 under umask 022), as a plain open() would leave it:
-    mkstemp's 0600 would hide a report or a decoded cache from colleagues on a shared disk.
+    full disk, which is a DiskFull naming the folder. The file is readable as the user's umask
+    allows (0644 under umask 022), as a plain open() would leave it: mkstemp's 0600 would hide a
+    report or a decoded cache from colleagues on a shared disk.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
