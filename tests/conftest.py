@@ -29,7 +29,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # pyproject), so these start first and the short ones fill the cores at the end, instead of a long
 # module started last keeping one core busy after the others are done. The rest follow in file order.
 LONGEST_FIRST = (
-    "test_backends", "test_grid", "test_concurrency", "test_plugins", "test_study_depth_width", "test_servers",
+    "test_backends", "test_grid", "test_concurrency", "test_disk_full", "test_plugins", "test_study_depth_width", "test_servers",
     "test_run_identity", "test_verdict", "test_server_outage", "test_schema", "test_study_sensitivity", "test_api", "test_finish", "test_timm",
     "test_tracking_inputs", "test_imagefolder", "test_engine", "test_cli_models", "test_report", "test_perf",
     "test_logged_model",

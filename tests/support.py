@@ -32,6 +32,23 @@ def bench(*args: str, cwd: Path | None = None, env: dict | None = None, timeout:
     )
 
 
+def worker_pids(parent: int) -> list[int]:
+    """The worker processes of a `bench run` whose pid is `parent` (its children but multiprocessing's
+    resource tracker); none once it has ended."""
+    try:
+        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    except OSError:
+        return []
+    found = []
+    for pid in children:
+        try:
+            if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text():
+                found.append(int(pid))
+        except OSError:  # it ended meanwhile
+            pass
+    return found
+
+
 def store_paths(root: Path) -> dict:
     """Where a test's sqlite MLflow store, checkpoint folder and data folder go (nothing created)."""
     root.mkdir(parents=True, exist_ok=True)

@@ -7,10 +7,9 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from support import TINY_MODEL, bench, cli, store_args
+from support import TINY_MODEL, bench, cli, store_args, worker_pids
 
 from bench import tracking
 from bench.core.errors import BenchError
@@ -57,11 +56,6 @@ def _wait_for_epoch(store, epoch: int, process: subprocess.Popen, timeout: float
     raise AssertionError(f"no run reached epoch {epoch} in {timeout} s")
 
 
-def _worker_pids(parent: int) -> list[int]:
-    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    return [int(p) for p in children if "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text()]
-
-
 @pytest.mark.slow
 def test_two_slots_log_every_run_exactly_once_rerun_skips_and_report(store, capsys):
     args = [*SYNTH, "--models", "resnet18,gradattn-nope", "--seeds", "1,2", "--max-epochs", "1", "--jobs-per-device", "2", *store_args(store)]
@@ -98,7 +92,7 @@ def test_worker_killed_mid_training_resumes_to_the_same_final_metrics(store):
     args = [*SYNTH, "--models", "resnet18", "--seeds", "5", "--max-epochs", "4"]
     first = _start(["run", *args, *store_args(store)])
     run_id = _wait_for_epoch(store, 2, first)
-    for pid in _worker_pids(first.pid):
+    for pid in worker_pids(first.pid):
         os.kill(pid, signal.SIGKILL)
     out, _ = first.communicate(timeout=120)
     assert first.returncode == 1, out  # the run is reported FAILED, nothing is lost
@@ -135,6 +129,56 @@ def test_parent_killed_mid_grid_then_rerun_finishes_without_duplicates(store):
     resumed = next(r for r in runs if r.run_id == interrupted)
     assert int(resumed.tags["resumed_from_epoch"]) >= 1
     assert _steps(store, interrupted) == [1, 2, 3]
+
+
+def _planned_run(store, args) -> tracking.Run:
+    """A run planned and claimed by a command killed before any worker took it (during the planner's
+    pause before it reads its claims back): never started, its owner gone."""
+    planner = subprocess.Popen([sys.executable, "-m", "bench", "run", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=os.environ | {"BENCH_CLAIM_SETTLE_S": "30"})
+    deadline = time.time() + 120
+    while not _runs(store):
+        assert planner.poll() is None and time.time() < deadline, planner.communicate()[0]
+        time.sleep(0.2)
+    planner.kill()
+    planner.wait(timeout=30)
+    [planned] = _runs(store)
+    return planned
+
+
+@pytest.mark.slow
+def test_a_planned_run_replaced_when_training_begins_leaves_no_checkpoint_folder(store):
+    """A worker killed between taking a planned run's checkpoint folder and logging anything leaves
+    the folder with its lock file; the next command trains the configuration in a fresh run
+    (tracking.start_clock) and removes the old run's folder with it."""
+    args = [*SYNTH, "--models", "tiny", "--max-epochs", "1", *TINY_MODEL, *store_args(store)]
+    planned = _planned_run(store, args)
+    from bench.train import checkpoint
+
+    with checkpoint.exclusive(store["checkpoints"] / planned.run_id):  # as a worker takes the folder, then is killed
+        pass
+    rerun = bench("run", *args)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    [run] = _runs(store)
+    assert run.status == "FINISHED" and run.run_id != planned.run_id
+    assert not store["checkpoints"].exists(), sorted(store["checkpoints"].rglob("*"))
+
+
+@pytest.mark.slow
+def test_a_planned_run_whose_logging_waits_in_the_outbox_is_resumed_not_replaced(store, tmp_path):
+    """A worker logged a run's first calls while the store was away (they wait in its outbox) and was
+    killed: the store shows nothing of the run, yet training began in it. The next command trains
+    that same run and delivers what waited, leaving no outbox entry behind."""
+    args = [*SYNTH, "--models", "tiny", "--max-epochs", "1", *TINY_MODEL, *store_args(store)]
+    planned = _planned_run(store, args)
+    outbox = tmp_path / "outbox"
+    tracking.Outbox(outbox / planned.run_id).put("tags", {"tags": {"queued": "while the store was away"}})
+    rerun = bench("run", *args, env={"BENCH_OUTBOX_DIR": str(outbox)})
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    [run] = _runs(store)
+    assert run.run_id == planned.run_id and run.status == "FINISHED"
+    assert run.tags["queued"] == "while the store was away"
+    assert not list(outbox.rglob("*.json"))
 
 
 @pytest.mark.slow

@@ -6,13 +6,16 @@ import os
 import tempfile
 from pathlib import Path
 
+from bench.core.errors import DiskFull, out_of_space
+
 
 def atomic_write_bytes(path: Path, write) -> None:
     """Call `write(file)` on a temporary file beside `path`, then rename it into place.
 
-    A crash at any moment leaves either the old file or the new one, never a torn file. The file is
-    readable as the user's umask allows (0644 under umask 022), as a plain open() would leave it:
-    mkstemp's 0600 would hide a report or a decoded cache from colleagues on a shared disk.
+    A crash at any moment leaves either the old file or the new one, never a torn file; so does a
+    full disk, which is a DiskFull naming the folder. The file is readable as the user's umask
+    allows (0644 under umask 022), as a plain open() would leave it: mkstemp's 0600 would hide a
+    report or a decoded cache from colleagues on a shared disk.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -24,8 +27,10 @@ def atomic_write_bytes(path: Path, write) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if out_of_space(error):
+            raise DiskFull(path.parent, path.name) from error
         raise
 
 

@@ -29,7 +29,7 @@ class GridResult:
     """How every configuration of a grid stands after the call."""
 
     states: list[TaskState]  # the runs this call trained (or tried to)
-    skipped: list[tuple[RunSpec, str]] = field(default_factory=list)  # (spec, run id): finished before
+    skipped: list[tuple[RunSpec, tracking.Run]] = field(default_factory=list)  # (spec, run): finished before
     held: list[Held] = field(default_factory=list)  # trained by another process
     uri: str = ""
     experiment_id: str = ""
@@ -52,10 +52,9 @@ class GridResult:
             _row(s.task.spec, s.run_id, s.status, s.test_top1, s.health, s.health_notebook, s.epoch, s.wall_s, s.error)
             for s in self.states
         ]
-        for spec, run_id in self.skipped:
-            metrics = tracking.get_run(self.uri, run_id).metrics
-            found = [metric_names.read(metrics, key) for key in ("test/top1", "gradflow/health", "gradflow/health_notebook", "train/epochs_run")]
-            rows.append(_row(spec, run_id, ALREADY_FINISHED, *found, None, None))
+        for spec, run in self.skipped:
+            found = [metric_names.read(run.metrics, key) for key in ("test/top1", "gradflow/health", "gradflow/health_notebook", "train/epochs_run")]
+            rows.append(_row(spec, run.run_id, ALREADY_FINISHED, *found, None, None))
         rows += [_row(entry.spec, entry.run_id, HELD_STATE, None, None, None, None, None, None) for entry in self.held]
         return rows
 
@@ -104,9 +103,12 @@ def run_grid(
     executor = backends.create(backend, placement)
     uri = tracking.resolve_uri(places.tracking_uri)
     experiment_id = tracking.prepare(uri, places.experiment)  # an unreachable store stops here, before any run
-    leftovers = checkpoints.tidy_checkpoints(uri, places.checkpoint_dir, remove_deleted=prune_checkpoints)
     declared = {"primary": grid.primary} if grid.primary else {}
-    plan = planning.plan_runs(specs, uri, experiment_id, executor.device_label, force=force, tags=declared)
+    # Planning writes runs and claims: a store that goes away meanwhile leaves them to the next command
+    # (its claims die with this process), which resumes them.
+    with tracking.answering(uri, "the grid was being planned", "nothing was trained; run the same command again once it answers."):
+        leftovers = checkpoints.tidy_checkpoints(uri, places.checkpoint_dir, remove_deleted=prune_checkpoints)
+        plan = planning.plan_runs(specs, uri, experiment_id, executor.device_label, force=force, tags=declared)
     try:
         planning.verify_resumable(plan, places.checkpoint_dir)  # a damaged or unsafe checkpoint stops here
     except BenchError:
@@ -129,6 +131,9 @@ def run_grid(
     destination = backends.Destination.of(uri, places, keeping)
     with display or contextlib.nullcontext() as shown, planning.claims_kept(plan, uri, getattr(shown, "update", lambda states: None)) as on_update:
         states = run_plan(executor, plan, destination, on_update)
+    stopped = next((state.stops_grid for state in states if state.stops_grid), None)
+    if stopped:  # a full disk: the grid stopped, and the command stops with the reason as its one sentence
+        raise BenchError(stopped)
     with contextlib.suppress(OSError):  # each finished run removed its checkpoints: drop the folder if empty
         places.checkpoint_dir.rmdir()
     return GridResult(states, plan.skipped, plan.held, uri, experiment_id)

@@ -36,7 +36,9 @@ class Held:
 @dataclass
 class Plan:
     tasks: list[Task]
-    skipped: list[tuple[RunSpec, str]]  # (spec, run id) of configurations already FINISHED
+    # (spec, finished run) of configurations already FINISHED, as read when planning: their rows need
+    # no store at the end of the grid.
+    skipped: list[tuple[RunSpec, tracking.Run]]
     held: list[Held] = field(default_factory=list)
     owner: str = ""  # the claim every task of this plan carries (tracking.new_owner)
 
@@ -91,7 +93,7 @@ def plan_runs(specs: list[RunSpec], uri: str, experiment_id: str, device_label: 
         runs = _runs_of(spec, uri, experiment_id)
         finished = [r for r in runs if r.status == tracking.FINISHED]
         if finished and not force:
-            plan.skipped.append((spec, finished[0].run_id))
+            plan.skipped.append((spec, finished[0]))
             continue
         unfinished = [r for r in runs if r.status != tracking.FINISHED]
         live = [r for r in unfinished if claim_alive(r)]

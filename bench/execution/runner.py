@@ -76,7 +76,10 @@ def execute(
     if ctx.owner and tracking.claim_owner(ctx.tracking_uri, run_id) != ctx.owner:
         return RunOutcome(run_id, HELD)  # taken over while it waited in the queue
     if ctx.owner:
-        run_id = tracking.start_clock(ctx.tracking_uri, run_id)
+        checkpointed = (checkpoint_dir(ctx, run_id) / checkpoint.LAST).exists()
+        planned, run_id = run_id, tracking.start_clock(ctx.tracking_uri, run_id, begun=checkpointed)
+        if run_id != planned:  # nothing trained in the planned run: what a killed worker left in its folder goes with it
+            shutil.rmtree(checkpoint_dir(ctx, planned), ignore_errors=True)
         on_run(run_id)
     logger = tracking.RunLogger(ctx.tracking_uri, run_id)
     heartbeat = tracking.Heartbeat(ctx.tracking_uri, ctx.owner, [run_id] if ctx.owner else [], CLAIM_HEARTBEAT_S)
@@ -368,7 +371,7 @@ def _log_model(
 ) -> str | None:
     """The weights the headline test metrics came from, as the run's MLflow model named after the run
     (`digits-resnet18-42`), with the evaluation transform in front (bench.models.packaged); as
-    `checkpoint/<best|last>.pt` when the store cannot take a model now; not at all under
+    `checkpoint/<best|last>.pt` when the store takes no logged models; not at all under
     --no-log-model. The run's `weights` tag says which. Returns the logged model's id, if any."""
     from bench.models.packaged import packaged
 
@@ -385,5 +388,5 @@ def _log_model(
         return model_id
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     logger.log_written(f"checkpoint/{headline}.pt", lambda path: checkpoint.save({"epoch": epoch, "model": weights}, path))
-    logger.set_tags({"weights": f"checkpoint/{headline}.pt (the store could take no model when the run ended)"})
+    logger.set_tags({"weights": f"checkpoint/{headline}.pt (the store takes no logged models)"})
     return None

@@ -56,6 +56,7 @@ class TaskState:
     wall_s: float = 0.0
     started_at: float | None = None
     lost: bool = False  # its worker ended without saying how the run did (killed, out of memory)
+    stops_grid: str | None = None  # a failure every run would meet (a full disk): the grid stops with this sentence
 
     def __post_init__(self) -> None:
         self.run_id = self.run_id or self.task.run_id
@@ -115,5 +116,6 @@ def apply_event(kind: str, index: int, payload: dict, states: list[TaskState]) -
             state.epoch = payload.get("epochs") or state.epoch
         else:
             state.status, state.error = "failed", payload["error"]
+            state.stops_grid = payload.get("stops_grid")
         if state.started_at:
             state.wall_s = time.time() - state.started_at

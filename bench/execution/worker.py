@@ -107,7 +107,9 @@ def run_task(task: "Task", context: Context, device: str, slot: str | None = Non
             on_run=lambda run_id: send("run", {"run_id": run_id}),
         )
     except BaseException as error:  # execute logged it (FAILED, or KILLED for an interrupt)
-        send("failed", {"error": f"{error.__class__.__name__}: {error}", "traceback": traceback.format_exc()})
+        # A failure every run would meet (a full disk) stops the grid, with its sentence as the command's.
+        stops_grid = str(error) if getattr(error, "stops_grid", False) else None
+        send("failed", {"error": f"{error.__class__.__name__}: {error}", "traceback": traceback.format_exc(), "stops_grid": stops_grid})
         if isinstance(error, (KeyboardInterrupt, SystemExit)):
             raise
         return

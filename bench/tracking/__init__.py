@@ -77,6 +77,7 @@ from bench.tracking.records import (
 from bench.tracking.report_run import log_report
 from bench.tracking.store import (
     SCHEMES,
+    answering,
     prepare,
     resolve_uri,
     shown_uri,
@@ -100,7 +101,7 @@ __all__ = [
     "ENTRY_KINDS", "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "FAILED", "FINISHED", "Heartbeat", "KILLED",
     "LOCAL_UI", "LoggedModel", "Outbox", "PARENT_RUN_TAG", "REPORT_TAG", "RUNNING", "RUN_ID_FIELD", "Run", "RunLogger",
     "SCHEMES", "STUDY_KIND_TAG", "STUDY_TAG", "TRIAL_TAG", "TrackingUnavailable",
-    "UI_VIEW", "claim", "claim_of", "claim_owner", "claim_tags", "configurations_url", "create_run", "delete_run",
+    "UI_VIEW", "answering", "claim", "claim_of", "claim_owner", "claim_tags", "configurations_url", "create_run", "delete_run",
     "never_started", "start_clock",
     "download_artifact", "experiment_id", "experiment_url", "find_run", "get_run", "grid_runs",
     "is_grid_run", "list_artifacts", "log_report", "logged_models", "metric_history", "model_name", "new_owner",

@@ -9,6 +9,7 @@ import time
 import uuid
 from typing import Iterable
 
+from bench.tracking.outbox import Outbox, outbox_root
 from bench.tracking.queries import get_run
 from bench.tracking.records import RUNNING, Run
 from bench.tracking.store import client
@@ -85,9 +86,12 @@ def never_started(run: Run) -> bool:
     return not run.params and not run.metrics
 
 
-def start_clock(uri: str, run_id: str) -> str:
+def start_clock(uri: str, run_id: str, begun: bool = False) -> str:
     """The run to train now: ``run_id`` itself once training has begun in it; else a new run with its
     name and tags (the claim included), created now, and the waiting one deleted.
+
+    Training has begun where the store holds something of it, where its logging waits in this
+    machine's outbox (the store was away), or where the caller says so (``begun``: a checkpoint of it).
 
     MLflow shows a run's start and duration from its creation and can change neither afterwards, so a
     run claimed when the grid was planned would count its wait in the queue as its own time. The new
@@ -95,7 +99,7 @@ def start_clock(uri: str, run_id: str) -> str:
     one live owner and leaves both alone (planning deletes a never-started extra a kill left behind).
     """
     run = get_run(uri, run_id)
-    if not never_started(run):
+    if begun or not never_started(run) or len(Outbox(outbox_root() / run_id)):
         return run_id
     c = client(uri)
     tags = {key: value for key, value in run.tags.items() if key != "mlflow.runName"} | claim_tags(claim_of(run)[0] or "")

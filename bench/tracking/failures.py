@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from bench.core.errors import BenchError
+from bench.core.errors import BenchError, out_of_space
 
 # What a second creator of the same store or experiment sees while the first is at work.
 CREATION_RACES = (
@@ -64,12 +64,24 @@ def network_reason(error: Exception) -> str | None:
     return "no answer before the timeout" if "timeout" in text.lower() or "timed out" in text.lower() else None
 
 
+def store_away(error: BaseException) -> bool:
+    """The store did not answer (refused, timed out) or answered that it failed (5xx, e.g. its
+    database restarting): not a request it rejected, and not a failure of our own."""
+    status = http_status(error)
+    if status is not None:
+        return status >= 500
+    return network_reason(error) is not None or "API request to" in str(error)
+
+
 def one_line(error: Exception) -> str:
     text = str(error).strip().splitlines()
     return f"{error.__class__.__name__}: {text[0][:160]}" if text else error.__class__.__name__
 
 
 def transient(error: BaseException) -> bool:
-    """A failure worth queueing and retrying later (server down, timeout, 5xx), not a rejected request."""
+    """A failure worth queueing and retrying later (server down, timeout, 5xx), not a rejected request
+    nor a full disk (which waiting does not empty)."""
+    if out_of_space(error):
+        return False
     status = http_status(error)
     return status is None or status >= 500 or status in (408, 429)

@@ -12,9 +12,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.core.errors import BenchError
+from bench.core.errors import BenchError, DiskFull, out_of_space
 from bench.tracking import metric_names
-from bench.tracking.failures import network_reason, one_line, retry_creation_race, transient
+from bench.tracking.failures import network_reason, one_line, retry_creation_race, store_away, transient
 from bench.tracking.outbox import Outbox, outbox_root
 from bench.tracking.queries import search_logged_models
 from bench.tracking.records import FINISHED
@@ -111,6 +111,9 @@ class RunLogger(Callback):
         try:
             self._retry(self._deliver, kind, payload if file is None else payload | {"file": str(file)})
         except Exception as error:
+            if out_of_space(error):  # kept for the next attempt of the run, which replays it once there is room
+                self.outbox.put(kind, payload, file)
+                raise self._full(kind, payload | ({"file": str(file)} if file else {})) from error
             if not transient(error):
                 raise
             log.warning(
@@ -132,6 +135,8 @@ class RunLogger(Callback):
             try:
                 self._deliver(kind, payload)
             except Exception as error:
+                if out_of_space(error):
+                    raise self._full(kind, payload) from error
                 if transient(error):
                     self._next_attempt = time.monotonic() + self._pause
                     self._pause = min(self._pause * 2, 60.0)
@@ -193,6 +198,26 @@ class RunLogger(Callback):
             self._client.log_artifact(self.run_id, payload["file"], payload["artifact_dir"])
         elif kind == "end":
             self._client.set_terminated(self.run_id, payload["status"])
+
+    def _full(self, kind: str, payload: dict[str, Any]) -> DiskFull:
+        """The artifact store's folder is full: what a local one holds of the torn copy is removed (the
+        call waits in the outbox), and the error names the folder."""
+        folder = self._artifact_folder()
+        if kind != "artifact" or folder is None:
+            return DiskFull(folder or f"the artifact store of run {self.run_id}", f"a {kind} call of run {self.run_id}")
+        artifact = folder.joinpath(*filter(None, [payload.get("artifact_dir"), Path(payload["file"]).name]))
+        artifact.unlink(missing_ok=True)
+        return DiskFull(folder, f"{artifact.relative_to(folder)} of run {self.run_id}")
+
+    def _artifact_folder(self) -> Path | None:
+        """The run's artifact folder, when the artifact store is a local folder."""
+        from urllib.parse import urlparse
+
+        try:
+            location = urlparse(self._client.get_run(self.run_id).info.artifact_uri)
+        except Exception:
+            return None
+        return Path(location.path) if location.scheme in ("", "file") else None
 
     def _logged_steps(self) -> dict[str, set[int]]:
         """key -> steps the store already holds, read once (a fresh run holds none)."""
@@ -262,7 +287,8 @@ class RunLogger(Callback):
     def log_model(self, model, name: str, step: int, tags: dict[str, str], requirements: list[str]) -> str | None:
         """`model` (a torch module) as the run's MLflow model: listed under "Logged models", registrable,
         and loaded back by `mlflow.pytorch.load_model`. Returns its model id, or None when the store
-        is unreachable (the caller keeps the weights another way).
+        answers that it takes no logged models (the caller keeps the weights another way). An absent
+        store is waited for up to `final_wait_s`, then a TrackingUnavailable leaves the run resumable.
 
         Once per run: a model this run already logged under `name` stands; one a kill left half
         logged is deleted first.
@@ -288,14 +314,28 @@ class RunLogger(Callback):
             )
             return created.model_id
 
-        try:
-            return self._retry(log_once)
-        except Exception as error:
-            if network_reason(error) is None and "API request to" not in str(error):
-                raise  # an answer, or a failure of our own: not a store that is away
-            log.warning("MLflow at %s is unreachable (%s); the weights of run %s are queued as a file instead of a logged model",
-                        shown_uri(self.uri), network_reason(error) or one_line(error), self.run_id)
-            return None
+        deadline = time.monotonic() + self.final_wait_s
+        while True:
+            try:
+                return self._retry(log_once)
+            except Exception as error:
+                if out_of_space(error):
+                    raise DiskFull(self._artifact_folder() or f"the artifact store of run {self.run_id}", f"the model of run {self.run_id}") from error
+                if not store_away(error):
+                    if "API request to" not in str(error):
+                        raise  # a failure of our own
+                    log.warning("MLflow at %s takes no logged model (%s); the weights of run %s are logged as a file instead",
+                                shown_uri(self.uri), one_line(error), self.run_id)
+                    return None
+                # Away: the run waits for it as its final status does (`end`), so it finishes with its model.
+                if time.monotonic() >= deadline:
+                    raise TrackingUnavailable(
+                        f"MLflow at {shown_uri(self.uri)} stayed unreachable for {self.final_wait_s:.0f} s when run {self.run_id} "
+                        "logged its model; its checkpoint is kept: run the same command again once the server is back to finish it."
+                    ) from error
+                log.warning("MLflow at %s is unreachable (%s); the model of run %s waits for it",
+                            shown_uri(self.uri), network_reason(error) or one_line(error), self.run_id)
+                time.sleep(max(0.0, min(self.backoff_s * 5, deadline - time.monotonic())))
 
     def _logged_models(self, experiment_id: str, name: str) -> list:
         return [m for m in search_logged_models(self._client, self.run_id, experiment_id) if m.name == name]

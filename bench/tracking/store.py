@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 from bench.core.errors import BenchError
 from bench.core.locks import file_lock
-from bench.tracking.failures import CREATION_RACES, http_status, missing_module, network_reason, one_line, retry_creation_race
+from bench.tracking.failures import CREATION_RACES, http_status, missing_module, network_reason, one_line, retry_creation_race, store_away
 from bench.tracking.views import configurations_url, experiment_url, view_tags
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,22 @@ def prepare(uri: str, experiment: str) -> str:
     with file_lock(database.with_name(database.name + ".lock")):
         _repair_sqlite(database)
         return _prepare_retrying(uri, experiment)
+
+
+@contextlib.contextmanager
+def answering(uri: str, doing: str, then: str):
+    """The store going away inside the block, after `prepare` reached it, as one BenchError: what
+    was being done (`doing`) when it stopped answering, and what to do (`then`)."""
+    try:
+        yield
+    except BenchError:
+        raise
+    except Exception as error:
+        if not store_away(error):
+            raise
+        raise BenchError(
+            f"MLflow at {shown_uri(uri)} stopped answering while {doing} ({network_reason(error) or one_line(error)}); {then}"
+        ) from error
 
 
 def _prepare_retrying(uri: str, experiment: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import pickle
 import random
 from pathlib import Path
@@ -55,8 +56,13 @@ def payload_digest(obj: Any) -> str:
 
 
 def save(obj: Any, path: Path) -> None:
+    """Write a checkpoint whole or not at all; a full disk is a DiskFull naming the folder."""
     wrapped = {"format": FORMAT, "sha256": payload_digest(obj), "payload": obj}
-    atomic_write_bytes(Path(path), lambda handle: torch.save(wrapped, handle))
+    # Serialized in memory first: torch's zip writer reports a failed file write without its errno
+    # ("unexpected pos ..."), a plain write says ENOSPC.
+    buffer = io.BytesIO()
+    torch.save(wrapped, buffer)
+    atomic_write_bytes(Path(path), lambda handle: handle.write(buffer.getbuffer()))
 
 
 def load(path: Path) -> Any:

@@ -129,6 +129,8 @@ class _Loop:
                     self.on_update(self.states)
             if state.ended:
                 self._end(index)
+            if state.stops_grid:  # the others stop as after a first Ctrl-C: resumable, at their epoch's end
+                self.stop_asked = True
 
     def _settle(self) -> None:
         """Tasks the backend says are over: the worker's last words, else why it said none."""
