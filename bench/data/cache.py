@@ -95,7 +95,8 @@ def cached_arrays(cache: Path, fingerprint: str, build: Callable[[], dict[str, D
     fingerprint and each file's sha256 (taken as it is written: the arrays' identities, see
     ``bench.data.identity``), so a reader never takes a half-written or stale cache for a current
     one. A cache that cannot be written (read-only data dir) only costs a warning: the data still
-    loads (a ``Streamed`` array then in memory).
+    loads (a ``Streamed`` array then in memory). A full disk stops the load with ``DiskFull``, naming
+    the folder (decoding gigabytes into memory instead would only move the failure).
     """
     stored = _open(cache, fingerprint)
     if stored is not None:
