@@ -32,7 +32,7 @@ LONGEST_FIRST = (
     "test_backends", "test_grid", "test_concurrency", "test_disk_full", "test_plugins", "test_study_depth_width", "test_servers",
     "test_run_identity", "test_verdict", "test_server_outage", "test_schema", "test_study_sensitivity", "test_api", "test_finish", "test_timm",
     "test_tracking_inputs", "test_imagefolder", "test_engine", "test_cli_models", "test_report", "test_perf",
-    "test_logged_model",
+    "test_logged_model", "test_data_scale",
 )
 
 
