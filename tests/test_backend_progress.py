@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from support import BACKEND_FLAGS, backend_ready, store_args
+from support import BACKEND_FLAGS, TINY_MODEL, backend_ready, store_args
 
 from bench import tracking
 
@@ -18,7 +18,8 @@ from bench import tracking
 @pytest.mark.parametrize("backend", ["ray", "slurm"])
 def test_each_epoch_reaches_the_live_table_while_the_run_still_trains(backend, ready_store, request):
     backend_ready(backend, request)
-    grid = ["--datasets", "digits", "--models", "resnet18", "--max-epochs", "2", "--set", "gradflow.num_batches=1"]
+    # the tests' small model: what is asserted is when each epoch's figures reach the parent's table
+    grid = ["--datasets", "digits", "--models", "tiny", *TINY_MODEL, "--max-epochs", "2", "--set", "gradflow.num_batches=1"]
     args = ["run", *grid, *BACKEND_FLAGS[backend], *store_args(ready_store, devices=None)]
     process = subprocess.Popen([sys.executable, "-m", "bench", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})

@@ -47,4 +47,5 @@ def test_two_workers_holding_one_dataset_share_one_copy_of_it(tmp_path):
     shared = scale.share("svhn", tmp_path)
     train_bytes = 0.7 * FRACTIONS["svhn"] * sum(scale.FULL_SIZES["svhn"]["sizes"]) * 3 * 32 * 32
     assert shared["pss_one"] > 0.8 * train_bytes  # one worker alone counts every page it read
-    assert shared["pss_two"] < 1.2 * shared["pss_one"]  # two count them once between them, not twice
+    # two count its pages once between them (not twice), beside what each allocates of its own
+    assert shared["pss_two"] < 1.5 * shared["pss_one"]
