@@ -199,6 +199,7 @@ def test_speed_options_are_run_parameters_and_deterministic_mode_turns_cudnn_ben
         torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
 
 
+@pytest.mark.slow
 def test_perf_data_sets_a_datasets_reads_against_a_training_step_and_pcams_against_h5py(tmp_path, capsys):
     from data_fixtures import write_pcam
     from support import TINY_MODEL, isolated_catalogue
