@@ -17,6 +17,14 @@ from bench import tracking
 from bench.core.errors import BenchError
 
 
+def _reap(command, server) -> None:
+    """After a test killed the server under a command: the command ended, the server up for the next test."""
+    if command.poll() is None:
+        command.kill()
+    if server.process is None:
+        server.start()
+
+
 def test_logger_queues_while_the_server_is_down_and_replays_in_order(mlflow_server, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the logger's retries and outbox are under test, not MLflow's
     url = mlflow_server.url
@@ -125,10 +133,7 @@ def test_server_gone_while_the_grid_is_planned_is_one_sentence_and_the_rerun_fin
         mlflow_server.stop(kill=True)
         out, err = first.communicate(timeout=120)
     finally:
-        if first.poll() is None:
-            first.kill()
-        if mlflow_server.process is None:
-            mlflow_server.start()
+        _reap(first, mlflow_server)
     assert first.returncode == 2, out + err
     assert err.startswith(f"error: MLflow at {url} stopped answering while the grid was being planned"), err
     assert err.strip().count("\n") == 0 and "run the same command again" in err
@@ -166,10 +171,7 @@ def test_a_grid_that_ends_with_the_server_away_still_shows_its_finished_rows(mlf
                 break
         out, _ = second.communicate(timeout=300)
     finally:
-        if second.poll() is None:
-            second.kill()
-        if mlflow_server.process is None:
-            mlflow_server.start()
+        _reap(second, mlflow_server)
     out = "".join(lines) + out
     assert second.returncode == 1, out
     assert "Traceback" not in out, out
