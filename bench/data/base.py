@@ -18,7 +18,7 @@ from bench.core import plugins
 from bench.core.errors import BenchError
 from bench.core.modes import PREPROCESSING_MODES
 from bench.core.registry import Registry
-from bench.data.cache import disk_size
+from bench.data.cache import cached_arrays, disk_size, shared_tensor
 from bench.data.downloads import Progress
 from bench.data.pipeline import BatchOp, BatchTransform, GrayToRGB, Normalize, Resize
 from bench.data.splits import Split, SplitSet, holdout, index_lists, resplit, resplit_sizes, split_views
@@ -314,6 +314,13 @@ class CachedPool(PooledDataset):
     def pool(self, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """The pooled images (N, C, H, W) on the cache's pages, their labels, and each part's count."""
         raise NotImplementedError
+
+    @staticmethod
+    def cached_pool(cache: Path, fingerprint: str, build) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """``pool``'s answer from the cache folder ``cache``; ``build`` decodes the arrays "images",
+        "labels" and "counts" when the cache is missing or stale."""
+        arrays = cached_arrays(cache, fingerprint, build)
+        return shared_tensor(arrays["images"]), torch.from_numpy(np.array(arrays["labels"])), arrays["counts"].tolist()
 
     def read_parts(self, data_dir: Path, names: tuple[str, ...]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         images, labels, counts = self.pool(Path(data_dir))

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from bench.data.base import CachedPool, check_labels, register
-from bench.data.cache import Decoded, Streamed, cached_arrays, files_fingerprint, shared_tensor
+from bench.data.cache import Decoded, Streamed, files_fingerprint
 from bench.data.downloads import Progress, Remote, extract, fetch
 from bench.data.pipeline import BatchOp, NotebookDoubleTransform, RandomCrop, RandomHorizontalFlip
 
@@ -70,8 +70,7 @@ class Cifar10(CachedPool):
     def pool(self, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         paths = {part: [Path(data_dir) / FOLDER / b for b in BATCHES[part]] for part in self.pooled_parts}
         every = [path for part in self.pooled_parts for path in paths[part]]
-        arrays = cached_arrays(Path(data_dir) / self.decoded_cache, files_fingerprint(every), lambda: self._decode(paths))
-        return shared_tensor(arrays["images"]), torch.from_numpy(np.array(arrays["labels"])), arrays["counts"].tolist()
+        return self.cached_pool(Path(data_dir) / self.decoded_cache, files_fingerprint(every), lambda: self._decode(paths))
 
     def _decode(self, paths: dict[str, list[Path]]) -> dict[str, Decoded]:
         """The labels first (each batch read once for them), then the images streamed into the cache

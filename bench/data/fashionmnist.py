@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from bench.data.base import CachedPool, check_labels, register
-from bench.data.cache import Decoded, Streamed, cached_arrays, files_fingerprint, shared_tensor
+from bench.data.cache import Decoded, Streamed, files_fingerprint
 from bench.data.downloads import Progress, Remote, fetch
 from bench.data.pipeline import BatchOp, NotebookDoubleTransform, RandomAffine, RandomHorizontalFlip
 
@@ -90,7 +90,7 @@ class FashionMnist(CachedPool):
         return dims
 
     def _rows(self, path: Path, magic: int, rows: int | None = None):
-        """The idx file's rows, ``rows`` at a time (all at once when None), with its dimensions."""
+        """The idx file's rows, ``rows`` at a time (all at once when None)."""
         stream, dims = self._open_idx(path, magic)
         row_bytes = int(np.prod(dims[1:]))
         with stream:
@@ -107,8 +107,7 @@ class FashionMnist(CachedPool):
     def pool(self, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         paths = {part: [self._locate(Path(data_dir), f) for f in FILES[part]] for part in self.pooled_parts}
         every = [path for part in self.pooled_parts for path in paths[part]]
-        arrays = cached_arrays(Path(data_dir) / self.decoded_cache, files_fingerprint(every), lambda: self._decode(paths))
-        return shared_tensor(arrays["images"]), torch.from_numpy(np.array(arrays["labels"])), arrays["counts"].tolist()
+        return self.cached_pool(Path(data_dir) / self.decoded_cache, files_fingerprint(every), lambda: self._decode(paths))
 
     def _decode(self, paths: dict[str, list[Path]]) -> dict[str, Decoded]:
         labels, counts = [], []

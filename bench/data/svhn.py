@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from bench.data.base import CachedPool, check_labels, register
-from bench.data.cache import Decoded, Streamed, cached_arrays, files_fingerprint, shared_tensor
+from bench.data.cache import Decoded, Streamed, files_fingerprint
 from bench.data.downloads import Progress, Remote, fetch
 
 SITE = "http://ufldl.stanford.edu/housenumbers/"
@@ -44,8 +44,7 @@ class Svhn(CachedPool):
 
     def pool(self, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         paths = [data_dir / REMOTES[part].filename for part in self.pooled_parts]
-        arrays = cached_arrays(data_dir / self.decoded_cache, files_fingerprint(paths), lambda: self._decode(data_dir))
-        return shared_tensor(arrays["images"]), torch.from_numpy(np.array(arrays["labels"])), arrays["counts"].tolist()
+        return self.cached_pool(data_dir / self.decoded_cache, files_fingerprint(paths), lambda: self._decode(data_dir))
 
     def _decode(self, data_dir: Path) -> dict[str, Decoded]:
         """The pooled parts, streamed into the cache one .mat at a time (a worker decoding holds one

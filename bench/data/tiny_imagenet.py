@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, CachedPool, register
-from bench.data.cache import cached_arrays, decoded_images, disk_size, files_fingerprint, shared_tensor
+from bench.data.cache import decoded_images, disk_size, files_fingerprint
 from bench.data.downloads import Progress, Remote, extract, fetch
 from bench.data.splits import SplitSet
 
@@ -103,7 +103,7 @@ class TinyImageNet(CachedPool):
         paths = [p for p, _ in items]
         # "pooled": this cache's layout (one array), so a cache of each part apart is rebuilt, not misread
         fingerprint = files_fingerprint(paths, extra="pooled," + ",".join(self._wnids(root)))
-        arrays = cached_arrays(
+        return self.cached_pool(
             root / CACHE,
             fingerprint,
             lambda: {
@@ -112,7 +112,6 @@ class TinyImageNet(CachedPool):
                 "counts": np.array([len(listing[part]) for part in self.pooled_parts]),
             },
         )
-        return shared_tensor(arrays["images"]), torch.from_numpy(np.array(arrays["labels"])), arrays["counts"].tolist()
 
     def read_splits(self, data_dir: Path, splits: str, seed: int) -> SplitSet:
         parts = super().read_splits(data_dir, splits, seed)
