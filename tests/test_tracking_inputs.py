@@ -49,3 +49,16 @@ def test_system_metrics_are_sampled_while_a_run_trains_and_not_when_switched_off
         sampled[switch] = [k for k in tracking.get_run(uri, run_id).metrics if k.startswith("system/")]
     assert "system/cpu_utilization_percentage" in sampled[True]
     assert sampled[False] == []
+
+
+def test_a_run_shorter_than_one_sampling_interval_still_logs_its_system_metrics(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id = tracking.prepare(uri, "short")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "30")
+    run_id = tracking.create_run(uri, experiment_id, "short", {})
+    started = time.monotonic()
+    with tracking.system_metrics(uri, run_id):
+        time.sleep(0.2)
+    assert time.monotonic() - started < 30  # stopping does not wait out the interval
+    history = MlflowClient(uri).get_metric_history(run_id, "system/cpu_utilization_percentage")
+    assert len(history) == 1 and history[0].step == 0

@@ -50,6 +50,19 @@ def system_metrics(uri: str, run_id: str, resumed: bool = True, enabled: bool = 
         yield
     finally:
         monitor.finish()
+        _publish_last_samples(monitor, run_id)
+
+
+def _publish_last_samples(monitor, run_id: str) -> None:
+    """Log the samples of the last, cut-short interval: MLflow's monitor drops them when it stops,
+    so a run shorter than one sampling interval would otherwise have no system metrics at all."""
+    try:
+        samples = monitor.aggregate_metrics()
+        if samples:
+            monitor.publish_metrics(samples)
+            monitor.mlflow_logger.flush()
+    except Exception as error:  # cosmetic, as above
+        log.warning("the last system metrics of run %s were not logged (%s)", run_id, one_line(error))
 
 
 class RunLogger(Callback):
