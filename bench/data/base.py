@@ -18,7 +18,7 @@ from bench.core import plugins
 from bench.core.errors import BenchError
 from bench.core.modes import PREPROCESSING_MODES
 from bench.core.registry import Registry
-from bench.data.cache import cached_arrays, disk_size, shared_tensor
+from bench.data.cache import Decoded, cached_arrays, disk_size, files_fingerprint, shared_tensor
 from bench.data.downloads import Progress
 from bench.data.pipeline import BatchOp, BatchTransform, GrayToRGB, Normalize, Resize
 from bench.data.splits import Split, SplitSet, holdout, index_lists, resplit, resplit_sizes, split_views
@@ -309,10 +309,22 @@ class PooledDataset(Dataset):
 
 class CachedPool(PooledDataset):
     """A pooled dataset whose decoded cache holds its pooled parts as one array, in ``pooled_parts``
-    order (SVHN, Tiny ImageNet): each part is a slice of it, and pooling copies nothing."""
+    order (CIFAR-10, FashionMNIST, SVHN, Tiny ImageNet): each part is a slice of it, and pooling
+    copies nothing."""
 
     def pool(self, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """The pooled images (N, C, H, W) on the cache's pages, their labels, and each part's count."""
+        """The pooled images (N, C, H, W) on the cache's pages, their labels, and each part's count:
+        ``part_files`` decoded by ``decode_parts`` into ``decoded_cache``, keyed by those files."""
+        paths = self.part_files(Path(data_dir))
+        every = [path for part in self.pooled_parts for path in paths[part]]
+        return self.cached_pool(Path(data_dir) / self.decoded_cache, files_fingerprint(every), lambda: self.decode_parts(paths))
+
+    def part_files(self, data_dir: Path) -> dict[str, list[Path]]:
+        """Each pooled part's source files, in the order they are decoded."""
+        raise NotImplementedError
+
+    def decode_parts(self, paths: dict[str, list[Path]]) -> dict[str, Decoded]:
+        """The arrays "images" (N, C, H, W), "labels" and "counts" (per part) of ``part_files``' files."""
         raise NotImplementedError
 
     @staticmethod

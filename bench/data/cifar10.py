@@ -13,10 +13,9 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bench.data.base import CachedPool, check_labels, register
-from bench.data.cache import Decoded, Streamed, files_fingerprint
+from bench.data.cache import Decoded, Streamed
 from bench.data.downloads import Progress, Remote, extract, fetch
 from bench.data.pipeline import BatchOp, NotebookDoubleTransform, RandomCrop, RandomHorizontalFlip
 
@@ -67,12 +66,10 @@ class Cifar10(CachedPool):
         extract(self.name, archive, Path(data_dir), FOLDER)
         archive.unlink()
 
-    def pool(self, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        paths = {part: [Path(data_dir) / FOLDER / b for b in BATCHES[part]] for part in self.pooled_parts}
-        every = [path for part in self.pooled_parts for path in paths[part]]
-        return self.cached_pool(Path(data_dir) / self.decoded_cache, files_fingerprint(every), lambda: self._decode(paths))
+    def part_files(self, data_dir: Path) -> dict[str, list[Path]]:
+        return {part: [Path(data_dir) / FOLDER / b for b in BATCHES[part]] for part in self.pooled_parts}
 
-    def _decode(self, paths: dict[str, list[Path]]) -> dict[str, Decoded]:
+    def decode_parts(self, paths: dict[str, list[Path]]) -> dict[str, Decoded]:
         """The labels first (each batch read once for them), then the images streamed into the cache
         batch by batch (read again), so decoding holds one batch, not the pooled images twice."""
         labels = {path: self._read_batch(path)[1] for part in paths.values() for path in part}

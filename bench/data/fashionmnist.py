@@ -10,10 +10,9 @@ import struct
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bench.data.base import CachedPool, check_labels, register
-from bench.data.cache import Decoded, Streamed, files_fingerprint
+from bench.data.cache import Decoded, Streamed
 from bench.data.downloads import Progress, Remote, fetch
 from bench.data.pipeline import BatchOp, NotebookDoubleTransform, RandomAffine, RandomHorizontalFlip
 
@@ -104,12 +103,10 @@ class FashionMnist(CachedPool):
                     raise self.corrupt(path, f"holds fewer bytes than its header promises for {dims} (truncated?)")
                 yield np.frombuffer(body, dtype=np.uint8).reshape(count, *dims[1:])
 
-    def pool(self, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        paths = {part: [self._locate(Path(data_dir), f) for f in FILES[part]] for part in self.pooled_parts}
-        every = [path for part in self.pooled_parts for path in paths[part]]
-        return self.cached_pool(Path(data_dir) / self.decoded_cache, files_fingerprint(every), lambda: self._decode(paths))
+    def part_files(self, data_dir: Path) -> dict[str, list[Path]]:
+        return {part: [self._locate(Path(data_dir), f) for f in FILES[part]] for part in self.pooled_parts}
 
-    def _decode(self, paths: dict[str, list[Path]]) -> dict[str, Decoded]:
+    def decode_parts(self, paths: dict[str, list[Path]]) -> dict[str, Decoded]:
         labels, counts = [], []
         for part in self.pooled_parts:
             image_path, label_path = paths[part]

@@ -6,10 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bench.data.base import CachedPool, check_labels, register
-from bench.data.cache import Decoded, Streamed, files_fingerprint
+from bench.data.cache import Decoded, Streamed
 from bench.data.downloads import Progress, Remote, fetch
 
 SITE = "http://ufldl.stanford.edu/housenumbers/"
@@ -42,30 +41,27 @@ class Svhn(CachedPool):
         for remote in REMOTES.values():
             fetch(self.name, remote, Path(data_dir), progress)
 
-    def pool(self, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        paths = [data_dir / REMOTES[part].filename for part in self.pooled_parts]
-        return self.cached_pool(data_dir / self.decoded_cache, files_fingerprint(paths), lambda: self._decode(data_dir))
+    def part_files(self, data_dir: Path) -> dict[str, list[Path]]:
+        return {part: [Path(data_dir) / REMOTES[part].filename] for part in self.pooled_parts}
 
-    def _decode(self, data_dir: Path) -> dict[str, Decoded]:
+    def decode_parts(self, paths: dict[str, list[Path]]) -> dict[str, Decoded]:
         """The pooled parts, streamed into the cache one .mat at a time (a worker decoding holds one
         part's images, not the pooled array beside them), and their labels."""
-        counts = self.part_counts(data_dir)
-        paths = [data_dir / REMOTES[part].filename for part in self.pooled_parts]
-        labels = [self._labels(path, counts[part]) for part, path in zip(self.pooled_parts, paths)]
-        total = sum(counts.values())
+        files = [paths[part][0] for part in self.pooled_parts]
+        counts = [self._count(path) for path in files]
         return {
-            "images": Streamed((total, 3, 32, 32), np.dtype(np.uint8), lambda: self._image_blocks(paths, counts)),
-            "labels": np.concatenate(labels),
-            "counts": np.array([counts[p] for p in self.pooled_parts]),
+            "images": Streamed((sum(counts), 3, 32, 32), np.dtype(np.uint8), lambda: self._image_blocks(files, counts)),
+            "labels": np.concatenate([self._labels(path, count) for path, count in zip(files, counts)]),
+            "counts": np.array(counts),
         }
 
-    def _image_blocks(self, paths: list[Path], counts: dict[str, int]) -> Iterator[np.ndarray]:
-        for part, path in zip(self.pooled_parts, paths):
+    def _image_blocks(self, files: list[Path], counts: list[int]) -> Iterator[np.ndarray]:
+        for path, count in zip(files, counts):
             x = self._read_mat(path, "X")
             if x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != (32, 32, 3):
                 raise self.corrupt(path, f"has X {x.dtype} {x.shape}, expected uint8 32x32x3xN")
-            if x.shape[3] != counts[part]:
-                raise self.corrupt(path, f"holds {x.shape[3]} images where its header says {counts[part]}")
+            if x.shape[3] != count:
+                raise self.corrupt(path, f"holds {x.shape[3]} images where its header says {count}")
             for start in range(0, x.shape[3], BLOCK_IMAGES):
                 yield x[..., start : start + BLOCK_IMAGES].transpose(3, 2, 0, 1)  # H, W, C, N -> N, C, H, W
             del x
@@ -88,16 +84,14 @@ class Svhn(CachedPool):
             raise self.corrupt(path, f"is not a readable SVHN .mat file ({type(error).__name__}: {error})") from None
 
     def part_counts(self, data_dir: Path) -> dict[str, int]:
+        return {part: self._count(path) for part, (path,) in self.part_files(Path(data_dir)).items()}
+
+    def _count(self, path: Path) -> int:
+        """The images a .mat file holds, from its header (X is not read)."""
         from scipy.io import whosmat
 
-        counts = {}
-        for part in self.pooled_parts:
-            path = Path(data_dir) / REMOTES[part].filename
-            try:
-                shapes = {name: shape for name, shape, _ in whosmat(path)}
-                counts[part] = int(shapes["X"][3])
-            except (ValueError, OSError, KeyError, IndexError, TypeError) as error:
-                raise self.corrupt(
-                    path, f"is not a readable SVHN .mat file ({type(error).__name__}: {error})"
-                ) from None
-        return counts
+        try:
+            shapes = {name: shape for name, shape, _ in whosmat(path)}
+            return int(shapes["X"][3])
+        except (ValueError, OSError, KeyError, IndexError, TypeError) as error:
+            raise self.corrupt(path, f"is not a readable SVHN .mat file ({type(error).__name__}: {error})") from None
