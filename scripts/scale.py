@@ -245,10 +245,9 @@ def probe_run(name: str, data_dir: str) -> dict:
         watch.start()
         out, err = process.communicate()
         watch.done.set()
-        done = subprocess.CompletedProcess(command, process.returncode, out, err)
         wall = time.perf_counter() - start
-        if done.returncode != 0:
-            raise SystemExit(f"bench run on {name} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        if process.returncode != 0:
+            raise SystemExit(f"bench run on {name} failed ({process.returncode}):\n{out[-3000:]}\n{err[-3000:]}")
         import mlflow
 
         client = mlflow.MlflowClient(store)
